@@ -1,0 +1,131 @@
+"""The ``s13eir`` command: serve, check, config check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+from .diameter.dictionary import DictionaryError
+from .lists.formats import ListFormatError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the EIR could not be asked, or answered with an error
+EXIT_CONFIG = 2  # bad configuration or usage
+DEFAULT_CONFIG = "config/eir.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s13eir", description="Equipment Identity Register for S13/S13' (TS 29.272)")
+    p.add_argument("--version", action="version", version=f"s13eir {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the EIR node")
+    serve.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML configuration (default {DEFAULT_CONFIG})")
+    serve.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
+
+    check = sub.add_parser("check", help="ask an EIR about one IMEI, as an MME would (CER, ECR, DPR)")
+    check.add_argument("--config", default=None, help="take --peer and the realm from this configuration")
+    check.add_argument("--peer", default=None, help="HOST:PORT of the EIR (default: the config's first listener)")
+    check.add_argument("--imei", required=True, help="14 or 15 digits (TAC+SNR[+check digit])")
+    check.add_argument("--imsi", default=None, help="sent as User-Name")
+    check.add_argument("--sv", default=None, help="Software-Version (2 digits)")
+    check.add_argument("--origin-host", default="mme.s13eir.test")
+    check.add_argument("--origin-realm", default="s13eir.test")
+    check.add_argument("--timeout", type=float, default=5.0)
+    check.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    cfg_check = cfg_sub.add_parser("check", help="validate a configuration, its dictionaries and its lists")
+    cfg_check.add_argument("path", nargs="?", default=None)
+    cfg_check.add_argument("--config", dest="config_opt", default=None, help="same as PATH")
+    return p
+
+
+def _load(path: str) -> Config:
+    return load_config(path)
+
+
+def _peer(args: argparse.Namespace) -> tuple[str, int]:
+    spec = args.peer
+    if spec is None:
+        if args.config is None:
+            return "127.0.0.1", 3868
+        first = _load(args.config).listen[0]
+        host = "127.0.0.1" if first.address in ("0.0.0.0", "::") else first.address
+        return host, first.port
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError("--peer", f"expected HOST:PORT, got {spec!r}")
+    return host.strip("[]"), int(port)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .client import ClientError, check_once
+
+    host, port = _peer(args)
+    try:
+        result = asyncio.run(
+            check_once(host, port, args.imei, args.imsi, args.sv, args.origin_host, args.origin_realm, args.timeout)
+        )
+    except ClientError as exc:
+        print(f"s13eir check: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps({"imei": args.imei, "imsi": args.imsi, **result.as_dict()}))
+    else:
+        print(f"{args.imei}: {result.verdict}")
+    return EXIT_OK if result.result_code == 2001 or result.experimental_result_code == 5422 else EXIT_FAILURE
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from .diameter import dictionary
+    from .node import load_snapshot
+
+    path = args.path or args.config_opt or DEFAULT_CONFIG
+    config = _load(path)
+    d = dictionary.load(config.diameter.dictionaries)
+    snapshot = load_snapshot(config)
+    counts = ", ".join(f"{k} {v}" for k, v in snapshot.counts().items())
+    print(f"{path}: ok")
+    print(f"  node {config.node.origin_host} / {config.node.origin_realm}")
+    print(f"  listen {', '.join(f'{x.transport}://{x.address}:{x.port}' for x in config.listen)}")
+    print(f"  peers {len(config.peers.list)} configured, allow_unknown={config.peers.allow_unknown}")
+    print(f"  dictionary {len(d.avps)} AVPs, {len(d.commands)} commands")
+    print(f"  lists: {counts}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .node import run_node
+    from .observability.logs import configure_logging
+
+    config = _load(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    run_node(config, args.config, use_uvloop=not args.no_uvloop)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "check":
+            return cmd_check(args)
+        return cmd_config_check(args)
+    except (ConfigError, ListFormatError, DictionaryError) as exc:
+        print(f"s13eir: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:  # e.g. the listen port is taken
+        print(f"s13eir: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

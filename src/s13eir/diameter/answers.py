@@ -1,0 +1,77 @@
+"""Building answers: the generic answer-message of RFC 6733 §7.2 and the
+header rules of §6.2 (R clear, P copied, identifiers echoed, E-bit on 3xxx)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from . import avp as avpcodec
+from .avp import Avp
+from .constants import (
+    AVP_ERROR_MESSAGE,
+    AVP_FAILED_AVP,
+    AVP_PROXY_INFO,
+    AVP_RESULT_CODE,
+    AVP_SESSION_ID,
+    FLAG_ERROR,
+    FLAG_PROXIABLE,
+    is_protocol_error,
+)
+from .header import HEADER_LENGTH, Header, pack_header
+
+
+def answer(request: Header, body: bytes, *, error: bool = False) -> bytes:
+    """Wrap an answer body in a header that mirrors ``request``."""
+    flags = (request.flags & FLAG_PROXIABLE) | (FLAG_ERROR if error else 0)
+    return (
+        pack_header(
+            HEADER_LENGTH + len(body),
+            flags,
+            request.command_code,
+            request.application_id,
+            request.hop_by_hop,
+            request.end_to_end,
+        )
+        + body
+    )
+
+
+def session_id_avp(avps: Sequence[Avp]) -> bytes:
+    for a in avps:
+        if a.code == AVP_SESSION_ID and a.vendor == 0:
+            return avpcodec.pad(a.raw)
+    return b""
+
+
+def proxy_info_avps(avps: Sequence[Avp]) -> bytes:
+    """Every Proxy-Info of the request, in order and byte for byte (RFC 6733 §6.2)."""
+    return b"".join(avpcodec.pad(a.raw) for a in avps if a.code == AVP_PROXY_INFO and a.vendor == 0)
+
+
+def error_answer(
+    request: Header,
+    request_avps: Sequence[Avp],
+    origin: bytes,
+    result_code: int,
+    *,
+    failed_avp: bytes | None = None,
+    message: str = "",
+    extra: bytes = b"",
+) -> bytes:
+    """An answer carrying ``result_code``: E-bit exactly on 3xxx, Failed-AVP when given.
+
+    ``origin`` is our encoded Origin-Host + Origin-Realm; ``extra`` holds AVPs the
+    application requires in every answer (S13: Auth-Session-State).
+    """
+    parts = [
+        session_id_avp(request_avps),
+        avpcodec.u32(AVP_RESULT_CODE, result_code),
+        extra,
+        origin,
+    ]
+    if message:
+        parts.append(avpcodec.utf8(AVP_ERROR_MESSAGE, message[:200], mandatory=False))
+    if failed_avp is not None:
+        parts.append(avpcodec.encode(AVP_FAILED_AVP, failed_avp))
+    parts.append(proxy_info_avps(request_avps))
+    return answer(request, b"".join(parts), error=is_protocol_error(result_code))

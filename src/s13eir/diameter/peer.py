@@ -1,0 +1,287 @@
+"""One Diameter connection seen from the responder side: the RFC 6733 §5.6
+peer state machine with the RFC 3539 watchdog on top, sans-IO.
+
+The owner feeds bytes with ``receive_data(data, now)``, writes whatever
+``data_to_send()`` returns, drains ``next_event()``, arms one timer at
+``get_timer()`` and calls ``handle_timer(now)`` when it fires. When
+``should_close`` becomes true it writes what is left and closes the transport.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import base_messages
+from .answers import error_answer
+from .avp import Avp
+from .capx import LocalIdentity, PeerInfo, PeerPolicy, build_cea, process_cer
+from .constants import (
+    CMD_CAPABILITIES_EXCHANGE,
+    CMD_DEVICE_WATCHDOG,
+    CMD_DISCONNECT_PEER,
+    DISCONNECT_REBOOTING,
+    UNABLE_TO_COMPLY,
+)
+from .events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
+from .framing import FrameBuffer, FramingError
+from .header import Header, parse_header
+from .traffic import Rejected, Screening, screen
+from .watchdog import Random, Watchdog, WatchdogAction
+
+
+class PeerState(enum.Enum):
+    WAIT_CER = "wait-cer"  # RFC 6733 "Closed" with an accepted connection, before its CER
+    OPEN = "open"  # R-Open
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Application(Protocol):
+    """An application behind the base protocol (S13). Gets screened requests only."""
+
+    def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes: ...
+
+
+class PeerRegistry:
+    """Open connections by Origin-Host, shared by all connections of a node.
+
+    RFC 6733 §5.6 (R-Open, R-Conn-CER: R-Reject) keeps the existing connection when
+    the same peer connects again. A peer that restarted announces a new
+    Origin-State-Id (§8.16), so then the old connection is stale: it is displaced
+    and the new one accepted instead of locking the peer out until its watchdog fires.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[int | None, object]] = {}
+
+    def claim(self, peer: PeerInfo, owner: object) -> tuple[bool, object | None]:
+        key = peer.origin_host.lower()
+        current = self._open.get(key)
+        if current is None or current[1] is owner:
+            self._open[key] = (peer.origin_state_id, owner)
+            return True, None
+        old_state, old_owner = current
+        if peer.origin_state_id is not None and old_state is not None and peer.origin_state_id != old_state:
+            self._open[key] = (peer.origin_state_id, owner)
+            return True, old_owner
+        return False, None
+
+    def release(self, origin_host: str, owner: object) -> None:
+        key = origin_host.lower()
+        current = self._open.get(key)
+        if current is not None and current[1] is owner:
+            del self._open[key]
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+@dataclass(slots=True)
+class PeerSettings:
+    local: LocalIdentity
+    policy: PeerPolicy
+    screening: Screening
+    applications: Mapping[int, Application]
+    registry: PeerRegistry = field(default_factory=PeerRegistry)
+    watchdog_interval: float = 30.0
+    cer_timeout: float = 10.0
+    dpa_timeout: float = 5.0
+    max_message_size: int = 65536
+
+
+class PeerConnection:
+    def __init__(
+        self, settings: PeerSettings, now: float, rng: Random, remote_ip: str | None = None, owner: object = None
+    ) -> None:
+        self.settings = settings
+        self.state = PeerState.WAIT_CER
+        self.peer: PeerInfo | None = None
+        self.remote_ip = remote_ip
+        self.should_close = False
+        self._owner = owner if owner is not None else self
+        self._rng = rng
+        self._frames = FrameBuffer(settings.max_message_size)
+        self._out: list[bytes] = []
+        self._events: deque[Event] = deque()
+        self._watchdog: Watchdog | None = None
+        self._deadline: float | None = now + settings.cer_timeout
+        self._ids = int(rng.uniform(0, 1 << 31))
+
+    # -- owner-facing API -------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        if self.state is PeerState.CLOSED:
+            return
+        frames = self._frames
+        frames.feed(data)
+        while not self.should_close:
+            frame = frames.next_frame()
+            if frame is None:
+                break
+            if isinstance(frame, FramingError):
+                self._on_framing_error(frame)
+                break
+            self._on_frame(frame, now)
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        out = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        if self.state is PeerState.OPEN and self._watchdog is not None:
+            return self._watchdog.deadline
+        return self._deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is PeerState.OPEN and self._watchdog is not None:
+            before = self._watchdog.state
+            action = self._watchdog.on_timer(now)
+            if self._watchdog.state is not before:
+                self._events.append(WatchdogChanged(self._watchdog.state.value))
+            if action is WatchdogAction.SEND_DWR:
+                self._out.append(base_messages.dwr(self.settings.local, self._next_id(), self._next_id()))
+            elif action is WatchdogAction.CLOSE:
+                self._close("watchdog: no answer to DWR")
+            return
+        if self._deadline is not None and now >= self._deadline:
+            if self.state is PeerState.WAIT_CER:
+                self._reject(0, "no CER received in time", "")
+            else:
+                self._close("no DPA received in time" if self.state is PeerState.CLOSING else "timeout")
+
+    def stop(self, now: float, cause: int = DISCONNECT_REBOOTING) -> None:
+        """Local shutdown: R-Open, Stop -> R-Snd-DPR -> Closing."""
+        if self.state is PeerState.OPEN:
+            self._out.append(base_messages.dpr(self.settings.local, cause, self._next_id(), self._next_id()))
+            self.state = PeerState.CLOSING
+            self._deadline = now + self.settings.dpa_timeout
+        elif self.state is PeerState.WAIT_CER:
+            self._close("shutting down")
+
+    def close_displaced(self) -> None:
+        """Another connection from the same peer (restarted, new Origin-State-Id) replaced this one."""
+        self._close("replaced by a new connection from the same peer")
+
+    def connection_lost(self) -> None:
+        """R-Peer-Disc: the transport went away."""
+        if self.state is not PeerState.CLOSED:
+            self._close("connection lost")
+
+    # -- internals ----------------------------------------------------------
+
+    def _next_id(self) -> int:
+        self._ids = (self._ids + 1) & 0xFFFFFFFF
+        return self._ids
+
+    def _on_framing_error(self, err: FramingError) -> None:
+        # The stream cannot be resynchronised: answer if the header says it was a
+        # request, then close (RFC 6733 §3, 5015 / 5011).
+        if err.header is not None:
+            header = parse_header(err.header)
+            if header.is_request:
+                self._out.append(error_answer(header, [], self.settings.local.origin_avps, err.result_code,
+                                              message=err.detail))  # fmt: skip
+            self._events.append(ProtocolError(err.result_code, header.command_code, err.detail))
+        self._close(f"framing error: {err.detail}")
+
+    def _on_frame(self, frame: bytes, now: float) -> None:
+        header = parse_header(frame)
+        if self.state is PeerState.WAIT_CER:
+            self._on_first_message(header, frame, now)
+            return
+        if self._watchdog is not None:
+            self._watchdog.on_message(now, not header.is_request and header.command_code == CMD_DEVICE_WATCHDOG)
+        if not header.is_request:
+            if header.command_code == CMD_DISCONNECT_PEER and self.state is PeerState.CLOSING:
+                self._close("DPA received")  # Closing, R-Rcv-DPA -> R-Disc -> Closed
+            return  # DWA handled by the watchdog; other answers are for requests we never send
+        if self.state is PeerState.CLOSING:
+            return  # no new work once a disconnect is under way
+        assert self.peer is not None
+        if header.application_id == 0:
+            self._on_base_request(header, frame)
+            return
+        screened = screen(header, frame, self.settings.screening)
+        if isinstance(screened, Rejected):
+            self._out.append(screened.answer)
+            self._events.append(ProtocolError(screened.result_code, header.command_code, screened.detail))
+            return
+        app = self.settings.applications[header.application_id]
+        self._out.append(app.handle_request(header, frame, screened[1], self.peer))
+
+    def _on_first_message(self, header: Header, frame: bytes, now: float) -> None:
+        # Only R-Conn-CER is defined for a fresh connection; anything else closes it.
+        if not (header.is_request and header.command_code == CMD_CAPABILITIES_EXCHANGE):
+            self._reject(0, f"command {header.command_code} before CER", "")
+            return
+        screened = screen(header, frame, self.settings.screening)
+        if isinstance(screened, Rejected):
+            cea = build_cea(header, self.settings.local, screened.result_code, screened.detail)
+            self._out.append(cea)
+            self._reject(screened.result_code, screened.detail, "")
+            return
+        outcome = process_cer(header, screened[1], self.settings.local, self.settings.policy,
+                              self.settings.screening.dictionary, self.remote_ip)  # fmt: skip
+        host = outcome.peer.origin_host if outcome.peer else ""
+        if not outcome.accepted or outcome.peer is None:
+            self._out.append(outcome.cea)
+            self._reject(outcome.result_code, outcome.reason, host)
+            return
+        accepted, displaced = self.settings.registry.claim(outcome.peer, self._owner)
+        if not accepted:
+            reason = f"{host} already has an open connection (same Origin-State-Id)"
+            self._out.append(build_cea(header, self.settings.local, UNABLE_TO_COMPLY, reason))
+            self._reject(UNABLE_TO_COMPLY, reason, host)
+            return
+        self._out.append(outcome.cea)
+        self.peer = outcome.peer
+        self.state = PeerState.OPEN
+        self._deadline = None
+        self._watchdog = Watchdog(self.settings.watchdog_interval, self._rng, now)
+        self._events.append(PeerOpened(outcome.peer, displaced))
+
+    def _on_base_request(self, header: Header, frame: bytes) -> None:
+        code = header.command_code
+        screened = screen(header, frame, self.settings.screening)  # 3001 for commands not in the dictionary
+        if isinstance(screened, Rejected):
+            self._out.append(screened.answer)
+            self._events.append(ProtocolError(screened.result_code, code, screened.detail))
+            return
+        local = self.settings.local
+        if code == CMD_DEVICE_WATCHDOG:
+            self._out.append(base_messages.dwa(header, local))
+        elif code == CMD_DISCONNECT_PEER:
+            # R-Open, R-Rcv-DPR: R-Snd-DPA, then the connection goes down.
+            self._out.append(base_messages.dpa(header, local))
+            self._close("DPR received")
+        else:
+            # R-Open, R-Rcv-CER: R-Snd-CEA (capabilities re-announced on an open connection).
+            outcome = process_cer(header, screened[1], local, self.settings.policy,
+                                  self.settings.screening.dictionary, self.remote_ip)  # fmt: skip
+            self._out.append(outcome.cea)
+            if not outcome.accepted:
+                self._close(f"CER on open connection rejected: {outcome.reason}")
+
+    def _reject(self, result_code: int, reason: str, host: str) -> None:
+        self._events.append(PeerRejected(result_code, reason, host))
+        self._close(reason)
+
+    def _close(self, reason: str) -> None:
+        if self.state is PeerState.CLOSED:
+            return
+        if self.peer is not None:
+            self.settings.registry.release(self.peer.origin_host, self._owner)
+        self.state = PeerState.CLOSED
+        self.should_close = True
+        self._deadline = None
+        self._events.append(PeerClosed(reason))

@@ -1,0 +1,278 @@
+"""The composition root: builds an EIR node from its configuration and owns
+every listener, task and signal handler. Policy lives in the modules it wires."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .config import Config
+from .decision.model import EquipmentStatus
+from .diameter import dictionary as dictionary_mod
+from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy
+from .diameter.constants import APP_S13, DISCONNECT_REBOOTING
+from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
+from .diameter.peer import PeerRegistry, PeerSettings, PeerState
+from .diameter.traffic import Screening
+from .lists.formats import ListFormatError, ListSpec, load_lists
+from .lists.snapshot import ListSnapshot
+from .observability.http import start_http
+from .observability.logs import get_logger, mask_imsi
+from .observability.metrics import Metrics
+from .s13 import AUTH_SESSION_STATE_AVP, ImeisvInImeiPolicy, MalformedImeiPolicy, MeIdentityCheck, Outcome, S13Policy
+from .transport.sctp import listening_socket
+from .transport.tcp import DiameterProtocol
+
+NO_STATUS = -1
+
+
+def list_specs(config: Config) -> list[ListSpec]:
+    return [ListSpec(s.path, s.format, s.list if s.format == "dirbs-blacklist" else None) for s in config.store.lists]
+
+
+def load_snapshot(config: Config) -> ListSnapshot:
+    """Parse every configured list file into a new snapshot (raises ListFormatError)."""
+    return load_lists(list_specs(config), config.store.bloom_fp_rate)
+
+
+def _local_addresses(config: Config) -> tuple[str, ...]:
+    addrs = config.host_ip_addresses
+    if addrs:
+        return addrs
+    # Wildcard listeners: advertise what the host name resolves to, else loopback.
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, proto=socket.IPPROTO_TCP)
+        found = tuple(dict.fromkeys(str(i[4][0]) for i in infos))
+    except OSError:
+        found = ()
+    return found or ("127.0.0.1",)
+
+
+class Node:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.log = get_logger("s13eir.node")  # after configure_logging(), which the CLI calls first
+        self.metrics = Metrics()
+        self.dictionary = dictionary_mod.load(config.diameter.dictionaries)
+        self.local = LocalIdentity(
+            origin_host=config.node.origin_host,
+            origin_realm=config.node.origin_realm,
+            host_ip_addresses=_local_addresses(config),
+            vendor_id=config.node.vendor_id,
+            product_name=config.node.product_name,
+            firmware_revision=config.node.firmware_revision,
+            # RFC 6733 §8.16: must grow on every restart; seconds since the epoch do.
+            origin_state_id=int(time.time()) & 0xFFFFFFFF,
+        )
+        snapshot = load_snapshot(config)
+        self.app = MeIdentityCheck(self.local, snapshot, self._s13_policy(config), self._on_outcome)
+        self.registry = PeerRegistry()
+        self.settings = PeerSettings(
+            local=self.local,
+            policy=PeerPolicy.of(
+                [PeerEntry(p.origin_host, p.origin_realm, tuple(p.addresses)) for p in config.peers.list],
+                config.peers.allow_unknown,
+            ),
+            screening=Screening(
+                dictionary=self.dictionary,
+                origin_avps=self.local.origin_avps,
+                origin_host=self.local.origin_host,
+                origin_realm=self.local.origin_realm,
+                applications=frozenset({APP_S13}),
+                check_destination_realm=config.policy.check_destination_realm,
+                answer_extras={APP_S13: AUTH_SESSION_STATE_AVP},
+            ),
+            applications={APP_S13: self.app},
+            registry=self.registry,
+            watchdog_interval=config.peers.watchdog_interval_s,
+            cer_timeout=config.diameter.cer_timeout_s,
+            dpa_timeout=config.diameter.dpa_timeout_s,
+            max_message_size=config.diameter.max_message_size,
+        )
+        self.connections: set[DiameterProtocol] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.bound: list[tuple[str, str, int]] = []  # (transport, address, port) actually listening
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._log_white = config.logging.log_whitelisted
+        self._mask = config.logging.mask_imsi
+        self.metrics.set_peers_source(lambda: len(self.registry))
+        self.metrics.set_lists_source(lambda: self.app_snapshot.counts())
+        self.metrics.set_bloom_source(self._bloom_stats)
+        self.log.info("lists_loaded", **snapshot.counts(), memory_bytes=snapshot.memory_bytes())
+
+    @staticmethod
+    def _s13_policy(config: Config) -> S13Policy:
+        p = config.policy
+        return S13Policy(p.unknown_imei, MalformedImeiPolicy(p.malformed_imei), ImeisvInImeiPolicy(p.imeisv_in_imei))
+
+    @property
+    def app_snapshot(self) -> ListSnapshot:
+        lists = self.app.lists
+        assert isinstance(lists, ListSnapshot)
+        return lists
+
+    def _bloom_stats(self) -> tuple[int, int, int]:
+        s = self.app_snapshot.stats
+        return s.positives, s.negatives, s.false_positives
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listen in self.config.listen:
+            if listen.transport == "tcp":
+                server = await loop.create_server(self._protocol, listen.address, listen.port, reuse_address=True)
+            else:
+                sock = listening_socket(listen.address, listen.port)
+                server = await loop.create_server(self._protocol, sock=sock)
+            self.servers.append(server)
+            for s in server.sockets:
+                addr = s.getsockname()
+                self.bound.append((listen.transport, str(addr[0]), int(addr[1])))
+        if self.config.metrics.enabled:
+            http = await start_http(self.config.metrics.address, self.config.metrics.port, self.metrics, self.ready)
+            self.servers.append(http)
+            addr = http.sockets[0].getsockname()
+            self.bound.append(("http", str(addr[0]), int(addr[1])))
+        self.log.info(
+            "started",
+            origin_host=self.local.origin_host,
+            origin_realm=self.local.origin_realm,
+            listening=[f"{t}://{a}:{p}" for t, a, p in self.bound],
+        )
+
+    def _protocol(self) -> DiameterProtocol:
+        self.metrics.connections_total += 1
+        return DiameterProtocol(self.settings, self._on_event, self.connections, self.metrics.observe_latency)
+
+    def ready(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "shutting down"
+        if not any(t in ("tcp", "sctp") for t, _, _ in self.bound):
+            return False, "not listening yet"
+        return True, "ready"
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    def request_reload(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload())
+
+    def request_stop(self) -> None:
+        asyncio.get_running_loop().create_task(self.stop())
+
+    async def reload(self) -> bool:
+        """Re-read every list file; swap the lists in one step, or keep them on any error."""
+        try:
+            snapshot = await asyncio.get_running_loop().run_in_executor(None, load_snapshot, self.config)
+        except (ListFormatError, OSError) as exc:
+            self.metrics.reloads_failed += 1
+            self.log.error("lists_reload_failed", error=str(exc), kept=self.app_snapshot.counts())
+            return False
+        self.app.lists = snapshot
+        self.metrics.reloads_ok += 1
+        self.log.info("lists_reloaded", **snapshot.counts(), memory_bytes=snapshot.memory_bytes())
+        return True
+
+    async def stop(self, cause: int = DISCONNECT_REBOOTING) -> None:
+        """DPR to every open peer, wait for their DPAs (bounded), then close everything."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        self.log.info("stopping", peers=len(self.registry))
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.stop(cause)
+        waits = [c.closed.wait() for c in list(self.connections)]
+        if waits:
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(w) for w in waits], timeout=self.config.diameter.dpa_timeout_s + 1
+            )
+            for p in pending:
+                p.cancel()
+        for conn in list(self.connections):
+            conn.abort()
+        self._stopped.set()
+        self.log.info("stopped")
+
+    async def run(self, install_signals: bool = True) -> None:
+        await self.start()
+        if install_signals:
+            self.install_signal_handlers()
+        await self._stopped.wait()
+
+    # -- reporting ------------------------------------------------------------------
+
+    def _on_event(self, event: Event, conn: DiameterProtocol) -> None:
+        if isinstance(event, PeerOpened):
+            p = event.peer
+            self.log.info("peer_open", peer=p.origin_host, realm=p.origin_realm, remote=conn.remote,
+                     origin_state_id=p.origin_state_id, replaced_old=event.displaced is not None)  # fmt: skip
+        elif isinstance(event, PeerRejected):
+            self.log.warning("peer_rejected", result_code=event.result_code, reason=event.reason,
+                        peer=event.origin_host or None, remote=conn.remote)  # fmt: skip
+        elif isinstance(event, PeerClosed):
+            core = conn.core
+            peer = core.peer.origin_host if core is not None and core.peer is not None else None
+            self.log.info("peer_closed", peer=peer, remote=conn.remote, reason=event.reason)
+        elif isinstance(event, ProtocolError):
+            self.metrics.count_protocol_error(event.result_code)
+            self.log.info("protocol_error", result_code=event.result_code, command=event.command_code,
+                     detail=event.detail, remote=conn.remote)  # fmt: skip
+        elif isinstance(event, WatchdogChanged):
+            self.log.warning("watchdog", state=event.state, remote=conn.remote)
+
+    def _on_outcome(self, outcome: Outcome, peer: PeerInfo) -> None:
+        verdict = outcome.verdict
+        status = verdict.status if verdict is not None else None
+        self.metrics.count_answer(outcome.result_code, NO_STATUS if status is None else int(status))
+        if status is EquipmentStatus.WHITELISTED and not self._log_white:
+            return
+        q = outcome.query
+        fields: dict[str, Any] = {
+            "result_code": outcome.result_code,
+            "status": status.name if status is not None else None,
+            "peer": peer.origin_host,
+            "peer_realm": peer.origin_realm,
+        }
+        if q is not None:
+            fields.update(imei=q.imei, imsi=mask_imsi(q.imsi) if self._mask else q.imsi, sv=q.software_version,
+                          session_id=q.session_id)  # fmt: skip
+        if verdict is not None:
+            r = verdict.reason
+            fields.update(rule=r.rule.value, list=r.list, source=r.source, entry=r.entry, reason=r.detail)
+        if outcome.detail:
+            fields["detail"] = outcome.detail
+        self.log.info("verdict", **fields)
+
+
+def run_node(config: Config, config_path: str | None = None, *, use_uvloop: bool = True) -> None:
+    """Run a node until SIGTERM/SIGINT; uvloop when it is installed."""
+    runner: Callable[..., Any] = asyncio.run
+    if use_uvloop:
+        try:
+            import uvloop
+
+            runner = uvloop.run
+        except ImportError:
+            pass
+
+    async def main() -> None:
+        node = Node(config, config_path)
+        await node.run()
+
+    runner(main())
+
+
+__all__ = ["Node", "PeerState", "load_snapshot", "run_node"]

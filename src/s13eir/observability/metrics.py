@@ -1,0 +1,232 @@
+"""Counters for the request path, exposed to Prometheus at scrape time.
+
+prometheus_client's own Counter/Histogram take a lock and resolve label children on
+every call; at tens of thousands of answers a second that is a visible share of the
+budget. Here the hot path only does ``dict.get`` + store or ``list[i] += 1`` on a
+``Metrics`` object owned by the event loop, and ``MetricsCollector`` turns the totals
+into metric families when Prometheus asks.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from s13eir.decision.model import EquipmentStatus
+
+__all__ = ["LATENCY_BUCKETS", "NO_STATUS", "Metrics", "MetricsCollector", "render"]
+
+# Upper bounds (seconds) of the answer latency buckets, 1-2-5 steps from 50 µs to 1 s.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    50e-6, 100e-6, 200e-6, 500e-6,
+    1e-3, 2e-3, 5e-3,
+    10e-3, 20e-3, 50e-3,
+    0.1, 0.2, 0.5,
+    1.0,
+)  # fmt: skip
+
+# ``status`` for an answer that carries no Equipment-Status (an error or EQUIPMENT_UNKNOWN).
+NO_STATUS = -1
+
+BloomSource = Callable[[], tuple[int, int, int]]
+PeersSource = Callable[[], int]
+ListsSource = Callable[[], Mapping[str, int]]
+_T = TypeVar("_T")
+
+
+class Metrics:
+    """Plain counters, incremented directly by the request path (single event loop: no locks).
+
+    Values owned elsewhere (Bloom filter statistics, peers up, list sizes) are read through
+    callables registered with the ``set_*_source`` methods, at scrape time only.
+    """
+
+    __slots__ = (
+        "_bloom_source",
+        "_lists_source",
+        "_peers_source",
+        "_registry",
+        "answers",
+        "connections_closed_error",
+        "connections_total",
+        "latency_buckets",
+        "latency_sum",
+        "protocol_errors",
+        "reloads_failed",
+        "reloads_ok",
+        "requests_rejected_busy",
+    )
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[int, int], int] = {}  # (result_code, equipment_status or -1)
+        self.requests_rejected_busy = 0
+        self.protocol_errors: dict[int, int] = {}  # result_code -> count
+        # One slot per bound plus a last one for anything above 1 s (the +Inf bucket).
+        self.latency_buckets: list[int] = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.connections_total = 0
+        self.connections_closed_error = 0
+        self._bloom_source: BloomSource | None = None
+        self._peers_source: PeersSource | None = None
+        self._lists_source: ListsSource | None = None
+        self._registry: CollectorRegistry | None = None
+
+    def count_answer(self, result_code: int, status: int) -> None:
+        """One answer sent; ``status`` is the Equipment-Status value or ``NO_STATUS``."""
+        key = (result_code, status)
+        answers = self.answers
+        answers[key] = answers.get(key, 0) + 1
+
+    def count_protocol_error(self, result_code: int) -> None:
+        errors = self.protocol_errors
+        errors[result_code] = errors.get(result_code, 0) + 1
+
+    def observe_latency(self, seconds: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (Prometheus "le").
+        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    @property
+    def latency_count(self) -> int:
+        return sum(self.latency_buckets)
+
+    def set_bloom_source(self, fn: BloomSource) -> None:
+        """``fn()`` returns (positives, negatives, false_positives) since start."""
+        self._bloom_source = fn
+
+    def set_peers_source(self, fn: PeersSource) -> None:
+        """``fn()`` returns the number of peers in the open state."""
+        self._peers_source = fn
+
+    def set_lists_source(self, fn: ListsSource) -> None:
+        """``fn()`` returns entries per list name ("black", "grey", ...)."""
+        self._lists_source = fn
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """A private registry (never the global one, so that several instances, e.g. in
+        tests, do not collide) holding this object's collector and the process metrics."""
+        if self._registry is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(MetricsCollector(self))
+            ProcessCollector(registry=registry)
+            self._registry = registry
+        return self._registry
+
+
+def _status_label(status: int) -> str:
+    if status == NO_STATUS:
+        return "none"
+    try:
+        return EquipmentStatus(status).name.lower()
+    except ValueError:
+        return str(status)
+
+
+class MetricsCollector(Collector):
+    """Builds the metric families from a ``Metrics`` object at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+
+        answers = CounterMetricFamily(
+            "s13eir_answers",
+            "ME-Identity-Check answers sent, by Result-Code and Equipment-Status.",
+            labels=["result_code", "equipment_status"],
+        )
+        for (code, status), n in sorted(m.answers.items()):
+            answers.add_metric([str(code), _status_label(status)], n)
+        yield answers
+
+        cumulative: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip(LATENCY_BUCKETS, m.latency_buckets, strict=False):
+            total += n
+            cumulative.append((repr(bound), total))  # "5e-05", "0.001", "1.0"
+        total += m.latency_buckets[-1]
+        cumulative.append(("+Inf", total))
+        yield HistogramMetricFamily(
+            "s13eir_answer_latency_seconds",
+            "Time from a request's arrival to its answer being queued.",
+            buckets=cumulative,
+            sum_value=m.latency_sum,
+        )
+
+        errors = CounterMetricFamily(
+            "s13eir_protocol_errors",
+            "Diameter protocol errors answered, by Result-Code.",
+            labels=["result_code"],
+        )
+        for code, n in sorted(m.protocol_errors.items()):
+            errors.add_metric([str(code)], n)
+        yield errors
+
+        yield CounterMetricFamily(
+            "s13eir_busy_answers",
+            "Requests refused with DIAMETER_TOO_BUSY because a peer had too many in flight.",
+            value=m.requests_rejected_busy,
+        )
+
+        reloads = CounterMetricFamily("s13eir_list_reloads", "List reloads, by outcome.", labels=["outcome"])
+        reloads.add_metric(["ok"], m.reloads_ok)
+        reloads.add_metric(["failed"], m.reloads_failed)
+        yield reloads
+
+        yield CounterMetricFamily("s13eir_connections", "Diameter connections accepted.", value=m.connections_total)
+        yield CounterMetricFamily(
+            "s13eir_connections_closed_error",
+            "Diameter connections closed because of an error.",
+            value=m.connections_closed_error,
+        )
+
+        # The sources belong to other components: one that fails must not take the whole
+        # scrape down, so its families are left out of this scrape.
+        peers = _read(m._peers_source)
+        if peers is not None:
+            yield GaugeMetricFamily("s13eir_peers_up", "Diameter peers in the open state.", value=peers)
+
+        bloom = _read(m._bloom_source)
+        if bloom is not None:
+            positives, negatives, false_positives = bloom
+            yield CounterMetricFamily(
+                "s13eir_bloom_positives", "Bloom filter lookups that said maybe.", value=positives
+            )
+            yield CounterMetricFamily("s13eir_bloom_negatives", "Bloom filter lookups that said no.", value=negatives)
+            yield CounterMetricFamily(
+                "s13eir_bloom_false_positives",
+                "Bloom filter maybes that the exact lookup then found absent.",
+                value=false_positives,
+            )
+
+        lists = _read(m._lists_source)
+        if lists is not None:
+            entries = GaugeMetricFamily("s13eir_list_entries", "Entries loaded, by list.", labels=["list"])
+            for name, n in sorted(lists.items()):
+                entries.add_metric([name], n)
+            yield entries
+
+
+def _read(source: Callable[[], _T] | None) -> _T | None:
+    if source is None:
+        return None
+    try:
+        return source()
+    except Exception:
+        return None
+
+
+def render(metrics: Metrics) -> bytes:
+    """The Prometheus text exposition format (version 0.0.4) of everything in the registry."""
+    return generate_latest(metrics.registry)

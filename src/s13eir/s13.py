@@ -1,0 +1,241 @@
+"""TS 29.272 ME-Identity-Check on S13/S13': ECR in, ECA out. Pure.
+
+The request has already passed the base screening (header bits, application,
+command grammar, unknown M-bit AVPs), so this module deals only with what S13
+means: the IMEI in Terminal-Information, the optional IMSI in User-Name, the
+verdict, and the answer's shape (TS 29.272 §7.2.20).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .decision.engine import decide
+from .decision.imei import normalize_imei
+from .decision.model import EquipmentStatus, Facts, Reason, Rule, UnknownPolicy, Verdict
+from .diameter import avp as avpcodec
+from .diameter.answers import answer, error_answer, proxy_info_avps, session_id_avp
+from .diameter.avp import Avp, decode_avps
+from .diameter.capx import LocalIdentity, PeerInfo
+from .diameter.constants import (
+    AUTH_SESSION_NO_STATE_MAINTAINED,
+    AVP_AUTH_SESSION_STATE,
+    AVP_EQUIPMENT_STATUS,
+    AVP_EXPERIMENTAL_RESULT,
+    AVP_EXPERIMENTAL_RESULT_CODE,
+    AVP_IMEI,
+    AVP_RESULT_CODE,
+    AVP_SOFTWARE_VERSION,
+    AVP_TERMINAL_INFORMATION,
+    AVP_USER_NAME,
+    AVP_VENDOR_ID,
+    ERROR_EQUIPMENT_UNKNOWN,
+    INVALID_AVP_VALUE,
+    MISSING_AVP,
+    SUCCESS,
+    VENDOR_3GPP,
+)
+from .diameter.header import Header
+
+AUTH_SESSION_STATE_AVP = avpcodec.u32(AVP_AUTH_SESSION_STATE, AUTH_SESSION_NO_STATE_MAINTAINED)
+_STATUS_AVPS = {s: avpcodec.u32(AVP_EQUIPMENT_STATUS, int(s), vendor=VENDOR_3GPP) for s in EquipmentStatus}
+_SUCCESS_AVP = avpcodec.u32(AVP_RESULT_CODE, SUCCESS)
+_UNKNOWN_AVP = avpcodec.grouped(
+    AVP_EXPERIMENTAL_RESULT,
+    [avpcodec.u32(AVP_VENDOR_ID, VENDOR_3GPP), avpcodec.u32(AVP_EXPERIMENTAL_RESULT_CODE, ERROR_EQUIPMENT_UNKNOWN)],
+)
+_U32 = struct.Struct("!I")
+
+
+class MalformedImeiPolicy(enum.Enum):
+    REJECT = "reject"  # 5004 INVALID_AVP_VALUE with Failed-AVP
+    BLACKLISTED = "blacklisted"
+    GREYLISTED = "greylisted"
+    WHITELISTED = "whitelisted"
+
+
+class ImeisvInImeiPolicy(enum.Enum):
+    REJECT = "reject"  # 16 digits in the IMEI AVP is malformed
+    SPLIT = "split"  # read it as IMEI (14) + SVN (2), as some MMEs send it
+
+
+@dataclass(frozen=True, slots=True)
+class S13Policy:
+    unknown_imei: UnknownPolicy = UnknownPolicy.WHITELISTED
+    malformed_imei: MalformedImeiPolicy = MalformedImeiPolicy.REJECT
+    imeisv_in_imei: ImeisvInImeiPolicy = ImeisvInImeiPolicy.REJECT
+
+
+class Lists(Protocol):
+    def facts(self, imei14: str, imsi: str | None) -> Facts: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EcrQuery:
+    """What an ECR asks, once read."""
+
+    session_id: str
+    imei: str  # as received
+    imei14: str | None  # the lookup key, None when malformed
+    software_version: str | None
+    imsi: str | None  # User-Name when it is a plausible IMSI
+    origin_host: str
+    origin_realm: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One answered ECR, for logs, metrics and sighting events."""
+
+    result_code: int  # 2001, 5422, or the error code
+    verdict: Verdict | None
+    query: EcrQuery | None
+    detail: str = ""
+
+
+def _digits(b: bytes) -> bool:
+    return b.isdigit() and b.isascii()
+
+
+def _find(avps: Sequence[Avp], code: int, vendor: int = 0) -> Avp | None:
+    for a in avps:
+        if a.code == code and a.vendor == vendor:
+            return a
+    return None
+
+
+class MeIdentityCheck:
+    """The S13 application: one instance per node, shared by every connection.
+
+    ``lists`` is replaced as a whole on reload; a request reads it once.
+    """
+
+    def __init__(
+        self,
+        local: LocalIdentity,
+        lists: Lists,
+        policy: S13Policy,
+        on_outcome: Callable[[Outcome, PeerInfo], None] | None = None,
+    ) -> None:
+        self.local = local
+        self.lists = lists
+        self.policy = policy
+        self.on_outcome = on_outcome
+        self._tail = AUTH_SESSION_STATE_AVP + local.origin_avps
+
+    def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes:
+        query_or_error = self.read_query(header, avps)
+        if isinstance(query_or_error, tuple):
+            code, failed, detail = query_or_error
+            if self.on_outcome is not None:
+                self.on_outcome(Outcome(code, None, None, detail), peer)
+            return error_answer(
+                header,
+                avps,
+                self.local.origin_avps,
+                code,
+                failed_avp=failed,
+                message=detail,
+                extra=AUTH_SESSION_STATE_AVP,
+            )
+        query = query_or_error
+        verdict = self.verdict(query)
+        if query.imei14 is None and verdict is None:
+            ti = _find(avps, AVP_TERMINAL_INFORMATION, VENDOR_3GPP)
+            imei_avp = _find(decode_avps(ti.data), AVP_IMEI, VENDOR_3GPP) if ti is not None else None
+            failed = (
+                avpcodec.encode(ti.code, avpcodec.pad(imei_avp.raw), vendor=ti.vendor, flags=ti.flags)
+                if ti is not None and imei_avp is not None
+                else None
+            )
+            detail = f"IMEI {query.imei!r} is not 14 or 15 digits"
+            if self.on_outcome is not None:
+                self.on_outcome(Outcome(INVALID_AVP_VALUE, None, query, detail), peer)
+            return error_answer(
+                header,
+                avps,
+                self.local.origin_avps,
+                INVALID_AVP_VALUE,
+                failed_avp=failed,
+                message=detail,
+                extra=AUTH_SESSION_STATE_AVP,
+            )
+        assert verdict is not None
+        out = self.build_eca(header, avps, verdict)
+        if self.on_outcome is not None:
+            self.on_outcome(
+                Outcome(SUCCESS if verdict.status is not None else ERROR_EQUIPMENT_UNKNOWN, verdict, query), peer
+            )
+        return out
+
+    def read_query(self, header: Header, avps: Sequence[Avp]) -> EcrQuery | tuple[int, bytes | None, str]:
+        """Read the ECR; an error is returned as (result code, Failed-AVP, text)."""
+        ti = _find(avps, AVP_TERMINAL_INFORMATION, VENDOR_3GPP)
+        if ti is None:  # the grammar check normally catches this first
+            return (
+                MISSING_AVP,
+                avpcodec.grouped(AVP_TERMINAL_INFORMATION, [], vendor=VENDOR_3GPP),
+                "no Terminal-Information",
+            )
+        inner = decode_avps(ti.data)
+        imei_avp = _find(inner, AVP_IMEI, VENDOR_3GPP)
+        if imei_avp is None:
+            example = avpcodec.grouped(
+                AVP_TERMINAL_INFORMATION, [avpcodec.utf8(AVP_IMEI, b"", vendor=VENDOR_3GPP)], vendor=VENDOR_3GPP
+            )
+            return MISSING_AVP, example, "no IMEI in Terminal-Information"
+        raw = imei_avp.data
+        sv_avp = _find(inner, AVP_SOFTWARE_VERSION, VENDOR_3GPP)
+        sv = sv_avp.data.decode("utf-8", "replace") if sv_avp is not None else None
+        imei = raw.decode("utf-8", "replace")
+        imei14 = normalize_imei(imei)
+        if (
+            imei14 is None
+            and len(raw) == 16
+            and _digits(raw)
+            and self.policy.imeisv_in_imei is ImeisvInImeiPolicy.SPLIT
+        ):
+            imei14 = imei[:14]
+            sv = sv or imei[14:]
+        user = _find(avps, AVP_USER_NAME)
+        imsi = None
+        if user is not None and 5 <= len(user.data) <= 15 and _digits(user.data):
+            imsi = user.data.decode()
+        sid = _find(avps, 263)
+        host = _find(avps, 264)
+        realm = _find(avps, 296)
+        return EcrQuery(
+            sid.data.decode("utf-8", "replace") if sid else "",
+            imei,
+            imei14,
+            sv,
+            imsi,
+            host.data.decode("utf-8", "replace") if host else "",
+            realm.data.decode("utf-8", "replace") if realm else "",
+        )
+
+    def verdict(self, query: EcrQuery) -> Verdict | None:
+        """The verdict, or None for a malformed IMEI that the policy rejects (5004)."""
+        if query.imei14 is None:
+            mal = self.policy.malformed_imei
+            if mal is MalformedImeiPolicy.REJECT:
+                return None
+            status = EquipmentStatus[mal.name]
+            return Verdict(status, Reason(Rule.MALFORMED, "", "policy.malformed_imei", query.imei, mal.value))
+        facts = self.lists.facts(query.imei14, query.imsi)
+        return decide(facts, query.imsi, self.policy.unknown_imei, query.imei14)
+
+    def build_eca(self, header: Header, avps: Sequence[Avp], verdict: Verdict) -> bytes:
+        """ECA in python-diameter's AVP order: Session-Id, Result-Code or Experimental-Result,
+        Auth-Session-State, Origin-Host, Origin-Realm, Equipment-Status, Proxy-Info."""
+        if verdict.status is None:
+            body = session_id_avp(avps) + _UNKNOWN_AVP + self._tail + proxy_info_avps(avps)
+        else:
+            body = (
+                session_id_avp(avps) + _SUCCESS_AVP + self._tail + _STATUS_AVPS[verdict.status] + proxy_info_avps(avps)
+            )
+        return answer(header, body)

@@ -1,0 +1,145 @@
+"""An asyncio Protocol that shuttles bytes between a socket and a PeerConnection.
+
+Answers produced by one read are written with one ``transport.write`` (batched),
+and one timer handle per connection is re-armed only when the core's deadline
+moves. When the peer stops reading, we stop reading too (flow control), so a
+client cannot make us buffer answers without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from typing import cast
+
+from ..diameter.events import Event, PeerOpened
+from ..diameter.peer import PeerConnection, PeerSettings, PeerState
+
+EventSink = Callable[[Event, "DiameterProtocol"], None]
+
+
+class DiameterProtocol(asyncio.Protocol):
+    def __init__(
+        self,
+        settings: PeerSettings,
+        on_event: EventSink,
+        connections: set[DiameterProtocol],
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._observe = observe  # time from a read to its answers being written
+        self._on_event = on_event
+        self._connections = connections
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.core: PeerConnection | None = None
+        self.remote: str = ""
+        self.closed = asyncio.Event()
+
+    # asyncio callbacks ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        peername = transport.get_extra_info("peername")
+        ip = peername[0] if isinstance(peername, tuple) else None
+        self.remote = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        self.core = PeerConnection(self._settings, self._loop.time(), random.Random(), ip, owner=self)
+        self._connections.add(self)
+        self._after()
+
+    def data_received(self, data: bytes) -> None:
+        core = self.core
+        assert core is not None
+        t0 = time.perf_counter()
+        core.receive_data(data, self._loop.time())
+        self._after()
+        if self._observe is not None:
+            self._observe(time.perf_counter() - t0)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.core is not None:
+            self.core.connection_lost()
+            self._drain_events()
+        self._connections.discard(self)
+        self.closed.set()
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    # owner API ------------------------------------------------------------------
+
+    def stop(self, cause: int) -> None:
+        """Begin a graceful disconnect (DPR); the core closes on DPA or its timeout."""
+        if self.core is not None:
+            self.core.stop(self._loop.time(), cause)
+            self._after()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    @property
+    def state(self) -> PeerState:
+        return self.core.state if self.core is not None else PeerState.WAIT_CER
+
+    # internals ----------------------------------------------------------------
+
+    def _after(self) -> None:
+        core = self.core
+        transport = self._transport
+        if core is None or transport is None:
+            return
+        out = core.data_to_send()
+        if out and not transport.is_closing():
+            transport.write(out)
+        self._drain_events()
+        if core.should_close:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if not transport.is_closing():
+                transport.close()  # flushes what was written first
+            return
+        at = core.get_timer()
+        if at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+            self._timer_at = at
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.core is not None:
+            self.core.handle_timer(self._loop.time())
+            self._after()
+
+    def _drain_events(self) -> None:
+        core = self.core
+        assert core is not None
+        while (event := core.next_event()) is not None:
+            if isinstance(event, PeerOpened) and isinstance(event.displaced, DiameterProtocol):
+                event.displaced.close_displaced()
+            self._on_event(event, self)
+
+    def close_displaced(self) -> None:
+        if self.core is not None:
+            self.core.close_displaced()
+            self._after()

@@ -1,0 +1,315 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s13eir.config import (
+    Config,
+    ConfigError,
+    ListenConfig,
+    config_from_mapping,
+    load_config,
+)
+from s13eir.decision.model import ListKind, UnknownPolicy
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+NODE = {"origin_host": "eir.example", "origin_realm": "example"}
+
+
+def minimal(**sections: Any) -> dict[str, Any]:
+    return {"node": dict(NODE), **sections}
+
+
+def error(data: dict[str, Any], environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(data, environ=environ, source="config/eir.yaml")
+    return str(info.value)
+
+
+# --- the shipped examples -----------------------------------------------------------------
+
+
+def test_example_config_loads() -> None:
+    cfg = load_config(CONFIG_DIR / "eir.yaml", environ={})
+    assert cfg.node.origin_host == "eir.epc.mnc001.mcc001.3gppnetwork.org"
+    assert cfg.node.origin_realm == "epc.mnc001.mcc001.3gppnetwork.org"
+    assert cfg.listen == (ListenConfig(transport="tcp", address="127.0.0.1", port=3868),)
+    assert cfg.peers.allow_unknown is False
+    hosts = {p.origin_host: p.origin_realm for p in cfg.peers.list}
+    assert hosts["mme1.epc.mnc001.mcc001.3gppnetwork.org"] == "epc.mnc001.mcc001.3gppnetwork.org"
+    assert hosts["mme.s13eir.test"] == "s13eir.test"
+    assert (cfg.metrics.address, cfg.metrics.port) == ("127.0.0.1", 9100)
+    assert cfg.policy == Config(node=cfg.node).policy  # policy defaults
+    formats = {Path(s.path).name: s.format for s in cfg.store.lists}
+    assert formats == {
+        "blacklist.csv": "dirbs-blacklist",
+        "greylist.csv": "csv",
+        "exceptions.csv": "dirbs-exceptions",
+        "rules.yaml": "rules-yaml",
+    }
+    for src in cfg.store.lists:
+        assert Path(src.path) == CONFIG_DIR / "lists" / Path(src.path).name
+
+
+def test_example_config_states_every_key() -> None:
+    """Every key of the schema appears in the documented example (a default spelt out)."""
+    import yaml
+
+    data = yaml.safe_load((CONFIG_DIR / "eir.yaml").read_text())
+    cfg = config_from_mapping({"node": NODE})
+    for section in ("node", "diameter", "peers", "policy", "store", "logging", "metrics"):
+        assert set(data[section]) == set(getattr(cfg, section).__struct_fields__), section
+    assert set(data["listen"][0]) == set(ListenConfig.__struct_fields__)
+
+
+def test_lab_config_loads() -> None:
+    cfg = load_config(CONFIG_DIR / "eir-lab.yaml", environ={})
+    assert cfg.peers.allow_unknown is True
+    assert cfg.store.lists == ()
+
+
+# --- defaults -----------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    cfg = config_from_mapping({"node": NODE})
+    n = cfg.node
+    assert (n.product_name, n.vendor_id, n.firmware_revision, n.host_ip_addresses) == ("s13eir", 0, 100, ())
+    assert cfg.listen == (ListenConfig(transport="tcp", address="127.0.0.1", port=3868),)
+    d = cfg.diameter
+    assert (d.max_message_size, d.max_in_flight_per_peer, d.cer_timeout_s, d.dpa_timeout_s) == (
+        65536,
+        1024,
+        10,
+        5,
+    )
+    assert (cfg.peers.allow_unknown, cfg.peers.watchdog_interval_s, cfg.peers.list) == (False, 30, ())
+    p = cfg.policy
+    assert p.unknown_imei is UnknownPolicy.WHITELISTED
+    assert (p.malformed_imei, p.imeisv_in_imei, p.check_destination_realm) == ("reject", "reject", False)
+    assert (cfg.store.backend, cfg.store.bloom_fp_rate, cfg.store.lists) == ("embedded", 0.001, ())
+    lg = cfg.logging
+    assert (lg.level, lg.format, lg.log_whitelisted, lg.mask_imsi) == ("info", "json", False, False)
+    assert (cfg.metrics.enabled, cfg.metrics.address, cfg.metrics.port) == (True, "127.0.0.1", 9100)
+
+
+def test_list_source_defaults_to_black_and_takes_a_list() -> None:
+    cfg = config_from_mapping(
+        minimal(store={"lists": [{"path": "a.csv", "format": "csv"}, {"path": "b", "format": "csv", "list": "grey"}]})
+    )
+    assert [s.list for s in cfg.store.lists] == [ListKind.BLACK, ListKind.GREY]
+
+
+def test_strings_convert_and_enum_decodes() -> None:
+    cfg = config_from_mapping(
+        minimal(listen=[{"port": "3870"}], peers={"allow_unknown": "true"}, policy={"unknown_imei": "unknown"})
+    )
+    assert cfg.listen[0].port == 3870
+    assert cfg.peers.allow_unknown is True
+    assert cfg.policy.unknown_imei is UnknownPolicy.UNKNOWN
+
+
+def test_config_is_frozen() -> None:
+    cfg = config_from_mapping({"node": NODE})
+    with pytest.raises(AttributeError):
+        cfg.node.origin_host = "x"  # type: ignore[misc]
+
+
+def test_host_ip_addresses_fall_back_to_concrete_listen_addresses() -> None:
+    listen = [{"address": "0.0.0.0"}, {"address": "10.0.0.1"}, {"address": "10.0.0.1", "port": 3869}]
+    assert config_from_mapping(minimal(listen=listen)).host_ip_addresses == ("10.0.0.1",)
+    node = {**NODE, "host_ip_addresses": ["192.0.2.1"]}
+    assert config_from_mapping({"node": node, "listen": listen}).host_ip_addresses == ("192.0.2.1",)
+
+
+# --- environment overrides ----------------------------------------------------------------
+
+
+def test_env_overrides() -> None:
+    env = {
+        "S13EIR_LISTEN__0__PORT": "3870",
+        "S13EIR_NODE__ORIGIN_HOST": "eir2.example",
+        "S13EIR_POLICY__UNKNOWN_IMEI": "unknown",
+        "S13EIR_PEERS__ALLOW_UNKNOWN": "true",
+        "S13EIR_peers__list__0__origin_host": "mme1.example",  # key names in any case
+        "S13EIR_PEERS__LIST__0__ORIGIN_REALM": "example",
+        "S13EIR_PEERS__LIST__1__ORIGIN_HOST": "mme2.example",
+        "S13EIR_PEERS__LIST__1__ORIGIN_REALM": "example",
+        "S13EIR_PEERS__LIST__1__ADDRESSES": "[192.0.2.1, 192.0.2.2]",
+        "S13EIR_DIAMETER__CER_TIMEOUT_S": "2.5",
+        "HOME": "/root",  # not ours: ignored
+    }
+    cfg = config_from_mapping({"node": NODE}, environ=env)
+    assert cfg.listen == (ListenConfig(port=3870),)
+    assert cfg.node.origin_host == "eir2.example"
+    assert cfg.policy.unknown_imei is UnknownPolicy.UNKNOWN
+    assert cfg.peers.allow_unknown is True
+    assert [p.origin_host for p in cfg.peers.list] == ["mme1.example", "mme2.example"]
+    assert cfg.peers.list[1].addresses == ("192.0.2.1", "192.0.2.2")
+    assert cfg.diameter.cer_timeout_s == 2.5
+
+
+def test_env_override_edits_an_existing_list_item_and_keeps_the_rest() -> None:
+    data = minimal(listen=[{"address": "10.0.0.1", "port": 3868}, {"address": "10.0.0.2"}])
+    cfg = config_from_mapping(data, environ={"S13EIR_LISTEN__1__PORT": "3871"})
+    assert cfg.listen == (ListenConfig(address="10.0.0.1"), ListenConfig(address="10.0.0.2", port=3871))
+    assert data["listen"][1] == {"address": "10.0.0.2"}  # the caller's mapping is not modified
+
+
+def test_env_string_setting_keeps_text_as_written() -> None:
+    cfg = config_from_mapping({"node": NODE}, environ={"S13EIR_NODE__PRODUCT_NAME": "0100"})
+    assert cfg.node.product_name == "0100"
+
+
+def test_env_unknown_key_names_the_variable() -> None:
+    msg = error({"node": NODE}, {"S13EIR_NODE__ORIGN_HOST": "x"})
+    assert msg.startswith("S13EIR_NODE__ORIGN_HOST: no such setting 'node.orign_host'")
+    assert "origin_host" in msg
+    assert error({"node": NODE}, {"S13EIR_NOPE": "1"}).startswith("S13EIR_NOPE: no such setting 'nope'")
+
+
+def test_env_list_index_past_the_end() -> None:
+    msg = error({"node": NODE}, {"S13EIR_PEERS__LIST__1__ORIGIN_HOST": "x"})
+    assert msg.startswith("S13EIR_PEERS__LIST__1__ORIGIN_HOST: ")
+    assert "item 1 can only be added after item 0" in msg
+
+
+def test_env_list_needs_a_number_and_scalars_have_no_children() -> None:
+    assert "expected an item number" in error({"node": NODE}, {"S13EIR_LISTEN__PORT": "1"})
+    assert "is a single value" in error({"node": NODE}, {"S13EIR_NODE__ORIGIN_HOST__X": "1"})
+
+
+def test_env_bad_value_names_the_variable() -> None:
+    msg = error({"node": NODE}, {"S13EIR_LISTEN__0__PORT": "abc"})
+    assert msg == (
+        "config/eir.yaml: Expected int, got str - at $.listen[0].port"
+        " (value from environment variable S13EIR_LISTEN__0__PORT)"
+    )
+
+
+def test_load_config_reads_os_environ_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "eir.yaml"
+    path.write_text("node: {origin_host: a.example, origin_realm: example}\n")
+    monkeypatch.setenv("S13EIR_METRICS__PORT", "9200")
+    assert load_config(path).metrics.port == 9200
+    assert load_config(path, environ={}).metrics.port == 9100
+
+
+# --- error messages -----------------------------------------------------------------------
+
+
+def test_bad_type_message() -> None:
+    assert error(minimal(listen=[{"port": "x"}])) == "config/eir.yaml: Expected int, got str - at $.listen[0].port"
+
+
+def test_bad_enum_lists_the_choices() -> None:
+    msg = error(minimal(policy={"unknown_imei": "maybe"}))
+    assert msg.startswith("config/eir.yaml: Invalid enum value 'maybe' - at $.policy.unknown_imei")
+    assert "whitelisted, greylisted, unknown" in msg
+    assert "tcp" in error(minimal(listen=[{"transport": "udp"}]))
+
+
+def test_unknown_key_message() -> None:
+    msg = error(minimal(peers={"allow_unknwon": True}))
+    assert "unknown field allow_unknwon - at $.peers" in msg
+    assert "allow_unknown" in msg.split("(", 1)[1]
+
+
+def test_missing_required_key() -> None:
+    assert "origin_realm" in error({"node": {"origin_host": "a"}})
+    assert "node" in error({})
+
+
+@pytest.mark.parametrize(
+    ("sections", "where"),
+    [
+        ({"listen": [{"port": 70000}]}, "$.listen[0].port"),
+        ({"metrics": {"port": -1}}, "$.metrics.port"),
+        ({"peers": {"watchdog_interval_s": 5}}, "$.peers.watchdog_interval_s"),
+        ({"store": {"bloom_fp_rate": 0}}, "$.store.bloom_fp_rate"),
+        ({"store": {"bloom_fp_rate": 0.5}}, "$.store.bloom_fp_rate"),
+        ({"diameter": {"max_message_size": 1000}}, "$.diameter.max_message_size"),
+        ({"store": {"lists": [{"path": "x"}]}}, "$.store.lists[0]"),
+        ({"store": {"lists": [{"path": "x", "format": "xml"}]}}, "$.store.lists[0].format"),
+    ],
+)
+def test_range_checks(sections: dict[str, Any], where: str) -> None:
+    assert where in error(minimal(**sections))
+
+
+def test_empty_origin_host_rejected() -> None:
+    assert "$.node.origin_host" in error({"node": {**NODE, "origin_host": ""}})
+
+
+def test_host_ip_address_must_be_an_ip() -> None:
+    assert "'eir.example' is not an IP address" in error({"node": {**NODE, "host_ip_addresses": ["eir.example"]}})
+
+
+def test_cross_field_checks() -> None:
+    peers = [{"origin_host": "MME.example", "origin_realm": "r"}, {"origin_host": "mme.example", "origin_realm": "r"}]
+    assert "peers.list[1].origin_host: 'mme.example' is already listed at peers.list[0]" in error(
+        minimal(peers={"list": peers})
+    )
+    assert "listen: at least one address" in error(minimal(listen=[]))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml", environ={})
+    assert str(info.value) == f"{tmp_path / 'nope.yaml'}: no such file"
+
+
+def test_bad_yaml_reports_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "eir.yaml"
+    path.write_text("node:\n  origin_host: a\n  origin_realm: [b\nlisten: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value).startswith(f"{path}: invalid YAML at line 4, column ")
+
+
+def test_duplicate_yaml_key_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "eir.yaml"
+    path.write_text("node: {origin_host: a, origin_realm: b}\npeers: {}\npeers: {allow_unknown: true}\n")
+    with pytest.raises(ConfigError, match="line 3, column 1: duplicate key 'peers'"):
+        load_config(path, environ={})
+
+
+@pytest.mark.parametrize(("text", "got"), [("", "an empty document"), ("- a\n", "a list"), ("3\n", "3")])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str, got: str) -> None:
+    path = tmp_path / "eir.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"top level must be a mapping of sections, got {got}"):
+        load_config(path, environ={})
+
+
+# --- list paths ---------------------------------------------------------------------------
+
+
+def test_relative_list_paths_resolve_against_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "eir.yaml").write_text(
+        "node: {origin_host: a, origin_realm: b}\n"
+        "store:\n"
+        "  lists:\n"
+        "    - {path: lists/black.csv, format: dirbs-blacklist}\n"
+        "    - {path: ../shared/grey.csv, format: csv, list: grey}\n"
+        "    - {path: /abs/white.csv, format: csv, list: white}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("etc/eir.yaml", environ={})
+    assert [s.path for s in cfg.store.lists] == [
+        str(conf / "lists" / "black.csv"),
+        str(tmp_path / "shared" / "grey.csv"),
+        "/abs/white.csv",
+    ]
+    assert all(os.path.isabs(s.path) for s in cfg.store.lists)
+
+
+def test_config_from_mapping_resolves_against_base_dir() -> None:
+    data = minimal(store={"lists": [{"path": "x/y.csv", "format": "csv"}]})
+    assert config_from_mapping(data, base_dir="/srv/eir").store.lists[0].path == "/srv/eir/x/y.csv"
+    assert config_from_mapping(data).store.lists[0].path == "x/y.csv"
