@@ -160,7 +160,7 @@ def _csv_rows(path: str, columns: tuple[str, ...], extra_columns: bool) -> Itera
     except OSError as exc:
         raise ListFormatError(path, 0, f"cannot read: {exc.strerror or exc}") from exc
     with f:
-        reader = csv.reader(_uncomment(f))
+        reader = csv.reader(_uncomment(f), strict=True)
         width = 0
         try:
             for row in reader:
