@@ -80,12 +80,7 @@ def test_defaults() -> None:
     assert (n.product_name, n.vendor_id, n.firmware_revision, n.host_ip_addresses) == ("s13eir", 0, 100, ())
     assert cfg.listen == (ListenConfig(transport="tcp", address="127.0.0.1", port=3868),)
     d = cfg.diameter
-    assert (d.max_message_size, d.max_in_flight_per_peer, d.cer_timeout_s, d.dpa_timeout_s) == (
-        65536,
-        1024,
-        10,
-        5,
-    )
+    assert (d.max_message_size, d.cer_timeout_s, d.dpa_timeout_s, d.dictionaries) == (65536, 10, 5, ())
     assert (cfg.peers.allow_unknown, cfg.peers.watchdog_interval_s, cfg.peers.list) == (False, 30, ())
     p = cfg.policy
     assert p.unknown_imei is UnknownPolicy.WHITELISTED
@@ -96,11 +91,10 @@ def test_defaults() -> None:
     assert (cfg.metrics.enabled, cfg.metrics.address, cfg.metrics.port) == (True, "127.0.0.1", 9100)
 
 
-def test_list_source_defaults_to_black_and_takes_a_list() -> None:
-    cfg = config_from_mapping(
-        minimal(store={"lists": [{"path": "a.csv", "format": "csv"}, {"path": "b", "format": "csv", "list": "grey"}]})
-    )
-    assert [s.list for s in cfg.store.lists] == [ListKind.BLACK, ListKind.GREY]
+def test_list_source_takes_an_optional_list() -> None:
+    lists = [{"path": "a.csv", "format": "csv"}, {"path": "b", "format": "dirbs-blacklist", "list": "grey"}]
+    cfg = config_from_mapping(minimal(store={"lists": lists}))
+    assert [s.list for s in cfg.store.lists] == [None, ListKind.GREY]
 
 
 def test_strings_convert_and_enum_decodes() -> None:

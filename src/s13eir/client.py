@@ -26,6 +26,7 @@ from diameter.message.commands import (
 from .decision.model import EquipmentStatus
 from .diameter.constants import (
     APP_S13,
+    AVP_ERROR_MESSAGE,
     CMD_DEVICE_WATCHDOG,
     CMD_DISCONNECT_PEER,
     DISCONNECT_REBOOTING,
@@ -69,6 +70,14 @@ class CheckResult:
             "equipment_status": self.equipment_status,
             "error_message": self.error_message,
         }
+
+
+def _error_message(msg: Message) -> str | None:
+    # Error-Message is not in python-diameter's ECA attributes; it arrives as a plain AVP.
+    for avp in msg.avps:
+        if avp.code == AVP_ERROR_MESSAGE and not avp.vendor_id:
+            return str(avp.value)
+    return None
 
 
 class S13Client:
@@ -134,7 +143,7 @@ class S13Client:
             result_code=getattr(eca, "result_code", None),
             experimental_result_code=exp.experimental_result_code if exp is not None else None,
             equipment_status=getattr(eca, "equipment_status", None),
-            error_message=getattr(eca, "error_message", None),
+            error_message=_error_message(eca),
             e_bit=eca.header.is_error,
             raw=raw,
         )

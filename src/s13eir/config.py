@@ -96,7 +96,6 @@ class ListenConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
 class DiameterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     # The Message Length header field is 24 bits; below 1 KiB a CER with a few addresses may not fit.
     max_message_size: Annotated[int, msgspec.Meta(ge=1024, le=0xFFFFFF)] = 65536
-    max_in_flight_per_peer: Annotated[int, msgspec.Meta(ge=1)] = 1024
     cer_timeout_s: Seconds = 10.0
     dpa_timeout_s: Seconds = 5.0
     # Extra dictionary files or directories (YAML, see dictionaries/README.md) loaded after
@@ -127,7 +126,7 @@ class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
 class ListSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     path: NonEmptyStr
     format: ListFormat
-    list: ListKind = ListKind.BLACK
+    list: ListKind | None = None  # only for dirbs-blacklist, whose rows name no list
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -31,7 +31,7 @@ NO_STATUS = -1
 
 
 def list_specs(config: Config) -> list[ListSpec]:
-    return [ListSpec(s.path, s.format, s.list if s.format == "dirbs-blacklist" else None) for s in config.store.lists]
+    return [ListSpec(s.path, s.format, s.list) for s in config.store.lists]
 
 
 def load_snapshot(config: Config) -> ListSnapshot:

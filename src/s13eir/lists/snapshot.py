@@ -42,6 +42,11 @@ __all__ = ["BloomStats", "ListSnapshot", "SnapshotBuilder"]
 
 _META_BITS = 16
 _META_MASK = (1 << _META_BITS) - 1
+# The builder files keys into buckets of 2**34 consecutive IMEI keys (~5,800 over
+# the 14-digit space, ~60 within a TAC prefix like 35) so build() sorts one bucket
+# at a time: sorting needs a Python int per key (~48 bytes), and one bucket of them
+# at a time keeps a 10M-IMEI reload from needing ~500 MB of transient memory.
+_BUCKET_SHIFT = 34 + _META_BITS
 _IMSI_BITS = 51  # int("1" + 15 digits) < 2 * 10**15 < 2**51
 _MIN_IMSI_LEN = 5  # MCC (3) + MNC (2) at the very least; TS 23.003 allows up to 15
 _MAX_IMSI_LEN = 15
@@ -251,13 +256,13 @@ class SnapshotBuilder:
     """Collects list rows, then builds a :class:`ListSnapshot`.
 
     Rows are appended to flat arrays (8 bytes each), so building from a 10M-row
-    file does not create a Python object per row until the final sort. Duplicate
+    file does not keep a Python object per row. Duplicate
     rows are harmless: :meth:`build` removes them. A builder is used once; on a
     parse error the caller just drops it, leaving the live snapshot untouched.
     """
 
     def __init__(self) -> None:
-        self._keys: array[int] = array("q")
+        self._buckets: dict[int, array[int]] = {}
         self._metas: list[_Meta] = []
         self._meta_index: dict[_Meta, int] = {}
         self._overflow: dict[int, set[int]] = {}
@@ -288,7 +293,11 @@ class SnapshotBuilder:
         n = _check_imei14(imei14)
         idx = self._meta(kind, source, detail)
         if idx <= _META_MASK:
-            self._keys.append(n << _META_BITS | idx)
+            key = n << _META_BITS | idx
+            bucket = self._buckets.get(key >> _BUCKET_SHIFT)
+            if bucket is None:
+                bucket = self._buckets[key >> _BUCKET_SHIFT] = array("q")
+            bucket.append(key)
         else:
             self._overflow.setdefault(n, set()).add(idx)
 
@@ -326,13 +335,14 @@ class SnapshotBuilder:
         """Sort, deduplicate and index everything added; the builder is spent after this."""
         self._check_open()
         self._built = True
-        # sorted() over the array materialises the keys as Python ints for the
-        # duration of the sort (~50 bytes each); drop the unsorted array as soon as
-        # possible to keep the peak down. compress() drops adjacent duplicates at C speed.
-        ordered = sorted(self._keys)
-        self._keys = array("q")
-        keys = array("q", compress(ordered, chain((True,), map(operator.ne, islice(ordered, 1, None), ordered))))
-        del ordered
+        # Buckets cover disjoint, increasing key ranges: sorting each and
+        # concatenating them in bucket order sorts everything. compress() drops
+        # adjacent duplicates at C speed.
+        keys: array[int] = array("q")
+        for bucket_id in sorted(self._buckets):
+            ordered = sorted(self._buckets.pop(bucket_id))
+            keys.extend(compress(ordered, chain((True,), map(operator.ne, islice(ordered, 1, None), ordered))))
+            del ordered
 
         per_meta = Counter(map(operator.and_, keys, repeat(_META_MASK)))
         overflow = {n: tuple(sorted(idxs)) for n, idxs in self._overflow.items()}
