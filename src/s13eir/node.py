@@ -70,7 +70,12 @@ class Node:
             origin_state_id=int(time.time()) & 0xFFFFFFFF,
         )
         snapshot = load_snapshot(config)
-        self.app = MeIdentityCheck(self.local, snapshot, self._s13_policy(config), self._on_outcome)
+        self.app = MeIdentityCheck(
+            self.local, snapshot, self._s13_policy(config), self._on_outcome, self.metrics.count_answer
+        )
+        # The fast path logs nothing, so it only serves whitelisted answers that are not
+        # to be logged; it does not compare Destination-Realm, so it is off when that is checked.
+        use_fast = not (config.logging.log_whitelisted or config.policy.check_destination_realm)
         self.registry = PeerRegistry()
         self.settings = PeerSettings(
             local=self.local,
@@ -93,6 +98,7 @@ class Node:
             cer_timeout=config.diameter.cer_timeout_s,
             dpa_timeout=config.diameter.dpa_timeout_s,
             max_message_size=config.diameter.max_message_size,
+            fast_paths={APP_S13: self.app.fast_answer} if use_fast else {},
         )
         self.connections: set[DiameterProtocol] = set()
         self.servers: list[asyncio.AbstractServer] = []

@@ -33,13 +33,16 @@ from .diameter.constants import (
     AVP_TERMINAL_INFORMATION,
     AVP_USER_NAME,
     AVP_VENDOR_ID,
+    CMD_ME_IDENTITY_CHECK,
     ERROR_EQUIPMENT_UNKNOWN,
+    FLAG_PROXIABLE,
     INVALID_AVP_VALUE,
     MISSING_AVP,
     SUCCESS,
     VENDOR_3GPP,
 )
 from .diameter.header import Header
+from .s13_fastpath import scan_ecr
 
 AUTH_SESSION_STATE_AVP = avpcodec.u32(AVP_AUTH_SESSION_STATE, AUTH_SESSION_NO_STATE_MAINTAINED)
 _STATUS_AVPS = {s: avpcodec.u32(AVP_EQUIPMENT_STATUS, int(s), vendor=VENDOR_3GPP) for s in EquipmentStatus}
@@ -49,6 +52,9 @@ _UNKNOWN_AVP = avpcodec.grouped(
     [avpcodec.u32(AVP_VENDOR_ID, VENDOR_3GPP), avpcodec.u32(AVP_EXPERIMENTAL_RESULT_CODE, ERROR_EQUIPMENT_UNKNOWN)],
 )
 _U32 = struct.Struct("!I")
+_ANSWER_HEAD = struct.Struct("!II")
+_ECA_FLAGS_CODE = (FLAG_PROXIABLE << 24) | CMD_ME_IDENTITY_CHECK
+_ECR_CODE = CMD_ME_IDENTITY_CHECK.to_bytes(3, "big")
 
 
 class MalformedImeiPolicy(enum.Enum):
@@ -120,12 +126,32 @@ class MeIdentityCheck:
         lists: Lists,
         policy: S13Policy,
         on_outcome: Callable[[Outcome, PeerInfo], None] | None = None,
+        count_answer: Callable[[int, int], None] | None = None,
     ) -> None:
         self.local = local
         self.lists = lists
         self.policy = policy
         self.on_outcome = on_outcome
+        self._count = count_answer
         self._tail = AUTH_SESSION_STATE_AVP + local.origin_avps
+        self._white_body = _SUCCESS_AVP + self._tail + _STATUS_AVPS[EquipmentStatus.WHITELISTED]
+
+    def fast_answer(self, frame: bytes, peer: PeerInfo) -> bytes | None:
+        """The whitelisted common case without objects or logging; None hands the
+        request to the full path (which also handles every listed, unknown or
+        malformed IMEI, so that those are logged with their reason)."""
+        if frame[5:8] != _ECR_CODE:
+            return None
+        ecr = scan_ecr(frame)
+        if ecr is None:
+            return None
+        verdict = decide(self.lists.facts(ecr.imei14, ecr.imsi), ecr.imsi, self.policy.unknown_imei, ecr.imei14)
+        if verdict.status is not EquipmentStatus.WHITELISTED:
+            return None
+        if self._count is not None:
+            self._count(SUCCESS, 0)
+        body = ecr.session_id_avp + self._white_body
+        return _ANSWER_HEAD.pack(0x01000000 | (20 + len(body)), _ECA_FLAGS_CODE) + frame[8:20] + body
 
     def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes:
         query_or_error = self.read_query(header, avps)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from .constants import (
     CMD_DEVICE_WATCHDOG,
     CMD_DISCONNECT_PEER,
     DISCONNECT_REBOOTING,
+    FLAG_REQUEST,
     UNABLE_TO_COMPLY,
 )
 from .events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
@@ -44,6 +45,11 @@ class Application(Protocol):
     """An application behind the base protocol (S13). Gets screened requests only."""
 
     def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes: ...
+
+
+# An application's optional fast path: answers a raw request frame, or returns None to
+# let the full path (screening, validation, handle_request) deal with it.
+FastPath = Callable[[bytes, PeerInfo], bytes | None]
 
 
 class PeerRegistry:
@@ -91,6 +97,7 @@ class PeerSettings:
     cer_timeout: float = 10.0
     dpa_timeout: float = 5.0
     max_message_size: int = 65536
+    fast_paths: Mapping[int, FastPath] = field(default_factory=dict)  # by application id
 
 
 class PeerConnection:
@@ -110,6 +117,8 @@ class PeerConnection:
         self._watchdog: Watchdog | None = None
         self._deadline: float | None = now + settings.cer_timeout
         self._ids = int(rng.uniform(0, 1 << 31))
+        # Keyed by the raw 4 application-id bytes so the hot path needs no header decode.
+        self._fast = {app.to_bytes(4, "big"): fn for app, fn in settings.fast_paths.items()}
 
     # -- owner-facing API -------------------------------------------------
 
@@ -195,12 +204,25 @@ class PeerConnection:
         self._close(f"framing error: {err.detail}")
 
     def _on_frame(self, frame: bytes, now: float) -> None:
+        if self.state is PeerState.OPEN and frame[4] & FLAG_REQUEST:
+            fast = self._fast.get(frame[8:12])
+            if fast is not None:
+                assert self.peer is not None
+                answer = fast(frame, self.peer)
+                if answer is not None:
+                    self._out.append(answer)
+                    if self._watchdog is not None:
+                        self._watchdog.on_traffic(now)
+                    return
         header = parse_header(frame)
         if self.state is PeerState.WAIT_CER:
             self._on_first_message(header, frame, now)
             return
         if self._watchdog is not None:
-            self._watchdog.on_message(now, not header.is_request and header.command_code == CMD_DEVICE_WATCHDOG)
+            if not header.is_request and header.command_code == CMD_DEVICE_WATCHDOG:
+                self._watchdog.on_message(now, True)
+            else:
+                self._watchdog.on_traffic(now)
         if not header.is_request:
             if header.command_code == CMD_DISCONNECT_PEER and self.state is PeerState.CLOSING:
                 self._close("DPA received")  # Closing, R-Rcv-DPA -> R-Disc -> Closed

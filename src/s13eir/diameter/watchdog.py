@@ -33,7 +33,7 @@ JITTER = 2.0  # RFC 3539 §3.4.1: ±2 s of jitter on every SetWatchdog()
 
 
 class Watchdog:
-    __slots__ = ("_rng", "deadline", "pending", "state", "tw")
+    __slots__ = ("_rng", "_set_at", "deadline", "last_rx", "pending", "state", "tw")
 
     def __init__(self, tw: float, rng: Random, now: float) -> None:
         self.tw = max(tw, MIN_TW)
@@ -41,12 +41,23 @@ class Watchdog:
         self.state = WatchdogState.OKAY
         self.pending = False
         self.deadline = 0.0
+        self.last_rx = now
+        self._set_at = now
         self._set(now)
 
     def _set(self, now: float) -> None:
         # SetWatchdog(): Tw plus uniform jitter, so that many peers restarted together
         # do not send their DWRs in lock step.
+        self._set_at = now
         self.deadline = now + self.tw + self._rng.uniform(-JITTER, JITTER)
+
+    def on_traffic(self, now: float) -> None:
+        """OKAY, Receive non-DWA: SetWatchdog(). Done lazily: the new deadline is computed
+        when the old one expires, so that the per-request cost is one store."""
+        if self.state is WatchdogState.OKAY:
+            self.last_rx = now
+        else:
+            self.on_message(now, False)
 
     def on_message(self, now: float, is_dwa: bool) -> None:
         #   OKAY     Receive DWA         Pending = FALSE; SetWatchdog()        OKAY
@@ -59,11 +70,16 @@ class Watchdog:
         if is_dwa:
             self.pending = False
         self.state = WatchdogState.OKAY
+        self.last_rx = now
         self._set(now)
 
     def on_timer(self, now: float) -> WatchdogAction:
         if now < self.deadline or self.state is WatchdogState.DOWN:
             return WatchdogAction.NONE
+        if self.last_rx > self._set_at:
+            self._set(self.last_rx)  # traffic arrived since SetWatchdog(): the timer was reset then
+            if now < self.deadline:
+                return WatchdogAction.NONE
         if self.state is WatchdogState.OKAY and not self.pending:
             #   OKAY   Timer expires & !Pending   SetWatchdog(); Pending = TRUE;   OKAY
             #                                     SendWatchdog()
