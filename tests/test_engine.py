@@ -40,19 +40,29 @@ EXC = ExceptionEntry(imei=IMEI, imsi=IMSI, source="exc.csv")
     ("facts", "imsi", "status", "rule"),
     [
         # An exception pair overrides every list, but only when the request has an IMSI.
-        (Facts(exception=EXC, imei=(entry(B),), tac=(entry(B, "35209900"),)), IMSI, EquipmentStatus.WHITELISTED, Rule.EXCEPTION),
+        (
+            Facts(exception=EXC, imei=(entry(B),), tac=(entry(B, "35209900"),)),
+            IMSI,
+            EquipmentStatus.WHITELISTED,
+            Rule.EXCEPTION,
+        ),
         (Facts(exception=EXC, imei=(entry(G),)), IMSI, EquipmentStatus.WHITELISTED, Rule.EXCEPTION),
         (Facts(exception=EXC, imei=(entry(B),)), None, EquipmentStatus.BLACKLISTED, Rule.IMEI),
         (Facts(exception=EXC), None, EquipmentStatus.WHITELISTED, Rule.POLICY),
         # Single IMEI beats range beats TAC, whatever the lists.
-        (Facts(imei=(entry(W),), range=(entry(B, "a-b"),), tac=(entry(B, "35209900"),)), None, EquipmentStatus.WHITELISTED, Rule.IMEI),
+        (
+            Facts(imei=(entry(W),), range=(entry(B, "a-b"),), tac=(entry(B, "35209900"),)),
+            None,
+            EquipmentStatus.WHITELISTED,
+            Rule.IMEI,
+        ),
         (Facts(imei=(entry(G),), range=(entry(B, "a-b"),)), None, EquipmentStatus.GREYLISTED, Rule.IMEI),
         (Facts(range=(entry(W, "a-b"),), tac=(entry(B, "35209900"),)), None, EquipmentStatus.WHITELISTED, Rule.RANGE),
         (Facts(range=(entry(G, "a-b"),), tac=(entry(W, "35209900"),)), None, EquipmentStatus.GREYLISTED, Rule.RANGE),
         (Facts(tac=(entry(B, "35209900"),)), IMSI, EquipmentStatus.BLACKLISTED, Rule.TAC),
         (NO_FACTS, IMSI, EquipmentStatus.WHITELISTED, Rule.POLICY),
     ],
-)  # fmt: skip
+)
 def test_precedence(facts: Facts, imsi: str | None, status: EquipmentStatus, rule: Rule) -> None:
     verdict = decide(facts, imsi, POLICY, IMEI)
     assert (verdict.status, verdict.reason.rule) == (status, rule)

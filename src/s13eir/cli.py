@@ -8,6 +8,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+import msgspec
+
 from . import __version__
 from .config import Config, ConfigError, load_config
 from .diameter.dictionary import DictionaryError
@@ -27,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the EIR node")
     serve.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML configuration (default {DEFAULT_CONFIG})")
     serve.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the ports (SO_REUSEPORT); default 1"
+    )
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="ask an EIR about one IMEI, as an MME would (CER, ECR, DPR)")
     check.add_argument("--config", default=None, help="take --peer and the realm from this configuration")
@@ -107,7 +114,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     configure_logging(config.logging.level, config.logging.format)
-    run_node(config, args.config, use_uvloop=not args.no_uvloop)
+    if args.workers > 1 and args.worker_index is None:
+        from .supervisor import Supervisor
+
+        return Supervisor(args.config, args.workers, ["--no-uvloop"] if args.no_uvloop else []).run()
+    if args.worker_index:
+        # Worker i serves its own metrics on port + i: scrapes must not land on a random worker.
+        metrics = msgspec.structs.replace(config.metrics, port=config.metrics.port + args.worker_index)
+        config = msgspec.structs.replace(config, metrics=metrics)
+    run_node(config, args.config, use_uvloop=not args.no_uvloop, reuse_port=args.reuse_port)
     return EXIT_OK
 
 

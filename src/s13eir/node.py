@@ -53,8 +53,9 @@ def _local_addresses(config: Config) -> tuple[str, ...]:
 
 
 class Node:
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | None = None, reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port
         self.config_path = config_path
         self.log = get_logger("s13eir.node")  # after configure_logging(), which the CLI calls first
         self.metrics = Metrics()
@@ -133,9 +134,11 @@ class Node:
         loop = asyncio.get_running_loop()
         for listen in self.config.listen:
             if listen.transport == "tcp":
-                server = await loop.create_server(self._protocol, listen.address, listen.port, reuse_address=True)
+                server = await loop.create_server(
+                    self._protocol, listen.address, listen.port, reuse_address=True, reuse_port=self.reuse_port or None
+                )
             else:
-                sock = listening_socket(listen.address, listen.port)
+                sock = listening_socket(listen.address, listen.port, reuse_port=self.reuse_port)
                 server = await loop.create_server(self._protocol, sock=sock)
             self.servers.append(server)
             for s in server.sockets:
@@ -263,7 +266,9 @@ class Node:
         self.log.info("verdict", **fields)
 
 
-def run_node(config: Config, config_path: str | None = None, *, use_uvloop: bool = True) -> None:
+def run_node(
+    config: Config, config_path: str | None = None, *, use_uvloop: bool = True, reuse_port: bool = False
+) -> None:
     """Run a node until SIGTERM/SIGINT; uvloop when it is installed."""
     runner: Callable[..., Any] = asyncio.run
     if use_uvloop:
@@ -275,7 +280,7 @@ def run_node(config: Config, config_path: str | None = None, *, use_uvloop: bool
             pass
 
     async def main() -> None:
-        node = Node(config, config_path)
+        node = Node(config, config_path, reuse_port)
         await node.run()
 
     runner(main())

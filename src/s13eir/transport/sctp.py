@@ -21,11 +21,13 @@ def sctp_available() -> bool:
     return True
 
 
-def listening_socket(address: str, port: int, backlog: int = 128) -> socket.socket:
+def listening_socket(address: str, port: int, backlog: int = 128, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_SCTP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address, port))
         sock.listen(backlog)
         sock.setblocking(False)

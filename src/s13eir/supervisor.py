@@ -1,0 +1,88 @@
+"""``serve --workers N``: N worker processes sharing the listening ports.
+
+Each worker is a full node (its own event loop, lists and Bloom filter) bound with
+SO_REUSEPORT, so the kernel spreads new connections over the workers; Diameter
+peers keep long-lived connections, so the spread is per connection. The
+supervisor restarts a worker that dies (with a growing delay if it keeps dying),
+forwards SIGHUP (list reload) to every worker, and on SIGTERM/SIGINT stops them
+all, each sending DPR to its peers.
+
+Worker i serves metrics on ``metrics.port + i``.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from .observability.logs import get_logger
+
+MAX_BACKOFF_S = 30.0
+HEALTHY_AFTER_S = 10.0  # a worker that lived this long resets its restart delay
+
+
+class Supervisor:
+    def __init__(self, config_path: str, workers: int, extra_args: Sequence[str] = ()) -> None:
+        self.config_path = config_path
+        self.workers = workers
+        self.extra_args = list(extra_args)
+        self.log = get_logger("s13eir.supervisor")
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.started: dict[int, float] = {}
+        self.backoff: dict[int, float] = {}
+        self.stopping = False
+
+    def _spawn(self, index: int) -> None:
+        cmd = [sys.executable, "-m", "s13eir.cli", "serve", "--config", self.config_path,
+               "--worker-index", str(index), "--reuse-port", *self.extra_args]  # fmt: skip
+        self.procs[index] = subprocess.Popen(cmd)
+        self.started[index] = time.monotonic()
+        self.log.info("worker_started", worker=index, pid=self.procs[index].pid)
+
+    def _signal(self, sig: int) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def run(self) -> int:
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
+            self.stopping = True
+            self._signal(signum)
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self._signal(signal.SIGHUP)
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        for i in range(self.workers):
+            self._spawn(i)
+        restart_at: dict[int, float] = {}
+        while True:
+            if self.stopping:
+                deadline = time.monotonic() + 15
+                for p in self.procs.values():
+                    try:
+                        p.wait(max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                self.log.info("stopped", workers=self.workers)
+                return 0
+            now = time.monotonic()
+            for i, p in list(self.procs.items()):
+                if p.poll() is None or i in restart_at:
+                    continue
+                lived = now - self.started[i]
+                delay = 0.5 if lived > HEALTHY_AFTER_S else min(MAX_BACKOFF_S, self.backoff.get(i, 0.25) * 2)
+                self.backoff[i] = delay
+                restart_at[i] = now + delay
+                self.log.error("worker_died", worker=i, pid=p.pid, returncode=p.returncode, restart_in_s=delay)
+            for i, at in list(restart_at.items()):
+                if now >= at and not self.stopping:
+                    del restart_at[i]
+                    self._spawn(i)
+            time.sleep(0.1)

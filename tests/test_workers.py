@@ -1,0 +1,71 @@
+"""``serve --workers 2``: both workers answer on one port; a killed worker is restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from s13eir.client import check_once
+
+from .conftest import free_port, node_config
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _worker_pids(parent: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True)
+    return {int(x) for x in out.stdout.split()}
+
+
+def test_two_workers_share_the_port_and_are_restarted(tmp_path: Path) -> None:
+    port, http = free_port(), free_port()
+    while http + 1 == port:
+        http = free_port()
+    cfg = node_config()
+    cfg["listen"] = [{"transport": "tcp", "address": "127.0.0.1", "port": port}]
+    cfg["metrics"] = {"enabled": True, "address": "127.0.0.1", "port": http}
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    sup = subprocess.Popen([sys.executable, "-m", "s13eir.cli", "serve", "--config", str(path), "--workers", "2"])
+    try:
+        deadline = time.monotonic() + 30
+        while not (_ready(http) and _ready(http + 1)):
+            assert time.monotonic() < deadline, "workers did not become ready"
+            assert sup.poll() is None
+            time.sleep(0.1)
+        for _ in range(6):
+            assert asyncio.run(check_once("127.0.0.1", port, "35209900176148")).verdict == "BLACKLISTED"
+        pids = _worker_pids(sup.pid)
+        assert len(pids) == 2
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            now = _worker_pids(sup.pid)
+            if len(now) == 2 and victim not in now and _ready(http) and _ready(http + 1):
+                break
+            assert time.monotonic() < deadline, "the killed worker was not restarted"
+            time.sleep(0.1)
+        assert asyncio.run(check_once("127.0.0.1", port, "35290611000001")).verdict == "GREYLISTED"
+    finally:
+        sup.terminate()
+        try:
+            sup.wait(20)
+        except subprocess.TimeoutExpired:
+            sup.kill()
+            sup.wait(5)
+    assert sup.returncode == 0
