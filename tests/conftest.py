@@ -23,6 +23,8 @@ from hypothesis import HealthCheck, settings
 from s13eir.config import Config, config_from_mapping
 from s13eir.node import Node
 
+from .services import MosquittoBroker, RedisServer, require
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_LISTS = ROOT / "config" / "lists"
 
@@ -159,3 +161,27 @@ def eir_process(tmp_path: Path) -> Iterator[EirProcess]:
         yield p
     finally:
         stop_eir_process(p)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port (no persistence)."""
+    require("redis-server")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A private mosquitto broker on a free loopback port, with persistence for restarts."""
+    require("mosquitto")
+    broker = MosquittoBroker(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -198,8 +198,11 @@ class PeerConnection:
         if err.header is not None:
             header = parse_header(err.header)
             if header.is_request:
-                self._out.append(error_answer(header, [], self.settings.local.origin_avps, err.result_code,
-                                              message=err.detail))  # fmt: skip
+                extra = (self.settings.screening.answer_extras or {}).get(header.application_id, b"")
+                answer = error_answer(
+                    header, [], self.settings.local.origin_avps, err.result_code, message=err.detail, extra=extra
+                )
+                self._out.append(answer)
             self._events.append(ProtocolError(err.result_code, header.command_code, err.detail))
         self._close(f"framing error: {err.detail}")
 

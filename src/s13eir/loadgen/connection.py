@@ -1,0 +1,322 @@
+"""One simulated MME: a TCP connection to the EIR, as an asyncio Protocol.
+
+CER first; then ECRs written in one batch per loop turn, answers read straight out of
+the receive buffer with the struct scanner (no copy per frame, no message objects),
+DWRs from the EIR answered with DWA, and a DPR at the end. Requests are tracked by
+hop-by-hop id in a dict kept in send order, so the oldest are always at its front:
+expiring timeouts looks only at the requests that have actually expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Sequence
+
+from s13eir.diameter.avp import AvpLengthError, decode_avps
+from s13eir.diameter.constants import (
+    AVP_ERROR_MESSAGE,
+    AVP_ORIGIN_REALM,
+    AVP_RESULT_CODE,
+    CMD_CAPABILITIES_EXCHANGE,
+    CMD_DEVICE_WATCHDOG,
+    CMD_DISCONNECT_PEER,
+    CMD_ME_IDENTITY_CHECK,
+    DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU,
+    SUCCESS,
+)
+
+from .imeis import Combo
+from .stats import MAX_EXAMPLES, Mismatch, Stats
+from .wire import NO_OUTCOME, EcrEncoder, base_answer, cer, dpr, outcome, outcome_name, scan_answer
+
+__all__ = ["CerRefused", "MmeConnection", "Traffic"]
+
+_U32 = struct.Struct("!I")
+_II = struct.Struct("!II")
+_MAX_FRAME = 1 << 20
+_SEND_BUFFER_LIMIT = 32 << 20  # open loop: past this, due requests are dropped (and counted), not queued
+_REQUEST_BIT = 0x80
+
+
+class CerRefused(Exception):
+    """The EIR answered the CER with something other than 2001."""
+
+
+class Traffic:
+    """What every MME of a process sends: pre-encoded bodies, expected outcomes, order."""
+
+    def __init__(self, combos: Sequence[Combo], deck: Sequence[int], bodies: Sequence[bytes]) -> None:
+        self.combos = combos
+        self.deck = deck
+        self.bodies = bodies
+        self.expected = [c.expected for c in combos]
+
+
+class MmeConnection(asyncio.Protocol):
+    """Drive with ``send``/``flush`` (open loop) or ``concurrency`` (closed loop)."""
+
+    def __init__(
+        self,
+        origin_host: str,
+        origin_realm: str,
+        state_id: int,
+        ids: tuple[int, int],
+        traffic: Traffic,
+        stats: Stats,
+        deck_offset: int,
+        concurrency: int = 0,
+        budget: int = -1,
+    ) -> None:
+        self.origin_host = origin_host
+        self.origin_realm = origin_realm
+        self.state_id = state_id
+        self._hbh0, self._e2e0 = ids
+        self._traffic = traffic
+        self._bodies = traffic.bodies
+        self._deck = traffic.deck
+        self._deck_pos = deck_offset % len(traffic.deck)
+        self._expected = traffic.expected
+        self.stats = stats
+        self.concurrency = concurrency  # closed loop: requests kept outstanding; 0 = open loop
+        self.budget = budget  # measured requests this MME may still send; -1 = no cap
+        self.sending = False  # closed loop: top up after answers and timeouts
+        self.measuring = False  # requests sent now count (False during warm-up)
+        self.pending: dict[int, tuple[int, int, bool]] = {}  # hbh -> (intended ns, combo, measured)
+        self.encoder: EcrEncoder | None = None
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # the EIR's realm
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._dpa: asyncio.Future[None] | None = None
+        self._out: list[bytes] = []
+        self._buf = bytearray()
+        self._leaving = False  # we sent DPR, or the EIR did: the close is expected
+
+    # -- asyncio callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        local_ip = (transport.get_extra_info("sockname") or ("127.0.0.1",))[0]
+        transport.write(cer(self.origin_host, self.origin_realm, local_ip, self.state_id, self._hbh0, self._e2e0))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before the CEA: {exc or 'EOF'}"))
+        elif not self._leaving:
+            self.stats.error("connection_lost")
+        lost = sum(1 for _, _, measured in self.pending.values() if measured)
+        if lost:
+            self.stats.error("unanswered_connection_lost", lost)
+        self.pending.clear()
+        self.sending = False
+        if self._dpa is not None and not self._dpa.done():
+            self._dpa.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._buf:
+            self._buf += data
+            buf: bytes | bytearray = self._buf
+        else:
+            buf = data
+        now = time.monotonic_ns()
+        end = len(buf)
+        pos = 0
+        pending = self.pending
+        stats = self.stats
+        unpack = _II.unpack_from
+        while end - pos >= 20:
+            w0, w1 = unpack(buf, pos)
+            length = w0 & 0xFFFFFF
+            if w0 >> 24 != 1 or length < 20 or length & 3 or length > _MAX_FRAME:
+                self._fatal("unparsable_stream")
+                return
+            if end - pos < length:
+                break
+            if w1 & 0xFFFFFF == CMD_ME_IDENTITY_CHECK and not w1 >> 24 & _REQUEST_BIT:
+                # The hot path: an ECA.
+                entry = pending.pop(_U32.unpack_from(buf, pos + 12)[0], None)
+                if entry is None:
+                    stats.late_answers += 1
+                else:
+                    self._answer(buf, pos, pos + length, now, entry)
+            else:
+                self._other(bytes(buf[pos : pos + length]), w1 >> 24, w1 & 0xFFFFFF)
+            pos += length
+        if pos < end:
+            if buf is self._buf:
+                del self._buf[:pos]
+            else:
+                self._buf = bytearray(buf[pos:])
+        elif self._buf:
+            self._buf = bytearray()
+        if self.sending:
+            self.top_up(now)
+        self.flush()
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def _answer(self, buf: bytes | bytearray, pos: int, end: int, now: int, entry: tuple[int, int, bool]) -> None:
+        intended, combo, measured = entry
+        stats = self.stats
+        scanned = scan_answer(buf, pos, end)
+        if not measured:
+            stats.warmup_answers += 1
+            return
+        stats.answers += 1
+        stats.last_answer_ns = now
+        stats.latency.record((now - intended) // 1000)
+        if scanned is None:
+            stats.error("unparsable_answer")
+            return
+        result, exp, status = scanned
+        code = result if result >= 0 else exp
+        stats.result_codes[code] = stats.result_codes.get(code, 0) + 1
+        if status >= 0:
+            stats.equipment_status[status] = stats.equipment_status.get(status, 0) + 1
+        got = outcome(result, exp, status)
+        if got == NO_OUTCOME:
+            stats.error("answer_without_result")
+        elif got != self._expected[combo]:
+            stats.mismatches += 1
+            if len(stats.examples) < MAX_EXAMPLES:
+                c = self._traffic.combos[combo]
+                stats.examples.append(
+                    Mismatch(c.imei, c.imsi, outcome_name(c.expected), outcome_name(got), self.origin_host)
+                )
+
+    def _other(self, frame: bytes, flags: int, command: int) -> None:
+        """Everything but an ECA: CEA, DWR, DPR, DPA (rare, so decoded the simple way)."""
+        hbh, e2e = _II.unpack_from(frame, 12)
+        assert self.transport is not None
+        if flags & _REQUEST_BIT:
+            if command in (CMD_DEVICE_WATCHDOG, CMD_DISCONNECT_PEER):
+                self._out.append(base_answer(command, self.origin_host, self.origin_realm, self.state_id, hbh, e2e))
+                if command == CMD_DISCONNECT_PEER:
+                    self._leaving = True  # the EIR closes after our DPA
+                    self.sending = False
+                    self.stats.error("eir_sent_dpr")
+            else:
+                self.stats.error("unexpected_request")
+            return
+        if command == CMD_CAPABILITIES_EXCHANGE and not self.ready.done():
+            self._cea(frame)
+        elif command == CMD_DISCONNECT_PEER and self._dpa is not None:
+            if not self._dpa.done():
+                self._dpa.set_result(None)
+        elif command != CMD_DEVICE_WATCHDOG:
+            self.stats.error("unexpected_answer")
+
+    def _cea(self, frame: bytes) -> None:
+        try:
+            avps = decode_avps(frame, 20)
+        except AvpLengthError:
+            self.ready.set_exception(CerRefused("unparsable CEA"))
+            return
+        values = {a.code: a.data for a in avps if a.vendor == 0}
+        code = _U32.unpack(values[AVP_RESULT_CODE])[0] if len(values.get(AVP_RESULT_CODE, b"")) == 4 else None
+        if code != SUCCESS:
+            message = values.get(AVP_ERROR_MESSAGE, b"").decode("utf-8", "replace")
+            self.ready.set_exception(CerRefused(f"CEA {code}" + (f" ({message})" if message else "")))
+            return
+        realm = values.get(AVP_ORIGIN_REALM, self.origin_realm.encode()).decode("utf-8", "replace")
+        self.ready.set_result(realm)
+
+    def _fatal(self, kind: str) -> None:
+        self.stats.error(kind)
+        self.sending = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def start(self, destination_realm: str, epoch: int) -> None:
+        """After the CEA: ECRs go to the EIR's realm."""
+        self.encoder = EcrEncoder(self.origin_host, self.origin_realm, destination_realm, epoch, self._hbh0, self._e2e0)
+
+    def send(self, intended_ns: int, measured: bool) -> bool:
+        """Queue one ECR (written by ``flush``); False when it was dropped (buffer full)."""
+        transport, encoder = self.transport, self.encoder
+        if transport is None or encoder is None or transport.is_closing():
+            return False
+        if measured:
+            self.stats.requests += 1
+        else:
+            self.stats.warmup_requests += 1
+        if transport.get_write_buffer_size() > _SEND_BUFFER_LIMIT:
+            if measured:
+                self.stats.dropped += 1
+                self.stats.timeouts += 1
+            return False
+        deck = self._deck
+        combo = deck[self._deck_pos]
+        self._deck_pos = (self._deck_pos + 1) % len(deck)
+        hbh = encoder.encode(self._bodies[combo], self._out)
+        self.pending[hbh] = (intended_ns, combo, measured)
+        return True
+
+    def top_up(self, now: int) -> None:
+        """Closed loop: send until ``concurrency`` requests are outstanding (or the budget is spent)."""
+        want = self.concurrency - len(self.pending)
+        measuring = self.measuring
+        while want > 0 and self.budget != 0:
+            if not self.send(now, measuring):
+                break
+            if measuring and self.budget > 0:
+                self.budget -= 1
+            want -= 1
+
+    def flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+
+    def expire(self, now: int, timeout_ns: int) -> None:
+        """Count the requests unanswered after ``timeout_ns`` as timeouts (oldest first)."""
+        cutoff = now - timeout_ns
+        expired: list[int] = []
+        for hbh, (intended, _, _) in self.pending.items():
+            if intended > cutoff:
+                break
+            expired.append(hbh)
+        for hbh in expired:
+            if self.pending.pop(hbh)[2]:
+                self.stats.timeouts += 1
+
+    async def disconnect(self, timeout: float) -> bool:
+        """DPR, wait for the DPA (at most ``timeout``), close. False when no DPA came."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True
+        self._leaving = True
+        self.sending = False
+        loop = asyncio.get_running_loop()
+        self._dpa = loop.create_future()
+        self.flush()
+        transport.write(
+            dpr(
+                self.origin_host,
+                self.origin_realm,
+                DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU,
+                (self._hbh0 - 1) & 0xFFFFFFFF,
+                (self._e2e0 - 1) & 0xFFFFFFFF,
+            )
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(self._dpa), timeout)
+            ok = True
+        except TimeoutError:
+            ok = False
+        transport.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed), 1.0)
+        return ok
