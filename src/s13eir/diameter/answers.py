@@ -61,12 +61,16 @@ def error_answer(
     """An answer carrying ``result_code``: E-bit exactly on 3xxx, Failed-AVP when given.
 
     ``origin`` is our encoded Origin-Host + Origin-Realm; ``extra`` holds AVPs the
-    application requires in every answer (S13: Auth-Session-State).
+    application's answer format requires (S13: Auth-Session-State). A 3xxx answer is
+    the generic answer-message of RFC 6733 §7.2 instead, which names no such AVP:
+    strict stacks (Erlang/OTP diameter) reject an M-bit AVP it does not list, so
+    ``extra`` is left out there.
     """
+    protocol_error = is_protocol_error(result_code)
     parts = [
         session_id_avp(request_avps),
         avpcodec.u32(AVP_RESULT_CODE, result_code),
-        extra,
+        b"" if protocol_error else extra,
         origin,
     ]
     if message:
@@ -74,4 +78,4 @@ def error_answer(
     if failed_avp is not None:
         parts.append(avpcodec.encode(AVP_FAILED_AVP, failed_avp))
     parts.append(proxy_info_avps(request_avps))
-    return answer(request, b"".join(parts), error=is_protocol_error(result_code))
+    return answer(request, b"".join(parts), error=protocol_error)

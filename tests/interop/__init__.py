@@ -1,0 +1,1 @@
+"""Interoperability tests: independent Diameter implementations against s13eir."""
