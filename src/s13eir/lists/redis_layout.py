@@ -3,45 +3,50 @@
 This module is the contract between the writer (``s13eir lists import``,
 ``apply-delta``, ``s13eir sync``) and the readers (every EIR node). Pure: no I/O.
 
-Layout (``P`` is the configured key prefix, default ``s13eir``; ``g`` a generation):
+Each list (black, grey, white, exceptions, and ``rules`` for TAC and range rules)
+has its own generations, so importing one list's snapshot neither copies nor
+touches the others. ``P`` is the configured key prefix (default ``s13eir``), ``g`` a
+generation number (unique across lists, from ``INCR P:nextgen``).
 
-``P:current`` (string)
-    The generation readers use. Changed by one ``SET`` once a new generation is
-    complete and verified, so readers never see a half-loaded list.
-``P:previous`` (string)
-    The generation before it, kept for an instant rollback.
+``P:current`` (hash)
+    list -> the generation readers use. One ``HSET`` makes a new generation current
+    once it is complete and verified, so readers never see a half-loaded list.
+``P:previous`` (hash)
+    list -> the generation before it, kept for an instant rollback.
+``P:nextgen`` (string)
+    Generation counter.
 ``P:g:{g}:info`` (hash)
-    ``state`` (loading | ready), ``count`` (entries), ``checksum`` (see
-    :func:`entry_checksum`), ``source``, ``created`` (epoch seconds), per-list counts
-    ``n_black`` ``n_grey`` ``n_white`` ``n_exceptions`` ``n_tac`` ``n_ranges``, and
-    ``seq`` (the change-log sequence number the generation starts after).
+    ``list``, ``state`` (loading | ready), ``count`` (entries), ``checksum`` (see
+    :func:`entry_checksum`), ``source``, ``created`` (epoch seconds), ``seq`` (the
+    change-log sequence number the generation was made current at).
 ``P:g:{g}:m`` (hash)
-    Entry metadata: id -> ``"<list>\\t<source>\\t<detail>"``. Ids are small integers
+    Entry metadata: id -> ``"<list>\t<source>\t<detail>"``. Ids are small integers
     shared by every entry with the same list, source and reason.
-``P:g:{g}:e:{imei // 100000}`` (hash)
+``P:g:{g}:e:{imei // 100000}`` (hash; black, grey, white)
     Single IMEIs, bucketed by TAC and the first serial digit so that a bucket holds
     a few hundred entries at most and Redis keeps it in its compact listpack
     encoding. Field: ``imei % 100000`` (decimal); value: meta ids, comma-separated.
-``P:g:{g}:x:{imei // 100000}`` (hash)
+``P:g:{g}:x:{imei // 100000}`` (hash; exceptions)
     Exception pairs. Field: ``"<imei % 100000>:<imsi>"``; value: the meta id of the
-    pair's source (list ``exceptions``).
-``P:g:{g}:tac`` (hash) and ``P:g:{g}:ranges`` (hash)
+    pair's source.
+``P:g:{g}:tac`` and ``P:g:{g}:ranges`` (hashes; rules)
     TAC rules (tac -> meta ids) and IMEI ranges (``"<first14>-<last14>"`` -> meta
     ids). Small; every node keeps a copy in memory.
-``P:g:{g}:bloom`` (string)
-    The writer's rbloom filter over every single IMEI and exception IMEI of the
-    generation (``lists.bloom`` format), so a node starts in milliseconds instead of
-    scanning. Nodes add the IMEIs of later changes to their own copy.
+``P:g:{g}:bloom`` (string; black, grey, white, exceptions)
+    The writer's rbloom filter over the generation's IMEIs (``lists.bloom`` format),
+    so a node starts in milliseconds instead of scanning. Nodes add the IMEIs of
+    later changes to their own copy.
 ``P:changes`` (stream)
     Every applied change, in order, with a monotonically increasing ``seq`` field
-    (also the stream id ``<seq>-0``), so that a node catches up from where it was.
+    (also the stream id ``<seq>-0``), so that a node catches up from where it was;
+    a ``generation`` record when a list's generation changes (import or rollback).
 ``P:seq`` (string)
     The last sequence number written to the stream.
 ``P:feed:{name}`` (hash)
     Per master-list feed (e.g. an MQTT topic): ``seq`` of the last change set
     applied from it, for exactly-once application.
 ``P:lock:writer`` (string)
-    The writer lock (``SET NX PX``), so exactly one sync process writes.
+    The writer lock (``SET NX PX``, renewed), so exactly one sync process writes.
 
 Redis Cluster: generation keys spread over the cluster by bucket. The pointer
 flip is one key and atomic anywhere. A change is applied by one Lua script per
@@ -62,6 +67,8 @@ DEFAULT_PREFIX: Final = "s13eir"
 
 ListName = Literal["black", "grey", "white", "exceptions"]
 LISTS: Final[tuple[ListName, ...]] = ("black", "grey", "white", "exceptions")
+RULES: Final = "rules"  # the pseudo-list holding TAC and range rules
+ALL_LISTS: Final[tuple[str, ...]] = (*LISTS, RULES)
 Op = Literal["add", "remove"]
 
 
@@ -71,6 +78,10 @@ def k_current(p: str) -> str:
 
 def k_previous(p: str) -> str:
     return f"{p}:previous"
+
+
+def k_nextgen(p: str) -> str:
+    return f"{p}:nextgen"
 
 
 def k_info(p: str, g: int) -> str:
@@ -175,17 +186,19 @@ def change_fields(seq: int, generation: int, change: Change) -> dict[str, str]:
     }
 
 
-def generation_record(seq: int, generation: int) -> dict[str, str]:
-    """The stream record written when a new generation becomes current (nodes reload)."""
-    return {"seq": str(seq), "gen": str(generation), "op": "generation", "list": "", "imei": "", "imsi": "",
-            "reason": "", "source": ""}  # fmt: skip
+def generation_record(seq: int, generation: int, list_name: str) -> dict[str, str]:
+    """The stream record written when a list's generation becomes current (nodes reload it)."""
+    return {"seq": str(seq), "gen": str(generation), "op": "generation", "list": list_name, "imei": "",
+            "imsi": "", "reason": "", "source": ""}  # fmt: skip
 
 
-def parse_change(fields: Mapping[str, str]) -> tuple[int, int, Change | None]:
-    """(seq, generation, change); change is None for a generation record."""
+def parse_change(fields: Mapping[str, str]) -> tuple[int, int, Change | str]:
+    """(seq, generation, change), or (seq, generation, list name) for a generation record."""
     seq, gen, op = int(fields["seq"]), int(fields["gen"]), fields["op"]
     if op == "generation":
-        return seq, gen, None
+        if fields["list"] not in ALL_LISTS:
+            raise ValueError(f"bad generation record {dict(fields)!r}")
+        return seq, gen, fields["list"]
     if op not in ("add", "remove") or fields["list"] not in LISTS:
         raise ValueError(f"bad change record {dict(fields)!r}")
     change = Change(op, fields["list"], fields["imei"], fields.get("imsi", ""),  # type: ignore[arg-type]
