@@ -54,6 +54,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Transport = Literal["tcp", "sctp"]
 MalformedPolicy = Literal["reject", "blacklisted", "greylisted", "whitelisted"]
 ImeisvInImeiPolicy = Literal["reject", "split"]
+StoreUnavailablePolicy = Literal["last_known", "greylisted", "too_busy", "unable_to_comply"]
 ListFormat = Literal["dirbs-blacklist", "dirbs-exceptions", "csv", "tac-csv", "range-csv", "rules-yaml"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -121,6 +122,11 @@ class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     malformed_imei: MalformedPolicy = "reject"
     imeisv_in_imei: ImeisvInImeiPolicy = "reject"
     check_destination_realm: bool = False
+    # Redis store only: how to answer an IMEI that the Bloom filter says may be listed
+    # while Redis cannot be asked. last_known: the last answer confirmed from Redis for
+    # that IMEI (else greylisted); greylisted; too_busy (3004: the MME tries another EIR);
+    # unable_to_comply (5012: the MME applies its own policy).
+    store_unavailable: StoreUnavailablePolicy = "last_known"
 
 
 class ListSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -129,10 +135,62 @@ class ListSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     list: ListKind | None = None  # only for dirbs-blacklist, whose rows name no list
 
 
+class RedisConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # redis://host:port/db, rediss:// for TLS, or redis+sentinel://host:port[,host:port]/service
+    url: NonEmptyStr = "redis://127.0.0.1:6379/0"
+    cluster: bool = False  # a Redis Cluster (url names one of its nodes)
+    prefix: NonEmptyStr = "s13eir"
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 50  # per lookup round trip
+    cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 100_000  # local cache of confirmed answers
+    # Rebuild the Bloom filter when removals since it was built exceed this share of its entries.
+    rebuild_after_removals: Annotated[float, msgspec.Meta(gt=0)] = 0.2
+
+
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    backend: Literal["embedded"] = "embedded"
+    backend: Literal["embedded", "redis"] = "embedded"
     bloom_fp_rate: Annotated[float, msgspec.Meta(gt=0, lt=0.5)] = 0.001
     lists: tuple[ListSourceConfig, ...] = ()
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+
+
+class GuardsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # A snapshot whose size differs from the current generation's by more than this share
+    # (either way), or that removes more than this share of it, is refused unless --force:
+    # a truncated or wrong feed must not unblock or block millions of phones.
+    max_size_change: Annotated[float, msgspec.Meta(ge=0)] = 0.10
+    max_removals: Annotated[float, msgspec.Meta(ge=0)] = 0.05
+    min_entries_to_guard: Annotated[int, msgspec.Meta(ge=0)] = 100  # small lists change freely
+
+
+class MqttSyncConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    url: NonEmptyStr = "mqtt://127.0.0.1:1883"  # mqtt:// or mqtts://, user:password@ allowed
+    topic: NonEmptyStr = "ceir/changes"
+    client_id: NonEmptyStr = "s13eir-sync"  # persistent session: the broker keeps QoS 1 messages for it
+    feed: NonEmptyStr = "ceir"  # the name under which the feed's sequence number is kept
+
+
+class SnapshotSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    path: NonEmptyStr
+    format: ListFormat
+    list: Literal["black", "grey", "white", "exceptions", "rules"]
+
+
+class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # Full snapshots for `s13eir sync` to import at start and on a sequence gap (resync):
+    # each {path, format, list}; list is one of black, grey, white, exceptions, rules.
+    snapshots: tuple[SnapshotSourceConfig, ...] = ()
+    guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
+    mqtt: MqttSyncConfig | None = None
+    lock_ttl_s: Seconds = 10.0
+
+
+class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # Sighting events: one MQTT message per black, grey or unknown verdict.
+    url: NonEmptyStr = "mqtt://127.0.0.1:1883"
+    topic_prefix: NonEmptyStr = "s13eir/sightings"
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # beyond it, events are dropped and counted
+    mask_imsi: bool = False
+    client_id: str = ""  # default: s13eir-<origin_host>
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -157,6 +215,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
+    events: EventsConfig | None = None  # off when absent
 
     @property
     def host_ip_addresses(self) -> tuple[str, ...]:
@@ -279,6 +339,12 @@ def _check(config: Config, source: str) -> None:
 
 
 def _resolve_paths(config: Config, base_dir: str) -> Config:
+    if config.sync.snapshots:
+        snapshots = tuple(
+            msgspec.structs.replace(src, path=os.path.normpath(os.path.join(base_dir, os.path.expanduser(src.path))))
+            for src in config.sync.snapshots
+        )
+        config = msgspec.structs.replace(config, sync=msgspec.structs.replace(config.sync, snapshots=snapshots))
     if not config.store.lists:
         return config
     lists = tuple(
