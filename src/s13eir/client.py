@@ -93,6 +93,7 @@ class S13Client:
         self._frames = FrameBuffer(1 << 20)
         self._ids = itertools.count(int.from_bytes(os.urandom(3), "big"))
         self._state_id = int(time.time())
+        self._answers: dict[int, bytes] = {}
 
     async def connect(self, host: str, port: int) -> Message:
         try:
@@ -152,18 +153,21 @@ class S13Client:
         """Send a request and return its answer, answering DWRs that arrive meanwhile."""
         assert self._writer is not None
         self._writer.write(msg.as_bytes())
-        hbh = msg.header.hop_by_hop_identifier
+        return await self.request_answer(msg.header.hop_by_hop_identifier)
+
+    async def request_answer(self, hop_by_hop: int) -> Message:
+        """The answer with this hop-by-hop id (answers may come in any order)."""
         deadline = asyncio.get_running_loop().time() + self.timeout
-        while True:
+        while hop_by_hop not in self._answers:
             frame = await self._next_frame(deadline)
             header = parse_header(frame)
             if header.is_request and header.command_code == CMD_DEVICE_WATCHDOG:
                 self._answer_dwr(frame)
-                continue
-            if not header.is_request and header.hop_by_hop == hbh:
-                return Message.from_bytes(frame)
-            if header.is_request and header.command_code == CMD_DISCONNECT_PEER:
+            elif header.is_request and header.command_code == CMD_DISCONNECT_PEER:
                 raise ClientError("the EIR is disconnecting (DPR)")
+            elif not header.is_request:
+                self._answers[header.hop_by_hop] = frame
+        return Message.from_bytes(self._answers.pop(hop_by_hop))
 
     def _answer_dwr(self, frame: bytes) -> None:
         assert self._writer is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -35,9 +36,12 @@ __all__ = [
     "MalformedPolicy",
     "MetricsConfig",
     "NodeConfig",
+    "NrfConfig",
+    "OAuth2Config",
     "PeerConfig",
     "PeersConfig",
     "PolicyConfig",
+    "SbiConfig",
     "StoreConfig",
     "Transport",
     "config_from_mapping",
@@ -102,6 +106,9 @@ class DiameterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     # Extra dictionary files or directories (YAML, see dictionaries/README.md) loaded after
     # the shipped ones: how an operator adds vendor AVPs without touching code.
     dictionaries: tuple[str, ...] = ()
+    # Requests of one peer waiting for a Redis lookup; past it, 3004 TOO_BUSY answers
+    # (counted) instead of an unbounded queue.
+    max_in_flight_per_peer: Annotated[int, msgspec.Meta(ge=1)] = 1024
 
 
 class PeerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -206,6 +213,83 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     port: Port = 9100
 
 
+# --- N5g-eir (5G SBI, TS 29.511): see src/s13eir/sbi/README.md ---------------------------
+
+JwtAlgorithm = Literal[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"
+]  # fmt: skip
+
+
+class OAuth2Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Bearer-token check (TS 33.501 §13.4.1): NRF-issued JWTs with scope n5g-eir-eic."""
+
+    enabled: bool = False
+    algorithms: tuple[JwtAlgorithm, ...] = ("RS256", "ES256")
+    secret: str | None = None  # HS* shared secret, inline
+    key_file: str | None = None  # PEM public key (RS*/PS*/ES*), or a file holding the HS* secret
+    audience: tuple[str, ...] = ()  # accepted "aud" values; () = "5G_EIR" and our nfInstanceId
+    issuer: str | None = None  # required "iss" (the NRF's nfInstanceId), when set
+    leeway_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        if (self.secret is None) == (self.key_file is None):
+            raise ValueError("oauth2: set exactly one of secret and key_file when enabled")
+        if not self.algorithms:
+            raise ValueError("oauth2: algorithms must not be empty")
+        hmac = {a.startswith("HS") for a in self.algorithms}
+        # One key for HMAC and public-key algorithms is the JWT algorithm-confusion attack.
+        if len(hmac) > 1:
+            raise ValueError("oauth2: algorithms must be all HS* or all public-key algorithms")
+        if self.secret is not None and hmac != {True}:
+            raise ValueError("oauth2: secret is only for HS* algorithms; use key_file for a public key")
+
+
+class NrfConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """NF registration with an NRF (TS 29.510 Nnrf_NFManagement); off while url is null."""
+
+    url: str | None = None  # the NRF's apiRoot, e.g. http://nrf.example:8000
+    nf_instance_id: str | None = None  # UUID; null = derived from the node identity (stable)
+    heartbeat_s: Annotated[int, msgspec.Meta(ge=1)] | None = None  # proposed; the NRF's heartBeatTimer wins
+    timeout_s: Seconds = 5.0
+    retry_max_s: Seconds = 60.0
+    cafile: str | None = None  # CA bundle for an https NRF; null = the system's
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.url):
+            raise ValueError(f"nrf.url: {self.url!r} is not an http:// or https:// URL")
+        if self.nf_instance_id is not None:
+            try:
+                uuid.UUID(self.nf_instance_id)
+            except ValueError:
+                raise ValueError(f"nrf.nf_instance_id: {self.nf_instance_id!r} is not a UUID") from None
+
+
+class SbiConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The N5g-eir_EquipmentIdentityCheck HTTP/2 server; absent = off."""
+
+    address: NonEmptyStr = "127.0.0.1"
+    port: Port = 8080
+    tls: bool = False  # false: h2c with prior knowledge; true: TLS with ALPN h2
+    certfile: str | None = None
+    keyfile: str | None = None
+    cafile: str | None = None  # set: clients must present a certificate signed by these CAs
+    fqdn: str | None = None  # advertised to the NRF (TS 29.500: https needs an FQDN)
+    max_concurrent_streams: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 128
+    max_header_list_size: Annotated[int, msgspec.Meta(ge=1024, le=65536)] = 8192  # 431 above
+    max_uri_length: Annotated[int, msgspec.Meta(ge=256, le=65536)] = 2048  # 414 above
+    idle_timeout_s: Seconds = 600.0
+    oauth2: OAuth2Config = msgspec.field(default_factory=OAuth2Config)
+    nrf: NrfConfig = msgspec.field(default_factory=NrfConfig)
+
+    def __post_init__(self) -> None:
+        if self.tls and not (self.certfile and self.keyfile):
+            raise ValueError("sbi: tls: true needs certfile and keyfile")
+        if not self.tls and self.cafile:
+            raise ValueError("sbi: cafile (client certificates) needs tls: true")
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     node: NodeConfig
     listen: tuple[ListenConfig, ...] = (ListenConfig(),)
@@ -215,6 +299,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    sbi: SbiConfig | None = None
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
     events: EventsConfig | None = None  # off when absent
 

@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config
-from .decision.model import EquipmentStatus
+from redis.exceptions import RedisError
+
+from .config import Config, RedisConfig
+from .decision.model import EquipmentStatus, Facts
 from .diameter import dictionary as dictionary_mod
 from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy
 from .diameter.constants import APP_S13, DISCONNECT_REBOOTING
@@ -19,11 +21,21 @@ from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, Protoc
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.traffic import Screening
 from .lists.formats import ListFormatError, ListSpec, load_lists
+from .lists.redis_store import RedisLists, StoreUnavailable
 from .lists.snapshot import ListSnapshot
 from .observability.http import start_http
 from .observability.logs import get_logger, mask_imsi
 from .observability.metrics import Metrics
-from .s13 import AUTH_SESSION_STATE_AVP, ImeisvInImeiPolicy, MalformedImeiPolicy, MeIdentityCheck, Outcome, S13Policy
+from .s13 import (
+    AUTH_SESSION_STATE_AVP,
+    Deferred,
+    ImeisvInImeiPolicy,
+    MalformedImeiPolicy,
+    MeIdentityCheck,
+    Outcome,
+    S13Policy,
+    StoreUnavailablePolicy,
+)
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
 
@@ -52,6 +64,16 @@ def _local_addresses(config: Config) -> tuple[str, ...]:
     return found or ("127.0.0.1",)
 
 
+class StartError(Exception):
+    """The node cannot start (its store cannot be loaded)."""
+
+
+def connect_redis(cfg: RedisConfig) -> Any:
+    from .sync.redis_client import connect
+
+    return connect(cfg)
+
+
 class Node:
     def __init__(self, config: Config, config_path: str | None = None, reuse_port: bool = False) -> None:
         self.config = config
@@ -70,9 +92,23 @@ class Node:
             # RFC 6733 §8.16: must grow on every restart; seconds since the epoch do.
             origin_state_id=int(time.time()) & 0xFFFFFFFF,
         )
-        snapshot = load_snapshot(config)
+        self.redis_lists: RedisLists | None = None
+        lists: ListSnapshot | RedisLists
+        if config.store.backend == "redis":
+            r = config.store.redis
+            self.redis_lists = lists = RedisLists(
+                connect_redis(r),
+                r.prefix,
+                timeout_s=r.timeout_ms / 1000,
+                cache_entries=r.cache_entries,
+                rebuild_after_removals=r.rebuild_after_removals,
+                bloom_fp_rate=config.store.bloom_fp_rate,
+            )
+        else:
+            lists = load_snapshot(config)
+            self.log.info("lists_loaded", **lists.counts(), memory_bytes=lists.memory_bytes())
         self.app = MeIdentityCheck(
-            self.local, snapshot, self._s13_policy(config), self._on_outcome, self.metrics.count_answer
+            self.local, lists, self._s13_policy(config), self._on_outcome, self.metrics.count_answer
         )
         # The fast path logs nothing, so it only serves whitelisted answers that are not
         # to be logged; it does not compare Destination-Realm, so it is off when that is checked.
@@ -100,6 +136,7 @@ class Node:
             dpa_timeout=config.diameter.dpa_timeout_s,
             max_message_size=config.diameter.max_message_size,
             fast_paths={APP_S13: self.app.fast_answer} if use_fast else {},
+            max_in_flight=config.diameter.max_in_flight_per_peer,
         )
         self.connections: set[DiameterProtocol] = set()
         self.servers: list[asyncio.AbstractServer] = []
@@ -109,14 +146,18 @@ class Node:
         self._log_white = config.logging.log_whitelisted
         self._mask = config.logging.mask_imsi
         self.metrics.set_peers_source(lambda: len(self.registry))
-        self.metrics.set_lists_source(lambda: self.app_snapshot.counts())
+        self.metrics.set_lists_source(lambda: self.app.lists.counts())  # type: ignore[attr-defined]
         self.metrics.set_bloom_source(self._bloom_stats)
-        self.log.info("lists_loaded", **snapshot.counts(), memory_bytes=snapshot.memory_bytes())
 
     @staticmethod
     def _s13_policy(config: Config) -> S13Policy:
         p = config.policy
-        return S13Policy(p.unknown_imei, MalformedImeiPolicy(p.malformed_imei), ImeisvInImeiPolicy(p.imeisv_in_imei))
+        return S13Policy(
+            p.unknown_imei,
+            MalformedImeiPolicy(p.malformed_imei),
+            ImeisvInImeiPolicy(p.imeisv_in_imei),
+            StoreUnavailablePolicy(p.store_unavailable),
+        )
 
     @property
     def app_snapshot(self) -> ListSnapshot:
@@ -125,13 +166,37 @@ class Node:
         return lists
 
     def _bloom_stats(self) -> tuple[int, int, int]:
+        if self.redis_lists is not None:
+            st = self.redis_lists.stats
+            return st.bloom_positives, st.bloom_negatives, st.remote_empty
         s = self.app_snapshot.stats
         return s.positives, s.negatives, s.false_positives
+
+    def _resolve(self, token: object) -> asyncio.Future[bytes]:
+        """Answer a deferred ECR once Redis has confirmed (or failed to confirm) its Bloom positive."""
+        assert isinstance(token, Deferred) and self.redis_lists is not None and token.query.imei14 is not None
+        out: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def done(f: asyncio.Future[Facts]) -> None:
+            exc = f.exception()
+            if exc is None:
+                out.set_result(self.app.complete(token, f.result()))
+            else:
+                last = exc.last_known if isinstance(exc, StoreUnavailable) else None
+                out.set_result(self.app.complete(token, None, last))
+
+        self.redis_lists.fetch(token.query.imei14, token.query.imsi).add_done_callback(done)
+        return out
 
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.redis_lists is not None:
+            try:
+                await self.redis_lists.start()
+            except (RedisError, OSError) as e:
+                raise StartError(f"cannot load the lists from Redis ({self.config.store.redis.url}): {e}") from e
         for listen in self.config.listen:
             if listen.transport == "tcp":
                 server = await loop.create_server(
@@ -158,13 +223,16 @@ class Node:
 
     def _protocol(self) -> DiameterProtocol:
         self.metrics.connections_total += 1
-        return DiameterProtocol(self.settings, self._on_event, self.connections, self.metrics.observe_latency)
+        resolve = self._resolve if self.redis_lists is not None else None
+        return DiameterProtocol(self.settings, self._on_event, self.connections, self.metrics.observe_latency, resolve)
 
     def ready(self) -> tuple[bool, str]:
         if self._stopping:
             return False, "shutting down"
         if not any(t in ("tcp", "sctp") for t, _, _ in self.bound):
             return False, "not listening yet"
+        if self.redis_lists is not None:
+            return self.redis_lists.ready()
         return True, "ready"
 
     def install_signal_handlers(self) -> None:
@@ -181,6 +249,9 @@ class Node:
 
     async def reload(self) -> bool:
         """Re-read every list file; swap the lists in one step, or keep them on any error."""
+        if self.redis_lists is not None:
+            self.log.info("reload_ignored", reason="store.backend is redis: lists follow the change stream")
+            return True
         try:
             snapshot = await asyncio.get_running_loop().run_in_executor(None, load_snapshot, self.config)
         except (ListFormatError, OSError) as exc:
@@ -212,6 +283,8 @@ class Node:
                 p.cancel()
         for conn in list(self.connections):
             conn.abort()
+        if self.redis_lists is not None:
+            await self.redis_lists.stop()
         self._stopped.set()
         self.log.info("stopped")
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from .decision.engine import decide
 from .decision.imei import normalize_imei
-from .decision.model import EquipmentStatus, Facts, Reason, Rule, UnknownPolicy, Verdict
+from .decision.model import REMOTE, EquipmentStatus, Facts, NeedRemote, Reason, Rule, UnknownPolicy, Verdict
 from .diameter import avp as avpcodec
 from .diameter.answers import answer, error_answer, proxy_info_avps, session_id_avp
 from .diameter.avp import Avp, decode_avps
@@ -39,6 +39,8 @@ from .diameter.constants import (
     INVALID_AVP_VALUE,
     MISSING_AVP,
     SUCCESS,
+    TOO_BUSY,
+    UNABLE_TO_COMPLY,
     VENDOR_3GPP,
 )
 from .diameter.header import Header
@@ -69,15 +71,25 @@ class ImeisvInImeiPolicy(enum.Enum):
     SPLIT = "split"  # read it as IMEI (14) + SVN (2), as some MMEs send it
 
 
+class StoreUnavailablePolicy(enum.Enum):
+    """How to answer when only the (unreachable) remote store could decide."""
+
+    LAST_KNOWN = "last_known"  # the last answer confirmed for that IMEI here, else greylisted
+    GREYLISTED = "greylisted"
+    TOO_BUSY = "too_busy"  # 3004: the MME (or DRA) may try another EIR
+    UNABLE_TO_COMPLY = "unable_to_comply"  # 5012: the MME applies its own policy
+
+
 @dataclass(frozen=True, slots=True)
 class S13Policy:
     unknown_imei: UnknownPolicy = UnknownPolicy.WHITELISTED
     malformed_imei: MalformedImeiPolicy = MalformedImeiPolicy.REJECT
     imeisv_in_imei: ImeisvInImeiPolicy = ImeisvInImeiPolicy.REJECT
+    store_unavailable: StoreUnavailablePolicy = StoreUnavailablePolicy.LAST_KNOWN
 
 
 class Lists(Protocol):
-    def facts(self, imei14: str, imsi: str | None) -> Facts: ...
+    def facts(self, imei14: str, imsi: str | None) -> Facts | NeedRemote: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,16 @@ class EcrQuery:
     imsi: str | None  # User-Name when it is a plausible IMSI
     origin_host: str
     origin_realm: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """An ECR waiting for a remote lookup; ``MeIdentityCheck.complete`` answers it."""
+
+    header: Header
+    avps: list[Avp]
+    query: EcrQuery
+    peer: PeerInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +167,11 @@ class MeIdentityCheck:
         ecr = scan_ecr(frame)
         if ecr is None:
             return None
-        verdict = decide(self.lists.facts(ecr.imei14, ecr.imsi), ecr.imsi, self.policy.unknown_imei, ecr.imei14)
+        facts = self.lists.facts(ecr.imei14, ecr.imsi)
+        if facts is REMOTE:
+            return None
+        assert isinstance(facts, Facts)
+        verdict = decide(facts, ecr.imsi, self.policy.unknown_imei, ecr.imei14)
         if verdict.status is not EquipmentStatus.WHITELISTED:
             return None
         if self._count is not None:
@@ -153,7 +179,7 @@ class MeIdentityCheck:
         body = ecr.session_id_avp + self._white_body
         return _ANSWER_HEAD.pack(0x01000000 | (20 + len(body)), _ECA_FLAGS_CODE) + frame[8:20] + body
 
-    def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes:
+    def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes | Deferred:
         query_or_error = self.read_query(header, avps)
         if isinstance(query_or_error, tuple):
             code, failed, detail = query_or_error
@@ -169,34 +195,63 @@ class MeIdentityCheck:
                 extra=AUTH_SESSION_STATE_AVP,
             )
         query = query_or_error
-        verdict = self.verdict(query)
-        if query.imei14 is None and verdict is None:
-            ti = _find(avps, AVP_TERMINAL_INFORMATION, VENDOR_3GPP)
-            imei_avp = _find(decode_avps(ti.data), AVP_IMEI, VENDOR_3GPP) if ti is not None else None
-            failed = (
-                avpcodec.encode(ti.code, avpcodec.pad(imei_avp.raw), vendor=ti.vendor, flags=ti.flags)
-                if ti is not None and imei_avp is not None
-                else None
-            )
-            detail = f"IMEI {query.imei!r} is not 14 or 15 digits"
-            if self.on_outcome is not None:
-                self.on_outcome(Outcome(INVALID_AVP_VALUE, None, query, detail), peer)
-            return error_answer(
-                header,
-                avps,
-                self.local.origin_avps,
-                INVALID_AVP_VALUE,
-                failed_avp=failed,
-                message=detail,
-                extra=AUTH_SESSION_STATE_AVP,
-            )
-        assert verdict is not None
+        if query.imei14 is None:
+            return self._malformed(header, avps, query, peer)
+        facts = self.lists.facts(query.imei14, query.imsi)
+        if facts is REMOTE:
+            return Deferred(header, avps, query, peer)
+        assert isinstance(facts, Facts)
+        verdict = decide(facts, query.imsi, self.policy.unknown_imei, query.imei14)
+        return self._answer(header, avps, query, verdict, peer)
+
+    def complete(self, d: Deferred, facts: Facts | None, last_known: Facts | None = None) -> bytes:
+        """Answer a deferred ECR with what the remote store said, or, when it could not
+        be asked (``facts`` None), as ``policy.store_unavailable`` says."""
+        q = d.query
+        assert q.imei14 is not None
+        if facts is not None:
+            return self._answer(d.header, d.avps, q, decide(facts, q.imsi, self.policy.unknown_imei, q.imei14), d.peer)
+        mode = self.policy.store_unavailable
+        detail = "list store unavailable"
+        if mode is StoreUnavailablePolicy.LAST_KNOWN and last_known is not None:
+            verdict = decide(last_known, q.imsi, self.policy.unknown_imei, q.imei14)
+            return self._answer(d.header, d.avps, q, verdict, d.peer, f"{detail}: last known state")
+        if mode in (StoreUnavailablePolicy.LAST_KNOWN, StoreUnavailablePolicy.GREYLISTED):
+            reason = Reason(Rule.POLICY, "", "policy.store_unavailable", mode.value, detail)
+            return self._answer(d.header, d.avps, q, Verdict(EquipmentStatus.GREYLISTED, reason), d.peer, detail)
+        code = TOO_BUSY if mode is StoreUnavailablePolicy.TOO_BUSY else UNABLE_TO_COMPLY
+        if self.on_outcome is not None:
+            self.on_outcome(Outcome(code, None, q, detail), d.peer)
+        extra = AUTH_SESSION_STATE_AVP
+        return error_answer(d.header, d.avps, self.local.origin_avps, code, message=detail, extra=extra)
+
+    def _answer(
+        self, header: Header, avps: Sequence[Avp], query: EcrQuery, verdict: Verdict, peer: PeerInfo, detail: str = ""
+    ) -> bytes:
         out = self.build_eca(header, avps, verdict)
         if self.on_outcome is not None:
-            self.on_outcome(
-                Outcome(SUCCESS if verdict.status is not None else ERROR_EQUIPMENT_UNKNOWN, verdict, query), peer
-            )
+            code = SUCCESS if verdict.status is not None else ERROR_EQUIPMENT_UNKNOWN
+            self.on_outcome(Outcome(code, verdict, query, detail), peer)
         return out
+
+    def _malformed(self, header: Header, avps: list[Avp], query: EcrQuery, peer: PeerInfo) -> bytes:
+        mal = self.policy.malformed_imei
+        if mal is not MalformedImeiPolicy.REJECT:
+            status = EquipmentStatus[mal.name]
+            reason = Reason(Rule.MALFORMED, "", "policy.malformed_imei", query.imei, mal.value)
+            return self._answer(header, avps, query, Verdict(status, reason), peer)
+        ti = _find(avps, AVP_TERMINAL_INFORMATION, VENDOR_3GPP)
+        imei_avp = _find(decode_avps(ti.data), AVP_IMEI, VENDOR_3GPP) if ti is not None else None
+        failed = (
+            avpcodec.encode(ti.code, avpcodec.pad(imei_avp.raw), vendor=ti.vendor, flags=ti.flags)
+            if ti is not None and imei_avp is not None
+            else None
+        )
+        detail = f"IMEI {query.imei!r} is not 14 or 15 digits"
+        if self.on_outcome is not None:
+            self.on_outcome(Outcome(INVALID_AVP_VALUE, None, query, detail), peer)
+        return error_answer(header, avps, self.local.origin_avps, INVALID_AVP_VALUE, failed_avp=failed, message=detail,
+                            extra=AUTH_SESSION_STATE_AVP)  # fmt: skip
 
     def read_query(self, header: Header, avps: Sequence[Avp]) -> EcrQuery | tuple[int, bytes | None, str]:
         """Read the ECR; an error is returned as (result code, Failed-AVP, text)."""
@@ -243,17 +298,6 @@ class MeIdentityCheck:
             host.data.decode("utf-8", "replace") if host else "",
             realm.data.decode("utf-8", "replace") if realm else "",
         )
-
-    def verdict(self, query: EcrQuery) -> Verdict | None:
-        """The verdict, or None for a malformed IMEI that the policy rejects (5004)."""
-        if query.imei14 is None:
-            mal = self.policy.malformed_imei
-            if mal is MalformedImeiPolicy.REJECT:
-                return None
-            status = EquipmentStatus[mal.name]
-            return Verdict(status, Reason(Rule.MALFORMED, "", "policy.malformed_imei", query.imei, mal.value))
-        facts = self.lists.facts(query.imei14, query.imsi)
-        return decide(facts, query.imsi, self.policy.unknown_imei, query.imei14)
 
     def build_eca(self, header: Header, avps: Sequence[Avp], verdict: Verdict) -> bytes:
         """ECA in python-diameter's AVP order: Session-Id, Result-Code or Experimental-Result,

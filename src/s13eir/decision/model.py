@@ -106,3 +106,16 @@ class Facts:
 
 
 NO_FACTS = Facts()
+
+
+class NeedRemote:
+    """Returned by a store's ``facts`` when only a remote lookup can tell (a Bloom
+    positive not in the local cache): the caller asks the store asynchronously."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REMOTE"
+
+
+REMOTE = NeedRemote()

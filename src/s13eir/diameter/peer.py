@@ -13,7 +13,7 @@ import enum
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import base_messages
 from .answers import error_answer
@@ -25,12 +25,13 @@ from .constants import (
     CMD_DISCONNECT_PEER,
     DISCONNECT_REBOOTING,
     FLAG_REQUEST,
+    TOO_BUSY,
     UNABLE_TO_COMPLY,
 )
 from .events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .framing import FrameBuffer, FramingError
 from .header import Header, parse_header
-from .traffic import Rejected, Screening, screen
+from .traffic import Rejected, Screening, lenient_avps, screen
 from .watchdog import Random, Watchdog, WatchdogAction
 
 
@@ -44,7 +45,10 @@ class PeerState(enum.Enum):
 class Application(Protocol):
     """An application behind the base protocol (S13). Gets screened requests only."""
 
-    def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes: ...
+    def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes | Any:
+        """The answer, or a token for an answer that needs I/O first: the owner resolves
+        it and hands the answer back with ``PeerConnection.deliver``."""
+        ...
 
 
 # An application's optional fast path: answers a raw request frame, or returns None to
@@ -98,6 +102,8 @@ class PeerSettings:
     dpa_timeout: float = 5.0
     max_message_size: int = 65536
     fast_paths: Mapping[int, FastPath] = field(default_factory=dict)  # by application id
+    # Requests of one peer waiting for I/O (remote list lookups); past it, 3004 TOO_BUSY.
+    max_in_flight: int = 1024
 
 
 class PeerConnection:
@@ -117,6 +123,8 @@ class PeerConnection:
         self._watchdog: Watchdog | None = None
         self._deadline: float | None = now + settings.cer_timeout
         self._ids = int(rng.uniform(0, 1 << 31))
+        self._deferred: list[object] = []
+        self.in_flight = 0
         # Keyed by the raw 4 application-id bytes so the hot path needs no header decode.
         self._fast = {app.to_bytes(4, "big"): fn for app, fn in settings.fast_paths.items()}
 
@@ -142,6 +150,18 @@ class PeerConnection:
         out = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
         return out
+
+    def take_deferred(self) -> list[object]:
+        """Requests the application could not answer without I/O, for the owner to resolve."""
+        out, self._deferred = self._deferred, []
+        return out
+
+    def deliver(self, answer: bytes) -> None:
+        """The answer to a deferred request (in any order: answers carry their ids)."""
+        if self.state is PeerState.CLOSED:
+            return  # the connection went away while the lookup ran
+        self.in_flight -= 1
+        self._out.append(answer)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -208,6 +228,9 @@ class PeerConnection:
 
     def _on_frame(self, frame: bytes, now: float) -> None:
         if self.state is PeerState.OPEN and frame[4] & FLAG_REQUEST:
+            if self.in_flight >= self.settings.max_in_flight and frame[8:12] != b"\0\0\0\0":
+                self._busy(frame)
+                return
             fast = self._fast.get(frame[8:12])
             if fast is not None:
                 assert self.peer is not None
@@ -242,7 +265,21 @@ class PeerConnection:
             self._events.append(ProtocolError(screened.result_code, header.command_code, screened.detail))
             return
         app = self.settings.applications[header.application_id]
-        self._out.append(app.handle_request(header, frame, screened[1], self.peer))
+        result = app.handle_request(header, frame, screened[1], self.peer)
+        if isinstance(result, bytes):
+            self._out.append(result)
+        else:
+            self.in_flight += 1
+            self._deferred.append(result)
+
+    def _busy(self, frame: bytes) -> None:
+        # Back-pressure instead of a silent drop: the MME (or its DRA) can retry elsewhere.
+        header = parse_header(frame)
+        extra = (self.settings.screening.answer_extras or {}).get(header.application_id, b"")
+        detail = f"more than {self.settings.max_in_flight} requests in flight"
+        self._out.append(error_answer(header, lenient_avps(frame), self.settings.local.origin_avps, TOO_BUSY,
+                                      message=detail, extra=extra))  # fmt: skip
+        self._events.append(ProtocolError(TOO_BUSY, header.command_code, detail))
 
     def _on_first_message(self, header: Header, frame: bytes, now: float) -> None:
         # Only R-Conn-CER is defined for a fresh connection; anything else closes it.

@@ -27,8 +27,11 @@ class DiameterProtocol(asyncio.Protocol):
         on_event: EventSink,
         connections: set[DiameterProtocol],
         observe: Callable[[float], None] | None = None,
+        resolve: Callable[[object], asyncio.Future[bytes]] | None = None,
     ) -> None:
         self._settings = settings
+        self._resolve = resolve  # answers requests that need I/O (remote list lookups)
+        self._flush_scheduled = False
         self._observe = observe  # time from a read to its answers being written
         self._on_event = on_event
         self._connections = connections
@@ -106,6 +109,9 @@ class DiameterProtocol(asyncio.Protocol):
         transport = self._transport
         if core is None or transport is None:
             return
+        if self._resolve is not None:
+            for token in core.take_deferred():
+                self._resolve(token).add_done_callback(self._on_resolved)
         out = core.data_to_send()
         if out and not transport.is_closing():
             transport.write(out)
@@ -123,6 +129,19 @@ class DiameterProtocol(asyncio.Protocol):
                 self._timer.cancel()
             self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
             self._timer_at = at
+
+    def _on_resolved(self, fut: asyncio.Future[bytes]) -> None:
+        if self.core is None or fut.cancelled():
+            return
+        self.core.deliver(fut.result())
+        # Lookups of one batch complete together: write their answers with one write.
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._after()
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -1,0 +1,473 @@
+"""The Redis-backed list store as an EIR node reads it (layout: ``redis_layout``).
+
+The common case, a phone on no list, never leaves the process: each list has a
+Bloom filter here (loaded from the writer's copy in Redis at start, then kept
+current from the change stream), and TAC and range rules are held in memory. A
+Bloom positive is confirmed in Redis: the lookups of one event-loop turn go out
+as one pipelined round trip, with a short timeout; confirmed answers are cached
+here and the cache is invalidated by the change stream.
+
+When Redis cannot be asked, ``fetch`` fails with :class:`StoreUnavailable`
+carrying the last answer confirmed for that phone, and the caller applies
+``policy.store_unavailable``. The follower reconnects with backoff; a gap in the
+change stream's sequence numbers (a trimmed stream, a failover that lost writes)
+makes it reload everything rather than trust a partial view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import operator
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rbloom import Bloom
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from ..decision.model import NO_FACTS, REMOTE, Entry, ExceptionEntry, Facts, ListKind, NeedRemote
+from ..observability.logs import get_logger
+from . import redis_layout as L
+from .bloom import new_bloom
+from .snapshot import ListSnapshot, SnapshotBuilder
+
+_KINDS = {"black": ListKind.BLACK, "grey": ListKind.GREY, "white": ListKind.WHITE}
+_IMEI_LISTS = ("black", "grey", "white")
+_BACKOFF_MAX_S = 5.0
+
+
+class StoreUnavailable(Exception):
+    """Redis could not confirm a Bloom positive; ``last_known`` is this node's last
+    confirmed answer for the same IMEI and IMSI, if any."""
+
+    def __init__(self, reason: str, last_known: Facts | None) -> None:
+        super().__init__(reason)
+        self.last_known = last_known
+
+
+@dataclass
+class _List:
+    name: str
+    gen: int
+    bloom: Bloom | None = None
+    count: int = 0
+    removals: int = 0
+    meta: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+
+
+def _text(v: bytes | str | None) -> str:
+    if v is None:
+        return ""
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@dataclass
+class StoreStats:
+    """Plain counters, read by the metrics collector at scrape time."""
+
+    bloom_positives: int = 0
+    bloom_negatives: int = 0
+    remote_lookups: int = 0
+    remote_empty: int = 0  # Bloom positives that Redis did not confirm: false positives
+    remote_failures: int = 0
+    cache_hits: int = 0
+    changes_applied: int = 0
+    reloads: int = 0
+
+
+class RedisLists:
+    """Implements the ``Lists`` protocol of ``s13eir.s13`` over Redis."""
+
+    def __init__(
+        self,
+        redis: Any,
+        prefix: str,
+        *,
+        timeout_s: float = 0.05,
+        cache_entries: int = 100_000,
+        rebuild_after_removals: float = 0.2,
+        bloom_fp_rate: float = 0.001,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.cache_entries = cache_entries
+        self.rebuild_after_removals = rebuild_after_removals
+        self.bloom_fp_rate = bloom_fp_rate
+        self.stats = StoreStats()
+        self.log = get_logger("s13eir.redis_store")
+        self.seq = 0
+        self.healthy = False
+        self.loaded = False
+        self.last_error = "not started"
+        self._lists: dict[str, _List] = {}
+        self._blooms: tuple[Bloom, ...] = ()
+        self._rules = ListSnapshot.empty()
+        self._cache: OrderedDict[tuple[str, str], Facts] = OrderedDict()
+        self._cache_keys: dict[str, set[str]] = {}
+        self._batch: list[tuple[str, str | None, asyncio.Future[Facts]]] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._follower: asyncio.Task[None] | None = None
+        self._rebuilding: set[str] = set()
+
+    # -- the request path (synchronous) ----------------------------------------
+
+    def facts(self, imei14: str, imsi: str | None = None) -> Facts | NeedRemote:
+        n = int(imei14)
+        for bloom in self._blooms:
+            if n in bloom:
+                break
+        else:
+            self.stats.bloom_negatives += 1
+            return self._rules.facts(imei14, None)
+        self.stats.bloom_positives += 1
+        cached = self._cache.get((imei14, imsi or ""))
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return cached
+        return REMOTE
+
+    def fetch(self, imei14: str, imsi: str | None) -> asyncio.Future[Facts]:
+        """Confirm a Bloom positive in Redis. Lookups made in the same loop turn share
+        one pipelined round trip."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Facts] = loop.create_future()
+        self._batch.append((imei14, imsi, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_flush)
+        return fut
+
+    def last_known(self, imei14: str, imsi: str | None) -> Facts | None:
+        return self._cache.get((imei14, imsi or ""))
+
+    # -- batched confirmation ---------------------------------------------------
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._batch = self._batch, []
+        if batch:
+            self._spawn(self._flush(batch))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, batch: list[tuple[str, str | None, asyncio.Future[Facts]]]) -> None:
+        self.stats.remote_lookups += len(batch)
+        p = self.prefix
+        lists = [self._lists[name] for name in _IMEI_LISTS if name in self._lists]
+        exc = self._lists.get("exceptions")
+
+        async def query() -> list[Any]:
+            # One retry on a connection error: after a Redis restart the pool still holds
+            # connections to the old server, and the first command on each of them fails.
+            for attempt in (1, 2):
+                pipe = self.redis.pipeline(transaction=False)
+                for imei14, imsi, _ in batch:
+                    n = int(imei14)
+                    for lst in lists:
+                        pipe.hget(L.k_imei_bucket(p, lst.gen, n), L.imei_field(n))
+                    if exc is not None and imsi:
+                        pipe.hget(L.k_exception_bucket(p, exc.gen, n), L.exception_field(n, imsi))
+                if not len(pipe):
+                    return []
+                try:
+                    results: list[Any] = await pipe.execute()
+                    return results
+                except RedisConnectionError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+        try:
+            results = await asyncio.wait_for(query(), self.timeout_s)
+            missing = self._missing_meta(results, lists, batch, exc)
+            if missing:
+                await asyncio.wait_for(self._load_meta_ids(missing), self.timeout_s)
+        except (TimeoutError, RedisError, OSError) as e:
+            self._unavailable(batch, f"{type(e).__name__}: {e}")
+            return
+        it = iter(results)
+        for imei14, imsi, fut in batch:
+            entries: list[Entry] = []
+            for lst in lists:
+                ids = next(it)
+                if ids:
+                    entries.extend(self._entries(lst, imei14, ids))
+            exception = None
+            if exc is not None and imsi:
+                ids = next(it)
+                if ids:
+                    _, source, _ = self._meta(exc, L.decode_ids(ids)[0])
+                    exception = ExceptionEntry(imei14, imsi, source)
+            facts = self._with_rules(imei14, exception, tuple(entries))
+            if facts is NO_FACTS:
+                self.stats.remote_empty += 1
+            self._remember(imei14, imsi, facts)
+            if not fut.done():
+                fut.set_result(facts)
+
+    def _missing_meta(
+        self, results: list[Any], lists: list[_List], batch: list[Any], exc: _List | None
+    ) -> dict[str, set[int]]:
+        # Deltas may have created meta ids after this node loaded the table.
+        missing: dict[str, set[int]] = {}
+        it = iter(results)
+        for _imei, imsi, _ in batch:
+            for lst in [*lists, *([exc] if exc is not None and imsi else [])]:
+                ids = next(it)
+                for i in L.decode_ids(ids) if ids else ():
+                    if i not in lst.meta:
+                        missing.setdefault(lst.name, set()).add(i)
+        return missing
+
+    async def _load_meta_ids(self, missing: Mapping[str, set[int]]) -> None:
+        for name, ids in missing.items():
+            lst = self._lists[name]
+            ordered = sorted(ids)
+            values = await self.redis.hmget(L.k_meta(self.prefix, lst.gen), ordered)
+            for i, v in zip(ordered, values, strict=True):
+                if v is not None:
+                    lst.meta[i] = L.decode_meta(_text(v))
+
+    def _meta(self, lst: _List, i: int) -> tuple[str, str, str]:
+        return lst.meta.get(i, (lst.name, "", ""))
+
+    def _entries(self, lst: _List, imei14: str, ids: bytes | str) -> list[Entry]:
+        out = []
+        for i in L.decode_ids(ids):
+            _, source, detail = self._meta(lst, i)
+            out.append(Entry(_KINDS[lst.name], source, imei14, detail))
+        return out
+
+    def _with_rules(self, imei14: str, exception: ExceptionEntry | None, entries: tuple[Entry, ...]) -> Facts:
+        rules = self._rules.facts(imei14, None)
+        if exception is None and not entries:
+            return rules
+        return Facts(exception=exception, imei=entries, range=rules.range, tac=rules.tac)
+
+    def _unavailable(self, batch: list[tuple[str, str | None, asyncio.Future[Facts]]], reason: str) -> None:
+        self.stats.remote_failures += len(batch)
+        if self.healthy:
+            self.log.error("redis_unavailable", error=reason)
+        self.healthy = False
+        self.last_error = reason
+        for imei14, imsi, fut in batch:
+            if not fut.done():
+                fut.set_exception(StoreUnavailable(reason, self.last_known(imei14, imsi)))
+
+    def _remember(self, imei14: str, imsi: str | None, facts: Facts) -> None:
+        if self.cache_entries <= 0:
+            return
+        key = (imei14, imsi or "")
+        self._cache[key] = facts
+        self._cache.move_to_end(key)
+        self._cache_keys.setdefault(imei14, set()).add(key[1])
+        while len(self._cache) > self.cache_entries:
+            (old_imei, old_imsi), _ = self._cache.popitem(last=False)
+            keys = self._cache_keys.get(old_imei)
+            if keys is not None:
+                keys.discard(old_imsi)
+                if not keys:
+                    del self._cache_keys[old_imei]
+
+    def _invalidate(self, imei14: str) -> None:
+        for imsi in self._cache_keys.pop(imei14, ()):
+            self._cache.pop((imei14, imsi), None)
+
+    # -- loading -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every list (Bloom filters, metadata, rules), then follow the change stream."""
+        await self._load_all()
+        self._follower = asyncio.get_running_loop().create_task(self._follow())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._follower, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def _load_all(self) -> None:
+        p = self.prefix
+        # Read the sequence first: changes made while we load are replayed from the stream.
+        seq = int(_text(await self.redis.get(L.k_seq(p))) or 0)
+        current = {_text(k): int(v) for k, v in (await self.redis.hgetall(L.k_current(p))).items()}
+        lists: dict[str, _List] = {}
+        for name, gen in current.items():
+            if name in L.LISTS:
+                lists[name] = await self._load_list(name, gen)
+        rules = await self._load_rules(current.get(L.RULES))
+        self._lists, self._rules = lists, rules
+        self._blooms = tuple(lst.bloom for lst in lists.values() if lst.bloom is not None and lst.count)
+        self._cache.clear()
+        self._cache_keys.clear()
+        self.seq = seq
+        self.healthy = self.loaded = True
+        self.last_error = ""
+        self.stats.reloads += 1
+        self.log.info("redis_lists_loaded", seq=seq, **{n: lst.count for n, lst in lists.items()})
+
+    async def _load_list(self, name: str, gen: int) -> _List:
+        p = self.prefix
+        info = {_text(k): _text(v) for k, v in (await self.redis.hgetall(L.k_info(p, gen))).items()}
+        meta = {int(k): L.decode_meta(_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
+        lst = _List(name, gen, count=int(info.get("count", 0) or 0), meta=meta)
+        data = await self.redis.get(L.k_bloom(p, gen))
+        if data:
+            lst.bloom = Bloom.load_bytes(data, operator.index)
+        else:
+            lst.bloom = await self._scan_bloom(name, gen, lst.count)
+        return lst
+
+    async def _scan_bloom(self, name: str, gen: int, count: int) -> Bloom:
+        """Fallback when the writer saved no filter: rebuild it by scanning the buckets."""
+        p = self.prefix
+        bloom = new_bloom(max(count, 1), self.bloom_fp_rate)
+        exceptions = name == "exceptions"
+        pattern = f"{p}:g:{gen}:{'x' if exceptions else 'e'}:*"
+        async for key in self.redis.scan_iter(match=pattern, count=1000):
+            bucket = int(_text(key).rsplit(":", 1)[1])
+            for fld in await self.redis.hkeys(key):
+                suffix = _text(fld).split(":", 1)[0]
+                bloom.add(bucket * L.BUCKET + int(suffix))
+        return bloom
+
+    async def _load_rules(self, gen: int | None) -> ListSnapshot:
+        if gen is None:
+            return ListSnapshot.empty()
+        p = self.prefix
+        meta = {int(k): L.decode_meta(_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
+        b = SnapshotBuilder()
+        for tac, ids in (await self.redis.hgetall(L.k_tac(p, gen))).items():
+            for i in L.decode_ids(ids):
+                kind, source, detail = meta.get(i, ("black", "", ""))
+                b.add_tac(_text(tac), ListKind(kind), source, detail)
+        for rng, ids in (await self.redis.hgetall(L.k_ranges(p, gen))).items():
+            first, last = _text(rng).split("-", 1)
+            for i in L.decode_ids(ids):
+                kind, source, detail = meta.get(i, ("black", "", ""))
+                b.add_range(first, last, ListKind(kind), source, detail)
+        return b.build()
+
+    # -- following the change stream ----------------------------------------------------
+
+    async def _follow(self) -> None:
+        backoff = 0.1
+        stream = L.k_changes(self.prefix)
+        while True:
+            try:
+                if not self.loaded or not self.healthy:
+                    await self._load_all()
+                resp = await self.redis.xread({stream: f"{self.seq}-0"}, count=1000, block=1000)
+                self.healthy = True
+                backoff = 0.1
+                for _name, entries in resp or ():
+                    for _id, fields in entries:
+                        if not await self._apply({_text(k): _text(v) for k, v in fields.items()}):
+                            break
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as e:
+                if self.healthy:
+                    self.log.error("redis_unavailable", error=str(e))
+                self.healthy = False
+                self.last_error = f"{type(e).__name__}: {e}"
+                await asyncio.sleep(backoff)
+                backoff = min(_BACKOFF_MAX_S, backoff * 2)
+
+    async def _apply(self, fields: Mapping[str, str]) -> bool:
+        """Apply one stream record; False when the view had to be reloaded instead."""
+        try:
+            seq, gen, change = L.parse_change(fields)
+        except (KeyError, ValueError) as e:
+            self.log.error("bad_change_record", error=str(e), record=dict(fields))
+            return True
+        if seq <= self.seq:
+            return True
+        if seq != self.seq + 1:
+            self.log.warning("change_stream_gap", expected=self.seq + 1, got=seq)
+            await self._load_all()
+            return False
+        if isinstance(change, str):  # a list got a new generation (import or rollback)
+            await self._reload_list(change, gen)
+        else:
+            lst = self._lists.get(change.list)
+            if lst is not None:
+                n = int(change.imei)
+                if change.op == "add":
+                    if lst.bloom is None:
+                        lst.bloom = new_bloom(1024, self.bloom_fp_rate)
+                    lst.bloom.add(n)
+                    if lst.bloom not in self._blooms:
+                        self._blooms = (*self._blooms, lst.bloom)
+                    lst.count += 1
+                else:
+                    lst.removals += 1
+                    if (
+                        lst.removals > self.rebuild_after_removals * max(lst.count, 1)
+                        and lst.name not in self._rebuilding
+                    ):
+                        self._spawn(self._rebuild(lst.name))
+            elif change.op == "add":
+                await self._reload_list(change.list, gen)
+            self._invalidate(change.imei)
+            self.stats.changes_applied += 1
+        self.seq = seq
+        return True
+
+    async def _reload_list(self, name: str, gen: int) -> None:
+        if name == L.RULES:
+            self._rules = await self._load_rules(gen)
+        else:
+            self._lists[name] = await self._load_list(name, gen)
+            self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
+        self._cache.clear()
+        self._cache_keys.clear()
+        self.log.info("redis_list_reloaded", list=name, generation=gen)
+
+    async def _rebuild(self, name: str) -> None:
+        """Removals leave their IMEIs in the filter and raise its false-positive rate:
+        rebuild it from Redis in the background, then swap it in."""
+        self._rebuilding.add(name)
+        try:
+            lst = self._lists.get(name)
+            if lst is None:
+                return
+            gen = lst.gen
+            bloom = await self._scan_bloom(name, gen, lst.count)
+            current = self._lists.get(name)
+            if current is not None and current.gen == gen:
+                current.bloom, current.removals = bloom, 0
+                self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
+                self.log.info("bloom_rebuilt", list=name, generation=gen)
+        except (RedisError, OSError) as e:
+            self.log.error("bloom_rebuild_failed", list=name, error=str(e))
+        finally:
+            self._rebuilding.discard(name)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.loaded:
+            return False, f"lists not loaded from Redis: {self.last_error}"
+        if not self.healthy:
+            return False, f"Redis unavailable ({self.last_error}); answering per policy.store_unavailable"
+        return True, "ready"
+
+    def counts(self) -> dict[str, int]:
+        out = {name: lst.count for name, lst in self._lists.items()}
+        out.update({k: v for k, v in self._rules.counts().items() if k in ("tac", "ranges")})
+        return out
+
+    def bloom_info(self) -> dict[str, tuple[int, float]]:
+        """Per list: (size in bits, approximate items)."""
+        return {n: (x.bloom.size_in_bits, x.bloom.approx_items) for n, x in self._lists.items() if x.bloom is not None}

@@ -1,0 +1,156 @@
+"""An EIR node reading its lists from a real redis-server: Bloom pre-check, batched
+confirmation, the change stream, and Redis going away."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from typing import Any
+
+import redis
+
+from s13eir.client import S13Client
+from s13eir.config import config_from_mapping
+from s13eir.lists import redis_layout as L
+
+from .conftest import MME_HOST, MME_REALM, RunningNode, node_config, running_node
+from .redis_seed import append_change, seed_list
+from .services import RedisServer
+
+BLACK = "35209900176148"
+GREY = "35290611000001"
+UNLISTED = "35450712345675"
+
+
+def redis_config(server: RedisServer, **policy: Any) -> dict[str, Any]:
+    return node_config(
+        store={"backend": "redis", "lists": [], "redis": {"url": server.url, "timeout_ms": 200}},
+        policy=policy,
+    )
+
+
+def seed(server: RedisServer) -> redis.Redis:
+    r = redis.Redis.from_url(server.url)
+    seed_list(r, "black", [(BLACK, "stolen"), ("35209900176155", "stolen")])
+    seed_list(r, "grey", [(GREY, "under review")])
+    seed_list(r, "exceptions", [(BLACK, "001010000000001")])
+    return r
+
+
+async def verdicts(rn: RunningNode, queries: list[tuple[str, str | None]]) -> list[str]:
+    c = S13Client(MME_HOST, MME_REALM)
+    await c.connect(rn.host, rn.port)
+    try:
+        return [(await c.check(imei, imsi)).verdict for imei, imsi in queries]
+    finally:
+        await c.disconnect()
+
+
+async def readyz(rn: RunningNode) -> int:
+    return await asyncio.to_thread(_readyz, rn)
+
+
+def _readyz(rn: RunningNode) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{rn.http_port}/readyz", timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+async def test_lists_from_redis(redis_server: RedisServer) -> None:
+    seed(redis_server)
+    async with running_node(config_from_mapping(redis_config(redis_server))) as rn:
+        store = rn.node.redis_lists
+        assert store is not None
+        got = await verdicts(rn, [(BLACK, None), (BLACK, "001010000000001"), (GREY, None), (UNLISTED, None)])
+        assert got == ["BLACKLISTED", "WHITELISTED", "GREYLISTED", "WHITELISTED"]
+        lookups = store.stats.remote_lookups
+        # A phone on no list is answered without any Redis round trip.
+        assert await verdicts(rn, [(UNLISTED, None)] * 20) == ["WHITELISTED"] * 20
+        assert store.stats.remote_lookups == lookups
+        assert await readyz(rn) == 200
+
+
+async def test_many_concurrent_positives_share_round_trips(redis_server: RedisServer) -> None:
+    seed(redis_server)
+    async with running_node(config_from_mapping(redis_config(redis_server))) as rn:
+        store = rn.node.redis_lists
+        assert store is not None
+        store.cache_entries = 0  # every positive goes to Redis
+        pipelines = 0
+        original = store.redis.pipeline
+
+        def counting(*a: Any, **k: Any) -> Any:
+            nonlocal pipelines
+            pipelines += 1
+            return original(*a, **k)
+
+        store.redis.pipeline = counting
+        c = S13Client(MME_HOST, MME_REALM)
+        await c.connect(rn.host, rn.port)
+        try:
+            reqs = [c.ecr(BLACK if i % 2 else GREY) for i in range(200)]
+            assert c._writer is not None
+            c._writer.write(b"".join(r.as_bytes() for r in reqs))  # one burst, as an MME under load
+            answers = [await c.request_answer(r.header.hop_by_hop_identifier) for r in reqs]
+        finally:
+            await c.disconnect()
+        assert [a.equipment_status for a in answers] == [1 if i % 2 else 2 for i in range(200)]
+        assert pipelines < 50, pipelines  # lookups of a loop turn share one pipeline
+
+
+async def test_change_stream_reaches_the_node_within_a_second(redis_server: RedisServer) -> None:
+    r = seed(redis_server)
+    async with running_node(config_from_mapping(redis_config(redis_server))) as rn:
+        assert await verdicts(rn, [(UNLISTED, None)]) == ["WHITELISTED"]
+        append_change(r, L.Change("add", "black", UNLISTED, reason="stolen", source="feed"))
+        deadline = time.monotonic() + 1.0
+        while (await verdicts(rn, [(UNLISTED, None)]))[0] != "BLACKLISTED":
+            assert time.monotonic() < deadline, "the change did not reach the node within 1 s"
+            await asyncio.sleep(0.02)
+        append_change(r, L.Change("remove", "black", UNLISTED, source="feed"))
+        deadline = time.monotonic() + 1.0
+        while (await verdicts(rn, [(UNLISTED, None)]))[0] != "WHITELISTED":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+
+
+async def test_redis_down_negatives_answered_positives_per_policy(redis_server: RedisServer) -> None:
+    seed(redis_server)
+    async with running_node(config_from_mapping(redis_config(redis_server))) as rn:
+        # Confirm BLACK once so that its last known state is cached here.
+        assert await verdicts(rn, [(BLACK, None)]) == ["BLACKLISTED"]
+        redis_server.kill()
+        t0 = time.monotonic()
+        got = await verdicts(rn, [(UNLISTED, None), (BLACK, None), ("35209900176155", None)])
+        assert time.monotonic() - t0 < 5  # bounded by the lookup timeout, no hang
+        # On no list: no Redis needed. BLACK: last known. The other listed IMEI: greylisted.
+        assert got == ["WHITELISTED", "BLACKLISTED", "GREYLISTED"]
+        deadline = time.monotonic() + 5
+        while await readyz(rn) != 503:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        redis_server.start()
+        seed(redis_server)  # a fresh server without persistence: the writer re-imports
+        deadline = time.monotonic() + 10
+        while await readyz(rn) != 200:
+            assert time.monotonic() < deadline, "the node did not recover when Redis came back"
+            await asyncio.sleep(0.1)
+        assert await verdicts(rn, [("35209900176155", None)]) == ["BLACKLISTED"]
+
+
+async def test_redis_down_too_busy_policy(redis_server: RedisServer) -> None:
+    seed(redis_server)
+    async with running_node(config_from_mapping(redis_config(redis_server, store_unavailable="too_busy"))) as rn:
+        redis_server.kill()
+        c = S13Client(MME_HOST, MME_REALM)
+        await c.connect(rn.host, rn.port)
+        try:
+            ok = await c.check(UNLISTED)
+            busy = await c.check(BLACK)
+        finally:
+            await c.disconnect()
+        assert ok.verdict == "WHITELISTED"
+        assert busy.result_code == 3004 and busy.e_bit
