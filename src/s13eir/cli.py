@@ -14,6 +14,7 @@ from . import __version__
 from .config import Config, ConfigError, load_config
 from .diameter.dictionary import DictionaryError
 from .lists.formats import ListFormatError
+from .node_errors import StartError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the EIR could not be asked, or answered with an error
@@ -137,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ListFormatError, DictionaryError) as exc:
         print(f"s13eir: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartError as exc:
+        print(f"s13eir: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as exc:  # e.g. the listen port is taken
         print(f"s13eir: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
 from .config import Config, RedisConfig
@@ -23,6 +25,7 @@ from .diameter.traffic import Screening
 from .lists.formats import ListFormatError, ListSpec, load_lists
 from .lists.redis_store import RedisLists, StoreUnavailable
 from .lists.snapshot import ListSnapshot
+from .node_errors import StartError
 from .observability.http import start_http
 from .observability.logs import get_logger, mask_imsi
 from .observability.metrics import Metrics
@@ -62,10 +65,6 @@ def _local_addresses(config: Config) -> tuple[str, ...]:
     except OSError:
         found = ()
     return found or ("127.0.0.1",)
-
-
-class StartError(Exception):
-    """The node cannot start (its store cannot be loaded)."""
 
 
 def connect_redis(cfg: RedisConfig) -> Any:
@@ -148,6 +147,8 @@ class Node:
         self.metrics.set_peers_source(lambda: len(self.registry))
         self.metrics.set_lists_source(lambda: self.app.lists.counts())  # type: ignore[attr-defined]
         self.metrics.set_bloom_source(self._bloom_stats)
+        if self.redis_lists is not None:
+            self.metrics.add_source(self._store_metrics)
 
     @staticmethod
     def _s13_policy(config: Config) -> S13Policy:
@@ -171,6 +172,31 @@ class Node:
             return st.bloom_positives, st.bloom_negatives, st.remote_empty
         s = self.app_snapshot.stats
         return s.positives, s.negatives, s.false_positives
+
+    def _store_metrics(self) -> list[Metric]:
+        store = self.redis_lists
+        assert store is not None
+        st = store.stats
+        bits = GaugeMetricFamily("s13eir_bloom_size_bits", "Bloom filter size, by list.", labels=["list"])
+        items = GaugeMetricFamily("s13eir_bloom_items", "Approximate IMEIs in the Bloom filter.", labels=["list"])
+        for name, (size, approx) in sorted(store.bloom_info().items()):
+            bits.add_metric([name], size)
+            items.add_metric([name], approx)
+        fp = st.remote_empty / st.bloom_positives if st.bloom_positives else 0.0
+        out: list[Metric] = [
+            bits,
+            items,
+            GaugeMetricFamily("s13eir_bloom_observed_fp_rate", "Bloom positives Redis did not confirm.", value=fp),
+            CounterMetricFamily("s13eir_redis_lookups", "IMEIs confirmed in Redis.", value=st.remote_lookups),
+            CounterMetricFamily("s13eir_redis_failures", "Lookups Redis could not answer.", value=st.remote_failures),
+            CounterMetricFamily(
+                "s13eir_redis_cache_hits", "Bloom positives answered from the cache.", value=st.cache_hits
+            ),
+            CounterMetricFamily("s13eir_changes_applied", "Change-stream records applied.", value=st.changes_applied),
+            GaugeMetricFamily("s13eir_change_seq", "Last change-stream sequence applied.", value=store.seq),
+            GaugeMetricFamily("s13eir_redis_up", "1 while Redis answers.", value=1 if store.healthy else 0),
+        ]
+        return out
 
     def _resolve(self, token: object) -> asyncio.Future[bytes]:
         """Answer a deferred ECR once Redis has confirmed (or failed to confirm) its Bloom positive."""

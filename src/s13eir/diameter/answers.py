@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import avp as avpcodec
-from .avp import Avp
+from .avp import Avp, AvpLengthError, decode_avps
 from .constants import (
     AVP_ERROR_MESSAGE,
     AVP_FAILED_AVP,
@@ -37,15 +37,30 @@ def answer(request: Header, body: bytes, *, error: bool = False) -> bytes:
 
 
 def session_id_avp(avps: Sequence[Avp]) -> bytes:
+    """The request's Session-Id to echo; left out when it is not valid UTF-8, since an
+    answer carrying it could not be decoded (the error answer then names it in Failed-AVP)."""
     for a in avps:
         if a.code == AVP_SESSION_ID and a.vendor == 0:
+            try:
+                a.data.decode("utf-8")
+            except UnicodeDecodeError:
+                return b""
             return avpcodec.pad(a.raw)
     return b""
 
 
 def proxy_info_avps(avps: Sequence[Avp]) -> bytes:
-    """Every Proxy-Info of the request, in order and byte for byte (RFC 6733 §6.2)."""
-    return b"".join(avpcodec.pad(a.raw) for a in avps if a.code == AVP_PROXY_INFO and a.vendor == 0)
+    """Every well-formed Proxy-Info of the request, in order and byte for byte (RFC 6733
+    §6.2). A malformed one is not copied: it would make the answer malformed too."""
+    out = []
+    for a in avps:
+        if a.code == AVP_PROXY_INFO and a.vendor == 0:
+            try:
+                decode_avps(a.data)
+            except AvpLengthError:
+                continue
+            out.append(avpcodec.pad(a.raw))
+    return b"".join(out)
 
 
 def error_answer(

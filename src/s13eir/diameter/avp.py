@@ -41,9 +41,10 @@ class Avp(NamedTuple):
 class AvpLengthError(Exception):
     """An AVP length that does not fit (5014). ``failed`` is what Failed-AVP should carry."""
 
-    def __init__(self, failed: bytes, detail: str) -> None:
+    def __init__(self, failed: bytes, detail: str, partial: list[Avp] | None = None) -> None:
         super().__init__(detail)
         self.failed = failed
+        self.partial = partial or []  # the AVPs before the bad one, e.g. to echo Session-Id
 
 
 def decode_avps(buf: bytes, start: int = 0, end: int | None = None) -> list[Avp]:
@@ -55,13 +56,13 @@ def decode_avps(buf: bytes, start: int = 0, end: int | None = None) -> list[Avp]
     unpack = _AVP_HEAD.unpack_from
     while pos < end:
         if end - pos < 8:
-            raise AvpLengthError(_truncated(buf, pos, end), f"{end - pos} stray bytes after the last AVP")
+            raise AvpLengthError(_truncated(buf, pos, end), f"{end - pos} stray bytes after the last AVP", avps)
         code, fl = unpack(buf, pos)
         flags = fl >> 24
         length = fl & 0xFFFFFF
         head = 12 if flags & AVP_FLAG_VENDOR else 8
         if length < head or pos + length > end:
-            raise AvpLengthError(_minimal(buf, pos, end, head), f"AVP {code} has length {length}")
+            raise AvpLengthError(_minimal(buf, pos, end, head), f"AVP {code} has length {length}", avps)
         vendor = _U32.unpack_from(buf, pos + 8)[0] if head == 12 else 0
         raw = bytes(buf[pos : pos + length])
         avps.append(Avp(code, flags, vendor, raw[head:], raw))

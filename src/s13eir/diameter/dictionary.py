@@ -76,6 +76,7 @@ class CommandDef:
     answer_flags: frozenset[str]
     request: Grammar
     answer: Grammar
+    request_ignored: frozenset[str] = frozenset()  # AVPs a receiver must ignore in the request
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +196,11 @@ def build(documents: Iterable[tuple[str, Mapping[str, Any]]]) -> Dictionary:
         code2, app2, an_flags = _header_fields(an_fields, where)
         if (code, app) != (code2, app2) or "REQ" not in rq_flags or "REQ" in an_flags:
             raise DictionaryError(f"{where}: request and answer headers disagree")
-        commands[(app, code)] = CommandDef(cname, code, app, rq_flags, an_flags, rq, an)
+        ignored = frozenset(str(x) for x in spec.get("ignore_in_request") or ())
+        unknown_names = ignored - set(by_name)
+        if unknown_names:
+            raise DictionaryError(f"{where}: ignore_in_request names unknown AVPs {sorted(unknown_names)}")
+        commands[(app, code)] = CommandDef(cname, code, app, rq_flags, an_flags, rq, an, ignored)
     return Dictionary(avps, by_name, commands, applications)
 
 

@@ -51,8 +51,8 @@ def lenient_avps(frame: bytes) -> list[Avp]:
     so that the error answer can still echo Session-Id and Proxy-Info."""
     try:
         return decode_avps(frame, HEADER_LENGTH)
-    except AvpLengthError:
-        return []
+    except AvpLengthError as exc:
+        return exc.partial
 
 
 def screen(header: Header, frame: bytes, s: Screening) -> tuple[CommandDef, list[Avp]] | Rejected:
@@ -75,7 +75,7 @@ def screen(header: Header, frame: bytes, s: Screening) -> tuple[CommandDef, list
     try:
         avps = decode_avps(frame, HEADER_LENGTH)
     except AvpLengthError as exc:
-        return reject(INVALID_AVP_LENGTH, str(exc), [], exc.failed)
+        return reject(INVALID_AVP_LENGTH, str(exc), exc.partial, exc.failed)
     for a in avps:
         if a.vendor:
             continue
@@ -87,7 +87,7 @@ def screen(header: Header, frame: bytes, s: Screening) -> tuple[CommandDef, list
             and a.data.decode("utf-8", "replace").lower() != s.origin_realm.lower()
         ):
             return reject(REALM_NOT_SERVED, "Destination-Realm is not served by this node", avps)
-    problem = check_avps(avps, command.request, s.dictionary)
+    problem = check_avps(avps, command.request, s.dictionary, command.request_ignored)
     if problem is not None:
         return reject(problem.result_code, problem.message, avps, problem.failed_avp)
     return command, avps

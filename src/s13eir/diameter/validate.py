@@ -48,11 +48,16 @@ def example_avp(d: AvpDef) -> bytes:
     return avpcodec.encode(d.code, b"\0" * size, vendor=d.vendor or None, flags=flags)
 
 
-def check_avps(avps: Sequence[Avp], grammar: Grammar, dictionary: Dictionary) -> Problem | None:
-    """Check one level of AVPs (a message body or a Grouped AVP's content)."""
+def check_avps(
+    avps: Sequence[Avp], grammar: Grammar, dictionary: Dictionary, ignored: frozenset[str] = frozenset()
+) -> Problem | None:
+    """Check one level of AVPs (a message body or a Grouped AVP's content). AVPs named in
+    ``ignored`` are not checked at all (TS 29.272 §7.2.1: a receiver ignores them)."""
     counts: dict[str, int] = {}
     for a in avps:
         d = dictionary.avps.get((a.code, a.vendor))
+        if d is not None and d.name in ignored:
+            continue
         if d is None:
             if a.flags & AVP_FLAG_MANDATORY:
                 return Problem(AVP_UNSUPPORTED, avpcodec.pad(a.raw), f"AVP {a.code}/{a.vendor} is not supported")

@@ -10,7 +10,7 @@ into metric families when Prometheus asks.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -50,6 +50,7 @@ class Metrics:
 
     __slots__ = (
         "_bloom_source",
+        "_extra_sources",
         "_lists_source",
         "_peers_source",
         "_registry",
@@ -79,6 +80,7 @@ class Metrics:
         self._peers_source: PeersSource | None = None
         self._lists_source: ListsSource | None = None
         self._registry: CollectorRegistry | None = None
+        self._extra_sources: list[Callable[[], Iterable[Metric]]] = []
 
     def count_answer(self, result_code: int, status: int) -> None:
         """One answer sent; ``status`` is the Equipment-Status value or ``NO_STATUS``."""
@@ -106,6 +108,10 @@ class Metrics:
     def set_peers_source(self, fn: PeersSource) -> None:
         """``fn()`` returns the number of peers in the open state."""
         self._peers_source = fn
+
+    def add_source(self, fn: Callable[[], Iterable[Metric]]) -> None:
+        """``fn()`` yields metric families of another component (store, events), at scrape time."""
+        self._extra_sources.append(fn)
 
     def set_lists_source(self, fn: ListsSource) -> None:
         """``fn()`` returns entries per list name ("black", "grey", ...)."""
@@ -216,6 +222,11 @@ class MetricsCollector(Collector):
             for name, n in sorted(lists.items()):
                 entries.add_metric([name], n)
             yield entries
+
+        for source in m._extra_sources:
+            families = _read(lambda src=source: list(src()))  # type: ignore[misc]
+            if families is not None:
+                yield from families
 
 
 def _read(source: Callable[[], _T] | None) -> _T | None:
