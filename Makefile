@@ -61,7 +61,7 @@ test: services lint typecheck unit
 
 ## bench: throughput and latency measurements (see README, Performance)
 bench: $(STAMP_TEST)
-	$(BIN)/python bench/ecr_throughput.py
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

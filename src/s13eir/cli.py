@@ -14,6 +14,7 @@ from . import __version__
 from .config import Config, ConfigError, load_config
 from .diameter.dictionary import DictionaryError
 from .lists.formats import ListFormatError
+from .loadgen.cli import add_load_parser, cmd_load
 from .node_errors import StartError
 
 EXIT_OK = 0
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--origin-realm", default="s13eir.test")
     check.add_argument("--timeout", type=float, default=5.0)
     check.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+    add_load_parser(sub)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -134,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "check":
             return cmd_check(args)
+        if args.command == "load":
+            return cmd_load(args)
         return cmd_config_check(args)
     except (ConfigError, ListFormatError, DictionaryError) as exc:
         print(f"s13eir: {exc}", file=sys.stderr)

@@ -225,6 +225,7 @@ class ProcessRun:
             rel = now - start
             self.phase = "measuring" if sched.global_slot(m) >= warm_slots else "warmup"
             batch_end = min(limit, m + _MAX_BATCH)
+            touched: set[MmeConnection] = set()  # with many MMEs, most have nothing due this turn
             while m < batch_end:
                 k = sched.global_slot(m)
                 offset = sched.offset_ns(k)
@@ -235,11 +236,12 @@ class ProcessRun:
                 if conn is None:
                     continue
                 measured = k >= warm_slots
-                if conn.send(start + offset, measured) and measured:
-                    stats.send_lag.record((rel - offset) // 1000)
-            for c in conns:
-                if c is not None:
-                    c.flush()
+                if conn.send(start + offset, measured):
+                    touched.add(conn)
+                    if measured:
+                        stats.send_lag.record((rel - offset) // 1000)
+            for c in touched:
+                c.flush()
             if now >= next_sweep:
                 for c in self.live:
                     c.expire(now, self._timeout_ns)

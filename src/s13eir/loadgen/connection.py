@@ -15,6 +15,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from s13eir.diameter.avp import AvpLengthError, decode_avps
 from s13eir.diameter.constants import (
@@ -98,14 +99,14 @@ class MmeConnection(asyncio.Protocol):
     # -- asyncio callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
+        # cast, not isinstance: uvloop's transports do not derive from asyncio.Transport
+        self.transport = tr = cast(asyncio.Transport, transport)
+        sock = tr.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError, AttributeError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        local_ip = (transport.get_extra_info("sockname") or ("127.0.0.1",))[0]
-        transport.write(cer(self.origin_host, self.origin_realm, local_ip, self.state_id, self._hbh0, self._e2e0))
+        local_ip = (tr.get_extra_info("sockname") or ("127.0.0.1",))[0]
+        tr.write(cer(self.origin_host, self.origin_realm, local_ip, self.state_id, self._hbh0, self._e2e0))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
@@ -168,13 +169,13 @@ class MmeConnection(asyncio.Protocol):
     def _answer(self, buf: bytes | bytearray, pos: int, end: int, now: int, entry: tuple[int, int, bool]) -> None:
         intended, combo, measured = entry
         stats = self.stats
-        scanned = scan_answer(buf, pos, end)
         if not measured:
             stats.warmup_answers += 1
             return
         stats.answers += 1
         stats.last_answer_ns = now
         stats.latency.record((now - intended) // 1000)
+        scanned = scan_answer(buf, pos, end)
         if scanned is None:
             stats.error("unparsable_answer")
             return
@@ -217,6 +218,7 @@ class MmeConnection(asyncio.Protocol):
             self.stats.error("unexpected_answer")
 
     def _cea(self, frame: bytes) -> None:
+        self._leaving = True  # until proven open: an EIR that refuses the CER closes the connection
         try:
             avps = decode_avps(frame, 20)
         except AvpLengthError:
@@ -229,6 +231,7 @@ class MmeConnection(asyncio.Protocol):
             self.ready.set_exception(CerRefused(f"CEA {code}" + (f" ({message})" if message else "")))
             return
         realm = values.get(AVP_ORIGIN_REALM, self.origin_realm.encode()).decode("utf-8", "replace")
+        self._leaving = False
         self.ready.set_result(realm)
 
     def _fatal(self, kind: str) -> None:

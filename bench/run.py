@@ -1,0 +1,234 @@
+"""s13eir's throughput and latency, measured in one run on one machine, as ratios.
+
+Every figure comes from ``s13eir load`` (the same load generator, same settings)
+against, in turn:
+
+1. the ceiling: bench/echo_server.py, a framed server answering every ECR with a
+   fixed ECA (no validation, no lookup);
+2. s13eir with 1 worker and with 2 workers, phones on no list (Bloom negatives);
+3. s13eir with the lists embedded, every phone on the blacklist (Bloom positives);
+4. s13eir with the lists in Redis, every phone on the blacklist (Bloom positives
+   confirmed in Redis, micro-batched), when redis-server is installed;
+5. open loop at 50% and 80% of the 1-worker maximum: p99 and p99.9 latency.
+
+Single-process servers are pinned to CPU 0 and the load generator to CPU 1
+(``taskset``), so "1 worker" means one core. The machine is shared and noisy:
+compare ratios from the same run, not absolute numbers across runs.
+
+    .venv/bin/python bench/run.py [--duration 5] [--json bench/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTS = ROOT / "config" / "lists"
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(cpu: int | None) -> list[str]:
+    if cpu is None or not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+def wait_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def wait_ready(http: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"s13eir exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("s13eir did not become ready")
+
+
+def write_config(tmp: Path, port: int, http: int, **store: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "node": {"origin_host": "eir.bench.test", "origin_realm": "bench.test"},
+        "listen": [{"transport": "tcp", "address": "127.0.0.1", "port": port}],
+        "peers": {"allow_unknown": True},
+        "store": store
+        or {
+            "lists": [
+                {"path": str(LISTS / "blacklist.csv"), "format": "dirbs-blacklist"},
+                {"path": str(LISTS / "greylist.csv"), "format": "csv"},
+                {"path": str(LISTS / "exceptions.csv"), "format": "dirbs-exceptions"},
+                {"path": str(LISTS / "rules.yaml"), "format": "rules-yaml"},
+            ]
+        },
+        # Verdict log lines would be measured instead of the lookup: keep them out.
+        "logging": {"level": "warning"},
+        "metrics": {"enabled": True, "address": "127.0.0.1", "port": http},
+    }
+    path = tmp / f"eir-{port}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def load(tmp: Path, port: int, args: argparse.Namespace, *extra: str, cpu: int | None = 1) -> dict[str, Any]:
+    out = tmp / f"load-{time.monotonic_ns()}.json"
+    cmd = [*pin(cpu), PY, "-m", "s13eir.cli", "load", "--peer", f"127.0.0.1:{port}", "--mmes", str(args.mmes),
+           "--duration", str(args.duration), "--warmup", "1", "--no-live", "--json", str(out), *extra]  # fmt: skip
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, timeout=args.duration * 4 + 120)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+class Server:
+    def __init__(self, cmd: list[str], port: int, http: int | None) -> None:
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if http is None:
+            wait_tcp(port, self.proc)
+        else:
+            wait_ready(http, self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def s13eir(config: Path, http: int, workers: int = 1) -> Server:
+    port = yaml.safe_load(config.read_text())["listen"][0]["port"]
+    cmd = [PY, "-m", "s13eir.cli", "serve", "--config", str(config)]
+    if workers > 1:
+        return Server([*cmd, "--workers", str(workers)], port, http)
+    return Server([*pin(0), *cmd], port, http)
+
+
+def redis_scenario(tmp: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return None
+    rport = free_port()
+    rdir = tmp / "redis"
+    rdir.mkdir()
+    redis = subprocess.Popen([exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--dir", str(rdir)], stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_tcp(rport, redis)
+        port, http = free_port(), free_port()
+        store = {"backend": "redis", "redis": {"url": f"redis://127.0.0.1:{rport}/0"}}
+        config = write_config(tmp, port, http, **store)
+        for file, name in (("blacklist.csv", "black"), ("greylist.csv", "grey"), ("exceptions.csv", "exceptions")):
+            fmt = {"greylist.csv": ["--format", "csv"]}.get(file, [])
+            subprocess.run([PY, "-m", "s13eir.cli", "lists", "import", str(LISTS / file), "--list", name, *fmt,
+                            "--config", str(config)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        server = s13eir(config, http)
+        try:
+            return load(tmp, port, args, "--config", str(config), "--mix", "black=1.0")
+        finally:
+            server.stop()
+    finally:
+        redis.terminate()
+        redis.wait(10)
+
+
+def p(result: dict[str, Any], key: str) -> float:
+    return float(result["latency_us"][key])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per scenario")
+    ap.add_argument("--mmes", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--json", default=None, help="write all results here")
+    args = ap.parse_args()
+    closed = ["--concurrency", str(args.concurrency)]
+    rows: list[tuple[str, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        port = free_port()
+        echo = Server([*pin(0), PY, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], port, None)
+        try:
+            rows.append(("ceiling: framed echo server", load(tmp, port, args, *closed)))
+        finally:
+            echo.stop()
+
+        port, http = free_port(), free_port()
+        config = write_config(tmp, port, http)
+        server = s13eir(config, http)
+        try:
+            neg = load(tmp, port, args, *closed, "--config", str(config))
+            rows.append(("s13eir 1 worker, Bloom negative", neg))
+            rows.append(("s13eir 1 worker, Bloom positive (embedded)",
+                         load(tmp, port, args, *closed, "--config", str(config), "--mix", "black=1.0")))  # fmt: skip
+            top = float(neg["answers_per_s"])
+            for share in (0.5, 0.8):
+                rate = str(int(top * share))
+                rows.append((f"open loop at {int(share * 100)}% of max ({rate}/s)",
+                             load(tmp, port, args, "--rate", rate, "--config", str(config))))  # fmt: skip
+        finally:
+            server.stop()
+
+        port, http = free_port(), free_port()
+        config = write_config(tmp, port, http)
+        server = s13eir(config, http, workers=2)
+        try:
+            rows.append(("s13eir 2 workers, Bloom negative",
+                         load(tmp, port, args, *closed, "--config", str(config), cpu=None)))  # fmt: skip
+        finally:
+            server.stop()
+
+        redis_result = redis_scenario(tmp, args)
+        if redis_result is not None:
+            rows.append(("s13eir 1 worker, Bloom positive (Redis)", redis_result))
+
+    ceiling = float(rows[0][1]["answers_per_s"]) or 1.0
+    negative = float(rows[1][1]["answers_per_s"]) or 1.0
+    print(f"{'scenario':48} {'answers/s':>10} {'vs ceiling':>10} {'vs Bloom-neg':>12} "
+          f"{'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9} {'lost':>5}")  # fmt: skip
+    for name, r in rows:
+        rate = float(r["answers_per_s"])
+        lost = int(r["requests"]) - int(r["answers"]) - int(r["timeouts"])
+        print(f"{name:48} {rate:10.0f} {rate / ceiling:10.2f} {rate / negative:12.2f} "
+              f"{p(r, 'p50'):8.0f} {p(r, 'p99'):8.0f} {p(r, 'p999'):9.0f} {lost:5d}")  # fmt: skip
+    bad = [n for n, r in rows if r["mismatches"] or r["timeouts"] or r["errors"]]
+    if bad:
+        print("scenarios with mismatches, timeouts or errors:", ", ".join(bad))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(rows), indent=2))
+
+
+if __name__ == "__main__":
+    main()
