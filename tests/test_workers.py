@@ -35,7 +35,9 @@ def test_two_workers_share_the_port_and_are_restarted(tmp_path: Path) -> None:
     port, http = free_port(), free_port()
     while http + 1 == port:
         http = free_port()
-    cfg = node_config()
+    black = tmp_path / "blacklist.csv"
+    black.write_text("imei,block_date,reasons\n35209900176148,20240301,stolen\n")
+    cfg = node_config(store={"lists": [{"path": str(black), "format": "dirbs-blacklist"}]})
     cfg["listen"] = [{"transport": "tcp", "address": "127.0.0.1", "port": port}]
     cfg["metrics"] = {"enabled": True, "address": "127.0.0.1", "port": http}
     path = tmp_path / "eir.yaml"
@@ -60,7 +62,24 @@ def test_two_workers_share_the_port_and_are_restarted(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, "the killed worker was not restarted"
             time.sleep(0.1)
-        assert asyncio.run(check_once("127.0.0.1", port, "35290611000001")).verdict == "GREYLISTED"
+        assert asyncio.run(check_once("127.0.0.1", port, "35209900176148")).verdict == "BLACKLISTED"
+
+        # SIGHUP: the supervisor re-reads the files once and every worker maps the result.
+        black.write_text("imei,block_date,reasons\n35111122223333,20261128,stolen\n")
+        sup.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while True:
+            got = {asyncio.run(check_once("127.0.0.1", port, "35111122223333")).verdict for _ in range(6)}
+            if got == {"BLACKLISTED"}:
+                break
+            assert time.monotonic() < deadline, got
+            time.sleep(0.2)
+        # A bad file is refused by the supervisor: no worker's lists change.
+        black.write_text("imei,block_date,reasons\nnot-an-imei,20261128,x\n")
+        sup.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        got = {asyncio.run(check_once("127.0.0.1", port, "35111122223333")).verdict for _ in range(6)}
+        assert got == {"BLACKLISTED"}
     finally:
         sup.terminate()
         try:

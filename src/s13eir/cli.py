@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--shared-lists", default=None, help=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="ask an EIR about one IMEI, as an MME would (CER, ECR, DPR)")
     check.add_argument("--config", default=None, help="take --peer and the realm from this configuration")
@@ -121,12 +122,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.worker_index is None:
         from .supervisor import Supervisor
 
-        return Supervisor(args.config, args.workers, ["--no-uvloop"] if args.no_uvloop else []).run()
+        return Supervisor(config, args.config, args.workers, ["--no-uvloop"] if args.no_uvloop else []).run()
     if args.worker_index:
         # Worker i serves its own metrics on port + i: scrapes must not land on a random worker.
         metrics = msgspec.structs.replace(config.metrics, port=config.metrics.port + args.worker_index)
         config = msgspec.structs.replace(config, metrics=metrics)
-    run_node(config, args.config, use_uvloop=not args.no_uvloop, reuse_port=args.reuse_port)
+    run_node(
+        config, args.config, use_uvloop=not args.no_uvloop, reuse_port=args.reuse_port, shared_lists=args.shared_lists
+    )
     return EXIT_OK
 
 

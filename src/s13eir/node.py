@@ -24,6 +24,7 @@ from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.traffic import Screening
 from .lists.formats import ListFormatError, ListSpec, load_lists
 from .lists.redis_store import RedisLists, StoreUnavailable
+from .lists.shared import load_mapped
 from .lists.snapshot import ListSnapshot
 from .node_errors import StartError
 from .observability.http import start_http
@@ -74,8 +75,11 @@ def connect_redis(cfg: RedisConfig) -> Any:
 
 
 class Node:
-    def __init__(self, config: Config, config_path: str | None = None, reuse_port: bool = False) -> None:
+    def __init__(
+        self, config: Config, config_path: str | None = None, reuse_port: bool = False, shared_lists: str | None = None
+    ) -> None:
         self.config = config
+        self.shared_lists = shared_lists  # a snapshot file mapped from the supervisor (serve --workers)
         self.reuse_port = reuse_port
         self.config_path = config_path
         self.log = get_logger("s13eir.node")  # after configure_logging(), which the CLI calls first
@@ -104,7 +108,7 @@ class Node:
                 bloom_fp_rate=config.store.bloom_fp_rate,
             )
         else:
-            lists = load_snapshot(config)
+            lists = load_mapped(shared_lists) if shared_lists else load_snapshot(config)
             self.log.info("lists_loaded", **lists.counts(), memory_bytes=lists.memory_bytes())
         self.app = MeIdentityCheck(
             self.local, lists, self._s13_policy(config), self._on_outcome, self.metrics.count_answer
@@ -279,8 +283,11 @@ class Node:
             self.log.info("reload_ignored", reason="store.backend is redis: lists follow the change stream")
             return True
         try:
-            snapshot = await asyncio.get_running_loop().run_in_executor(None, load_snapshot, self.config)
-        except (ListFormatError, OSError) as exc:
+            if self.shared_lists:
+                snapshot = load_mapped(self.shared_lists)  # the supervisor checked and wrote it
+            else:
+                snapshot = await asyncio.get_running_loop().run_in_executor(None, load_snapshot, self.config)
+        except (ListFormatError, OSError, ValueError) as exc:
             self.metrics.reloads_failed += 1
             self.log.error("lists_reload_failed", error=str(exc), kept=self.app_snapshot.counts())
             return False
@@ -366,7 +373,12 @@ class Node:
 
 
 def run_node(
-    config: Config, config_path: str | None = None, *, use_uvloop: bool = True, reuse_port: bool = False
+    config: Config,
+    config_path: str | None = None,
+    *,
+    use_uvloop: bool = True,
+    reuse_port: bool = False,
+    shared_lists: str | None = None,
 ) -> None:
     """Run a node until SIGTERM/SIGINT; uvloop when it is installed."""
     runner: Callable[..., Any] = asyncio.run
@@ -379,7 +391,7 @@ def run_node(
             pass
 
     async def main() -> None:
-        node = Node(config, config_path, reuse_port)
+        node = Node(config, config_path, reuse_port, shared_lists)
         await node.run()
 
     runner(main())

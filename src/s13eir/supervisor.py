@@ -8,17 +8,30 @@ forwards SIGHUP (list reload) to every worker, and on SIGTERM/SIGINT stops them
 all, each sending DPR to its peers.
 
 Worker i serves metrics on ``metrics.port + i``.
+
+With the embedded store, the supervisor parses the list files once and writes
+the snapshot to a file that every worker maps (``lists.shared``): the IMEI
+arrays are then held once in the page cache rather than once per worker. On
+SIGHUP it re-parses the files and, only if they are valid, replaces the file and
+tells the workers to map the new one; a bad file leaves every worker's lists as
+they were.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
+from .config import Config
+from .lists.formats import ListFormatError
+from .lists.shared import save_snapshot
 from .observability.logs import get_logger
 
 MAX_BACKOFF_S = 30.0
@@ -26,8 +39,10 @@ HEALTHY_AFTER_S = 10.0  # a worker that lived this long resets its restart delay
 
 
 class Supervisor:
-    def __init__(self, config_path: str, workers: int, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, config: Config, config_path: str, workers: int, extra_args: Sequence[str] = ()) -> None:
+        self.config = config
         self.config_path = config_path
+        self.shared_path: str | None = None
         self.workers = workers
         self.extra_args = list(extra_args)
         self.log = get_logger("s13eir.supervisor")
@@ -39,6 +54,8 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         cmd = [sys.executable, "-m", "s13eir.cli", "serve", "--config", self.config_path,
                "--worker-index", str(index), "--reuse-port", *self.extra_args]  # fmt: skip
+        if self.shared_path is not None:
+            cmd += ["--shared-lists", self.shared_path]
         self.procs[index] = subprocess.Popen(cmd)
         self.started[index] = time.monotonic()
         self.log.info("worker_started", worker=index, pid=self.procs[index].pid)
@@ -54,8 +71,35 @@ class Supervisor:
             self._signal(signum)
 
         def on_hup(_signum: int, _frame: FrameType | None) -> None:
-            self._signal(signal.SIGHUP)
+            if self.shared_path is None or self._write_lists():
+                self._signal(signal.SIGHUP)
 
+        if self.config.store.backend == "embedded":
+            directory = tempfile.mkdtemp(prefix="s13eir-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            self.shared_path = os.path.join(directory, "lists.snap")
+            if not self._write_lists():
+                return 2
+        try:
+            return self._supervise(on_stop, on_hup)
+        finally:
+            if self.shared_path is not None:
+                shutil.rmtree(os.path.dirname(self.shared_path), ignore_errors=True)
+
+    def _write_lists(self) -> bool:
+        from .node import load_snapshot
+
+        assert self.shared_path is not None
+        try:
+            snapshot = load_snapshot(self.config)
+        except (ListFormatError, OSError) as exc:
+            self.log.error("lists_reload_failed", error=str(exc))
+            return False
+        save_snapshot(snapshot, self.shared_path)
+        self.log.info("lists_shared", path=self.shared_path, **snapshot.counts(), memory_bytes=snapshot.memory_bytes())
+        return True
+
+    def _supervise(self, on_stop: Callable[[int, FrameType | None], None],
+                   on_hup: Callable[[int, FrameType | None], None]) -> int:  # fmt: skip
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)

@@ -245,7 +245,7 @@ class ListSnapshot:
             self._range_last,
             self._range_reach,
         )
-        total = sum(a.buffer_info()[1] * a.itemsize for a in arrays)
+        total = sum(len(a) * a.itemsize for a in arrays)  # arrays or (mapped) memoryviews
         total += bloom_bytes(self._bloom)
         small = len(self._metas) + sum(len(v) for v in self._overflow.values())
         small += self._counts["tac"] + self._counts["ranges"]
