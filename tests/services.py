@@ -6,6 +6,7 @@ private directory, and no persistence unless a test asks for it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -104,7 +105,9 @@ class MosquittoBroker(_Server):
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 1\n"
-            "max_queued_messages 100000\n"
+            "max_queued_messages 100000\n" + ("user root\n" if os.geteuid() == 0 else "")
+            # As root, mosquitto drops to the "mosquitto" user, which cannot write its
+            # persistence file in a private test directory: sessions would not survive a restart.
         )
         return [exe, "-c", str(conf)]
 

@@ -16,6 +16,8 @@ from .diameter.dictionary import DictionaryError
 from .lists.formats import ListFormatError
 from .loadgen.cli import add_load_parser, cmd_load
 from .node_errors import StartError
+from .sync.lists_cli import add_lists_parser, cmd_lists
+from .sync.process import add_sync_parser, cmd_sync
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the EIR could not be asked, or answered with an error
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the answer as JSON")
 
     add_load_parser(sub)
+    add_lists_parser(sub)
+    add_sync_parser(sub)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -128,7 +132,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics = msgspec.structs.replace(config.metrics, port=config.metrics.port + args.worker_index)
         config = msgspec.structs.replace(config, metrics=metrics)
     run_node(
-        config, args.config, use_uvloop=not args.no_uvloop, reuse_port=args.reuse_port, shared_lists=args.shared_lists
+        config,
+        args.config,
+        use_uvloop=not args.no_uvloop,
+        reuse_port=args.reuse_port,
+        shared_lists=args.shared_lists,
+        worker_index=args.worker_index,
     )
     return EXIT_OK
 
@@ -142,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "load":
             return cmd_load(args)
+        if args.command == "lists":
+            return cmd_lists(args)
+        if args.command == "sync":
+            return cmd_sync(args)
         return cmd_config_check(args)
     except (ConfigError, ListFormatError, DictionaryError) as exc:
         print(f"s13eir: {exc}", file=sys.stderr)

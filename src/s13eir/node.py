@@ -22,6 +22,7 @@ from .diameter.constants import APP_S13, DISCONNECT_REBOOTING
 from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.traffic import Screening
+from .events.publisher import SightingPublisher
 from .lists.formats import ListFormatError, ListSpec, load_lists
 from .lists.redis_store import RedisLists, StoreUnavailable
 from .lists.shared import load_mapped
@@ -76,7 +77,12 @@ def connect_redis(cfg: RedisConfig) -> Any:
 
 class Node:
     def __init__(
-        self, config: Config, config_path: str | None = None, reuse_port: bool = False, shared_lists: str | None = None
+        self,
+        config: Config,
+        config_path: str | None = None,
+        reuse_port: bool = False,
+        shared_lists: str | None = None,
+        worker_index: int | None = None,
     ) -> None:
         self.config = config
         self.shared_lists = shared_lists  # a snapshot file mapped from the supervisor (serve --workers)
@@ -153,6 +159,13 @@ class Node:
         self.metrics.set_bloom_source(self._bloom_stats)
         if self.redis_lists is not None:
             self.metrics.add_source(self._store_metrics)
+        self.sightings: SightingPublisher | None = None
+        if config.events is not None:
+            client_id = config.events.client_id or f"s13eir-{config.node.origin_host}"
+            if worker_index is not None:
+                client_id += f"-w{worker_index}"  # the broker drops the older of two clients with one id
+            self.sightings = SightingPublisher(config.events, config.node.origin_host, client_id=client_id)
+            self.metrics.add_source(self._sighting_metrics)
 
     @staticmethod
     def _s13_policy(config: Config) -> S13Policy:
@@ -176,6 +189,18 @@ class Node:
             return st.bloom_positives, st.bloom_negatives, st.remote_empty
         s = self.app_snapshot.stats
         return s.positives, s.negatives, s.false_positives
+
+    def _sighting_metrics(self) -> list[Metric]:
+        p = self.sightings
+        assert p is not None
+        return [
+            CounterMetricFamily("s13eir_sightings_published", "Sighting events delivered.", value=p.published),
+            CounterMetricFamily("s13eir_sightings_dropped", "Sighting events dropped (queue full).", value=p.dropped),
+            GaugeMetricFamily("s13eir_sightings_queued", "Sighting events waiting for the broker.", value=p.queued),
+            GaugeMetricFamily(
+                "s13eir_events_broker_up", "1 while the events broker is connected.", value=1 if p.connected else 0
+            ),
+        ]
 
     def _store_metrics(self) -> list[Metric]:
         store = self.redis_lists
@@ -227,6 +252,8 @@ class Node:
                 await self.redis_lists.start()
             except (RedisError, OSError) as e:
                 raise StartError(f"cannot load the lists from Redis ({self.config.store.redis.url}): {e}") from e
+        if self.sightings is not None:
+            self.sightings.start()
         for listen in self.config.listen:
             if listen.transport == "tcp":
                 server = await loop.create_server(
@@ -318,6 +345,10 @@ class Node:
             conn.abort()
         if self.redis_lists is not None:
             await self.redis_lists.stop()
+        if self.sightings is not None:
+            left = await self.sightings.stop(timeout=2.0)
+            if left:
+                self.log.warning("sightings_undelivered", count=left)
         self._stopped.set()
         self.log.info("stopped")
 
@@ -352,6 +383,8 @@ class Node:
         verdict = outcome.verdict
         status = verdict.status if verdict is not None else None
         self.metrics.count_answer(outcome.result_code, NO_STATUS if status is None else int(status))
+        if self.sightings is not None:
+            self.sightings.offer_outcome(outcome)  # never blocks: a bounded queue
         if status is EquipmentStatus.WHITELISTED and not self._log_white:
             return
         q = outcome.query
@@ -379,6 +412,7 @@ def run_node(
     use_uvloop: bool = True,
     reuse_port: bool = False,
     shared_lists: str | None = None,
+    worker_index: int | None = None,
 ) -> None:
     """Run a node until SIGTERM/SIGINT; uvloop when it is installed."""
     runner: Callable[..., Any] = asyncio.run
@@ -391,7 +425,7 @@ def run_node(
             pass
 
     async def main() -> None:
-        node = Node(config, config_path, reuse_port, shared_lists)
+        node = Node(config, config_path, reuse_port, shared_lists, worker_index)
         await node.run()
 
     runner(main())

@@ -112,6 +112,7 @@ class SightingPublisher:
         self.cfg = cfg
         self.origin_host = origin_host
         self.endpoint = parse_mqtt_url(cfg.url)
+        self._client_kwargs = self.endpoint.client_kwargs()  # once: a TLS context reads the CA store
         self.client_id = client_id or cfg.client_id or f"s13eir-{origin_host}"
         self.published = 0
         self.dropped = 0
@@ -197,7 +198,7 @@ class SightingPublisher:
                 return
             try:
                 async with aiomqtt.Client(
-                    **self.endpoint.client_kwargs(), identifier=self.client_id, clean_session=True, timeout=5
+                    **self._client_kwargs, identifier=self.client_id, clean_session=True, timeout=5
                 ) as client:
                     client.pending_calls_threshold = self._window + 10
                     self.connected = True
@@ -215,6 +216,10 @@ class SightingPublisher:
                                       queued=self.queued, retry_in_s=delay)  # fmt: skip
                 else:
                     self._log.debug("sightings_reconnect_failed", error=str(exc), retry_in_s=delay)
+            except Exception as exc:  # a bug must not end publishing for the life of the node
+                self.connected = False
+                failures += 1
+                self._log.exception("sightings_publisher_error", error=str(exc) or repr(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, cap)
 

@@ -45,6 +45,9 @@ generation number (unique across lists, from ``INCR P:nextgen``).
 ``P:feed:{name}`` (hash)
     Per master-list feed (e.g. an MQTT topic): ``seq`` of the last change set
     applied from it, for exactly-once application.
+``P:sync:snapshots`` (hash)
+    list -> JSON ``{"path", "sha256", "generation", "imported"}`` of the snapshot file
+    ``s13eir sync`` last imported for it, so an unchanged file is not imported again.
 ``P:lock:writer`` (string)
     The writer lock (``SET NX PX``, renewed), so exactly one sync process writes.
 

@@ -23,9 +23,12 @@ Decisions (documented for the publisher in ``config/mqtt-deltas.md``):
   its first 14 digits. A JSON number is refused: it would lose a leading zero.
 * ``imsi`` is a string of 5-15 digits, required for the exceptions list and refused
   for the others.
-* ``reason`` is free text (at most :data:`MAX_TEXT`; ignored for removals);
-  ``source`` (default: the feed name) names where the entry came from and cannot
-  contain control characters.
+* ``reason`` is free text (at most :data:`MAX_TEXT`). ``source`` names where the
+  entry came from (non-empty, no control characters). An ``add`` without a source is
+  the feed's (source = the feed name). A ``remove`` without a source takes the entry
+  off the list whatever its sources and reasons (including an entry that came with a
+  snapshot file); with a source, only that source's reasons go (and only ``reason``
+  when one is given), the entry when none is left (``ListWriter`` semantics).
 * One bad change rejects the whole message, never part of it: :func:`parse_changeset`
   either returns every change or raises :class:`ChangeSetError` with the reason.
 """
@@ -131,14 +134,17 @@ def _change(i: int, c: _ChangeMsg, feed: str) -> Change:
             raise ValueError(f"{where}.imsi: {c.imsi!r} is not 5-15 digits")
     elif c.imsi is not None:
         raise ValueError(f"{where}.imsi: only the exceptions list takes an IMSI, not {c.list}")
-    source = feed if c.source is None else c.source
-    if not source or not _control_free(source):
+    if c.source is None:
+        source = feed if c.op == "add" else ""
+    elif c.source and _control_free(c.source):
+        source = c.source
+    else:
         raise ValueError(f"{where}.source: {c.source!r} must be non-empty, without control characters")
     return Change(c.op, c.list, imei, c.imsi or "", c.reason, source)
 
 
 def parse_changeset(payload: bytes | str, *, feed: str) -> ChangeSet:
-    """Decode and validate one message of feed ``feed`` (also the default ``source``).
+    """Decode and validate one message of feed ``feed`` (also the default ``source`` of an add).
 
     Raises :class:`ChangeSetError` for anything that is not a complete, valid change set.
     """
@@ -160,8 +166,9 @@ def parse_changeset(payload: bytes | str, *, feed: str) -> ChangeSet:
 def encode_changeset(
     seq: int, changes: tuple[Change, ...] | list[Change], *, feed: str | None = None, sent_at: datetime | None = None
 ) -> bytes:
-    """The message for ``changes`` (for publishers, tools and tests). A change whose
-    ``source`` equals ``feed`` is written without it; ``reason`` only when non-empty."""
+    """The message for ``changes`` (for publishers, tools and tests). A source that is
+    the default (``feed`` for an add, empty for a remove) is left out, and so is an
+    empty reason."""
     return _encoder.encode(
         _ChangeSetMsg(
             seq=seq,
@@ -172,7 +179,7 @@ def encode_changeset(
                     imei=c.imei,
                     imsi=c.imsi or None,
                     reason=c.reason,
-                    source=None if feed is not None and c.source == feed else c.source,
+                    source=None if c.source == (feed if c.op == "add" else "") else c.source,
                 )
                 for c in changes
             ],

@@ -18,18 +18,22 @@ order:
   then ``resync()`` re-imports every configured snapshot; the feed's seq is then set
   to ``seq - 1`` (the snapshot stands for everything before this message) and the
   message is applied. A resync that fails is retried with backoff; the message stays
-  unacknowledged meanwhile and nothing after it is applied.
+  unacknowledged meanwhile and nothing after it is applied. A lost writer lock
+  (``WriterLockLost``) is never retried: it ends :meth:`MqttFeed.run`.
 
 Since the stored seq only grows, a message older than expected is always a duplicate:
 reordering cannot apply anything twice or out of order (the broker keeps the order of
 one publisher's QoS 1 messages on a topic; a feed has exactly one publisher).
 
-Acknowledgement: the PUBACK is sent only after the change set is applied in Redis
-(paho-mqtt's manual acknowledgement on aiomqtt's client). A crash between the apply
-and the PUBACK makes the broker send the message again; its seq is then ``<=`` the
-stored one and it is skipped. Even without manual acknowledgement, QoS 1 + the
-persistent session + the seq check give exactly-once application; manual
-acknowledgement also covers a crash between the PUBACK and the apply.
+Acknowledgement: the PUBACK is sent only after the change set is applied in Redis.
+aiomqtt 2.x has no manual acknowledgement of its own, so the feed turns on that of
+the paho-mqtt 2.x client inside it (``manual_ack_set(True)``, then ``ack(mid, qos)``).
+A crash between the apply and the PUBACK makes the broker send the message again;
+its seq is then ``<=`` the stored one and it is skipped: exactly once. Without manual
+acknowledgement paho would acknowledge each message on receipt, and the messages
+received but not yet applied when the process dies (aiomqtt queues them) would be
+gone from the broker: QoS 1 + persistent session + seq would then only turn that loss
+into a gap and a resync (tests/test_mqtt_feed.py checks the redelivery).
 
 A lost broker connection is retried with exponential backoff (bounded, logged); the
 broker keeps the session's messages meanwhile. A Redis that cannot be reached is
@@ -54,19 +58,19 @@ from s13eir.lists.redis_layout import Change, k_feed
 from s13eir.observability.logs import get_logger
 
 from .changeset import ChangeSet, ChangeSetError, parse_changeset
+from .writer import WriterLockLost
 
 __all__ = [
     "TRANSIENT_REDIS_ERRORS",
+    "FeedOutcome",
     "FeedStats",
     "FeedWriter",
     "MqttFeed",
-    "Outcome",
     "SeqStore",
     "read_feed_seq",
-    "write_feed_seq",
 ]
 
-Outcome = Literal["applied", "duplicate", "resynced", "rejected"]
+FeedOutcome = Literal["applied", "duplicate", "resynced", "rejected"]
 
 # Redis errors worth waiting out: the server is away, loading, failing over, or the cluster is moving slots.
 TRANSIENT_REDIS_ERRORS: Final[tuple[type[Exception], ...]] = (
@@ -91,8 +95,6 @@ class SeqStore(Protocol):
 
     def hget(self, name: str, key: str) -> Awaitable[Any]: ...
 
-    def hset(self, name: str, key: str, value: str) -> Awaitable[Any]: ...
-
 
 async def read_feed_seq(redis: SeqStore, prefix: str, feed: str) -> int | None:
     """The seq of the last change set applied from ``feed``, None if none ever was."""
@@ -100,11 +102,6 @@ async def read_feed_seq(redis: SeqStore, prefix: str, feed: str) -> int | None:
     if raw is None:
         return None
     return int(raw.decode() if isinstance(raw, bytes) else raw)
-
-
-async def write_feed_seq(redis: SeqStore, prefix: str, feed: str, seq: int) -> None:
-    """Set the feed's baseline (after a resync): the next change set expected is ``seq + 1``."""
-    await redis.hset(k_feed(prefix, feed), "seq", str(seq))
 
 
 @dataclass(slots=True)
@@ -147,6 +144,7 @@ class MqttFeed:
         self.prefix = prefix
         self.resync = resync
         self.endpoint = parse_mqtt_url(cfg.url)
+        self._client_kwargs = self.endpoint.client_kwargs()  # once: a TLS context reads the CA store
         self.stats = FeedStats()
         self.subscribed = asyncio.Event()  # set while connected and subscribed
         self._backoff = (backoff_min_s, backoff_max_s)
@@ -155,7 +153,7 @@ class MqttFeed:
 
     # -- per message ---------------------------------------------------------------------
 
-    async def handle(self, payload: bytes, *, retained: bool = False) -> Outcome:
+    async def handle(self, payload: bytes, *, retained: bool = False) -> FeedOutcome:
         """Apply one message (see the module docstring). Returns what was done; the
         message may then be acknowledged. Raises only on cancellation or on an error
         that is neither a bad message nor a transient Redis failure."""
@@ -174,7 +172,7 @@ class MqttFeed:
             self.stats.duplicates += 1
             self._log.info("feed_duplicate", seq=cs.seq, stored=stored, duplicates=self.stats.duplicates)
             return "duplicate"
-        outcome: Outcome = "applied"
+        outcome: FeedOutcome = "applied"
         if cs.seq > expected:
             self.stats.gaps += 1
             self._log.warning("feed_gap", seq=cs.seq, expected=expected, stored=stored, gaps=self.stats.gaps,
@@ -191,7 +189,7 @@ class MqttFeed:
             try:
                 await self.resync()
                 break
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, WriterLockLost):
                 raise
             except Exception as exc:
                 self.stats.resync_failures += 1
@@ -199,8 +197,9 @@ class MqttFeed:
                                 failures=self.stats.resync_failures)  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, cap)
+        # An empty change set only stores the feed's seq (through the writer: fenced by its lock).
         await self._retrying(
-            "set the feed baseline", lambda: write_feed_seq(self.redis, self.prefix, self.name, seq - 1)
+            "set the feed baseline", lambda: self.writer.apply_changes((), feed=self.name, feed_seq=seq - 1)
         )
         self.stats.resyncs += 1
         self._log.warning("feed_resynced", baseline=seq - 1, next_seq=seq, seconds=round(time.monotonic() - started, 3),
@@ -234,7 +233,7 @@ class MqttFeed:
 
     def _client(self) -> aiomqtt.Client:
         client = aiomqtt.Client(
-            **self.endpoint.client_kwargs(),
+            **self._client_kwargs,
             identifier=self.cfg.client_id,
             clean_session=False,  # the broker keeps our subscription and queues QoS 1 messages while we are away
             keepalive=self._keepalive,
