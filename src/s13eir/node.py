@@ -72,7 +72,9 @@ def _local_addresses(config: Config) -> tuple[str, ...]:
 def connect_redis(cfg: RedisConfig) -> Any:
     from .sync.redis_client import connect
 
-    return connect(cfg)
+    # The change-stream follower blocks in XREAD for up to a second: the socket timeout
+    # must outlast that. Lookups are bounded separately by store.redis.timeout_ms.
+    return connect(cfg, timeout_s=5.0)
 
 
 class Node:

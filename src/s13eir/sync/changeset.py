@@ -167,8 +167,8 @@ def encode_changeset(
     seq: int, changes: tuple[Change, ...] | list[Change], *, feed: str | None = None, sent_at: datetime | None = None
 ) -> bytes:
     """The message for ``changes`` (for publishers, tools and tests). A source that is
-    the default (``feed`` for an add, empty for a remove) is left out, and so is an
-    empty reason."""
+    the default (``feed`` for an add, empty for a remove) or empty is left out, and so
+    is an empty reason."""
     return _encoder.encode(
         _ChangeSetMsg(
             seq=seq,
@@ -179,7 +179,7 @@ def encode_changeset(
                     imei=c.imei,
                     imsi=c.imsi or None,
                     reason=c.reason,
-                    source=None if c.source == (feed if c.op == "add" else "") else c.source,
+                    source=None if c.source in ("", feed if c.op == "add" else "") else c.source,
                 )
                 for c in changes
             ],
