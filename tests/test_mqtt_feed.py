@@ -6,7 +6,6 @@ writer lock hand-over, lock loss)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -36,21 +35,10 @@ FEED = "ceir"
 IMSI = "001010123456789"
 
 
-class PersistentBroker(MosquittoBroker):
-    """As in test_sightings: persistence that works when the tests run as root."""
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        if os.geteuid() == 0:
-            conf = self.workdir / "mosquitto.conf"
-            conf.write_text(conf.read_text() + "user root\n")
-        return cmd
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     require("mosquitto")
-    b = PersistentBroker(tmp_path / "mosquitto")
+    b = MosquittoBroker(tmp_path / "mosquitto")
     b.start()
     try:
         yield b

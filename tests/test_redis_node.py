@@ -154,3 +154,22 @@ async def test_redis_down_too_busy_policy(redis_server: RedisServer) -> None:
             await c.disconnect()
         assert ok.verdict == "WHITELISTED"
         assert busy.result_code == 3004 and busy.e_bit
+
+
+async def test_n5g_eir_from_redis_agrees_with_s13(redis_server: RedisServer) -> None:
+    from .sbi_helpers import h2_client
+
+    seed(redis_server)
+    cfg = redis_config(redis_server)
+    cfg["sbi"] = {"address": "127.0.0.1", "port": 0}
+    async with running_node(config_from_mapping(cfg)) as rn:
+        port = next(p for t, _, p in rn.node.bound if t == "sbi")
+        s13 = await verdicts(rn, [(BLACK, None), (BLACK, "001010000000001"), (GREY, None), (UNLISTED, None)])
+        async with h2_client(f"http://127.0.0.1:{port}") as http:
+            sbi = []
+            for imei, supi in ((BLACK, None), (BLACK, "imsi-001010000000001"), (GREY, None), (UNLISTED, None)):
+                params = {"pei": f"imei-{imei}0", **({"supi": supi} if supi else {})}
+                r = await http.get("/n5g-eir-eic/v1/equipment-status", params=params)
+                assert r.status_code == 200, r.text
+                sbi.append(r.json()["status"])
+        assert sbi == s13 == ["BLACKLISTED", "WHITELISTED", "GREYLISTED", "WHITELISTED"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -111,24 +110,10 @@ def test_mqtt_urls() -> None:
 # -- the publisher against mosquitto ----------------------------------------------------------
 
 
-class PersistentBroker(MosquittoBroker):
-    """The ``mqtt_broker`` service, with persistence that works when the tests run as root:
-    mosquitto started as root switches to the ``mosquitto`` user, which cannot write its
-    database under pytest's private (0700) tmp_path, so sessions and queued messages would
-    not survive a restart. ``user root`` keeps it as root. (To fold into tests/services.py.)"""
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        if os.geteuid() == 0:
-            conf = self.workdir / "mosquitto.conf"
-            conf.write_text(conf.read_text() + "user root\n")
-        return cmd
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     require("mosquitto")
-    b = PersistentBroker(tmp_path / "mosquitto")
+    b = MosquittoBroker(tmp_path / "mosquitto")
     b.start()
     try:
         yield b

@@ -7,7 +7,7 @@ import asyncio
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -15,7 +15,8 @@ from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
 from .config import Config, RedisConfig
-from .decision.model import EquipmentStatus, Facts
+from .decision.engine import decide
+from .decision.model import EquipmentStatus, Facts, Reason, Rule, Verdict
 from .diameter import dictionary as dictionary_mod
 from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy
 from .diameter.constants import APP_S13, DISCONNECT_REBOOTING
@@ -23,6 +24,7 @@ from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, Protoc
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.traffic import Screening
 from .events.publisher import SightingPublisher
+from .events.sighting import Sighting, verdict_name
 from .lists.formats import ListFormatError, ListSpec, load_lists
 from .lists.redis_store import RedisLists, StoreUnavailable
 from .lists.shared import load_mapped
@@ -41,6 +43,9 @@ from .s13 import (
     S13Policy,
     StoreUnavailablePolicy,
 )
+from .sbi.n5g_eir import SbiOutcome
+from .sbi.report import outcome_logger
+from .sbi.server import SbiServer, start_sbi
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
 
@@ -161,6 +166,7 @@ class Node:
         self.metrics.set_bloom_source(self._bloom_stats)
         if self.redis_lists is not None:
             self.metrics.add_source(self._store_metrics)
+        self.sbi: SbiServer | None = None
         self.sightings: SightingPublisher | None = None
         if config.events is not None:
             client_id = config.events.client_id or f"s13eir-{config.node.origin_host}"
@@ -191,6 +197,40 @@ class Node:
             return st.bloom_positives, st.bloom_negatives, st.remote_empty
         s = self.app_snapshot.stats
         return s.positives, s.negatives, s.false_positives
+
+    def _sbi_check(self, imei14: str, imsi: str | None) -> Verdict | Awaitable[Verdict | None] | None:
+        """N5g-eir's verdict from the same lists and engine as S13 (awaited when Redis must confirm)."""
+        facts = self.app.lists.facts(imei14, imsi)
+        if isinstance(facts, Facts):
+            return decide(facts, imsi, self.config.policy.unknown_imei, imei14)
+        return self._sbi_remote(imei14, imsi)
+
+    async def _sbi_remote(self, imei14: str, imsi: str | None) -> Verdict | None:
+        assert self.redis_lists is not None
+        unknown = self.config.policy.unknown_imei
+        try:
+            return decide(await self.redis_lists.fetch(imei14, imsi), imsi, unknown, imei14)
+        except StoreUnavailable as e:
+            mode = self.config.policy.store_unavailable
+            if mode == "last_known" and e.last_known is not None:
+                return decide(e.last_known, imsi, unknown, imei14)
+            if mode in ("last_known", "greylisted"):
+                reason = Reason(Rule.POLICY, "", "policy.store_unavailable", mode, "list store unavailable")
+                return Verdict(EquipmentStatus.GREYLISTED, reason)
+            return None  # too_busy / unable_to_comply: 500 SYSTEM_FAILURE, the AMF applies its policy
+
+    def _sbi_sighting(self, outcome: SbiOutcome) -> None:
+        verdict = outcome.verdict
+        if self.sightings is None or verdict is None or verdict.status is EquipmentStatus.WHITELISTED:
+            return
+        self.sightings.offer(
+            Sighting(
+                imei=outcome.pei or "", imei14=outcome.imei14, imsi=outcome.imsi, software_version=None,
+                origin_host=outcome.client, origin_realm="", session_id="", interface="n5g-eir",
+                time=time.time(), verdict=verdict_name(verdict), result_code=outcome.http_status,
+                reason=verdict.reason,
+            )
+        )  # fmt: skip
 
     def _sighting_metrics(self) -> list[Metric]:
         p = self.sightings
@@ -256,6 +296,25 @@ class Node:
                 raise StartError(f"cannot load the lists from Redis ({self.config.store.redis.url}): {e}") from e
         if self.sightings is not None:
             self.sightings.start()
+        if self.config.sbi is not None:
+            log_sbi = outcome_logger(
+                self.log, log_whitelisted=self.config.logging.log_whitelisted, mask=self.config.logging.mask_imsi
+            )
+
+            def on_sbi_outcome(outcome: SbiOutcome) -> None:
+                log_sbi(outcome)
+                self._sbi_sighting(outcome)
+
+            self.sbi = await start_sbi(
+                self.config.sbi,
+                self._sbi_check,
+                on_sbi_outcome,
+                self.metrics,
+                policy=self.config.policy,
+                node_name=self.config.node.origin_host,
+                reuse_port=self.reuse_port,
+            )
+            self.bound.append(("sbi", *self.sbi.bound))
         for listen in self.config.listen:
             if listen.transport == "tcp":
                 server = await loop.create_server(
@@ -347,6 +406,8 @@ class Node:
             conn.abort()
         if self.redis_lists is not None:
             await self.redis_lists.stop()
+        if self.sbi is not None:
+            await self.sbi.close()
         if self.sightings is not None:
             left = await self.sightings.stop(timeout=2.0)
             if left:

@@ -16,7 +16,8 @@ Error causes are those of TS 29.500 table 5.2.7.2-1; see README.md for the choic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote
@@ -25,7 +26,7 @@ import msgspec
 
 from s13eir.decision.engine import decide, policy_verdict
 from s13eir.decision.model import EquipmentStatus, Facts, Reason, Rule, UnknownPolicy, Verdict
-from s13eir.sbi.identifiers import PeiKind, parse_pei, supi_imsi, supported_features_ok
+from s13eir.sbi.identifiers import Pei, PeiKind, parse_pei, supi_imsi, supported_features_ok
 from s13eir.sbi.oauth2 import TokenVerifier
 
 __all__ = [
@@ -47,7 +48,9 @@ API_NAME = "n5g-eir-eic"
 API_VERSION = "v1"
 RESOURCE = f"/{API_NAME}/{API_VERSION}/equipment-status"
 
-Check = Callable[[str, str | None], Verdict | None]
+# The verdict, None when there is none (500), or an awaitable of either when the
+# store must ask Redis first.
+Check = Callable[[str, str | None], "Verdict | Awaitable[Verdict | None] | None"]
 Headers = tuple[tuple[bytes, bytes], ...]
 
 _JSON = b"application/json"
@@ -56,6 +59,7 @@ _JSON_HEADERS: Headers = ((b"content-type", _JSON),)
 _PROBLEM_HEADERS: Headers = ((b"content-type", _PROBLEM),)
 _STATUS_BODY = {s: msgspec.json.encode({"status": s.name}) for s in EquipmentStatus}
 _OPTIONAL = ("supi", "gpsi", "supported-features")
+_JSON_RANGES = {"application/json": 2, "application/*": 1, "*/*": 0}  # media ranges admitting JSON, by specificity
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -151,7 +155,7 @@ def accepts_json(accept: str | None) -> bool:
     for item in accept.split(","):
         media, *params = item.split(";")
         media = media.strip().lower()
-        rank = {"application/json": 2, "application/*": 1, "*/*": 0}.get(media, -1)
+        rank = _JSON_RANGES.get(media, -1)
         if rank < best_rank or rank < 0:
             continue
         q = 1.0
@@ -188,14 +192,23 @@ def _problem(
     return Answer(status, _PROBLEM_HEADERS + headers, msgspec.json.encode(body), out)
 
 
-def _param_error(status_cause: str, name: str, reason: str, client: str, pei: str | None = None) -> Answer:
+def _param_error(cause: str, name: str, reason: str, client: str, pei: str | None = None) -> Answer:
+    """400 for one query parameter; ``param`` is "query <name>" (TS 29.571 InvalidParam)."""
     return _problem(
         400,
         f"query parameter {name}: {reason}",
-        status_cause,
+        cause,
         [{"param": f"query {name}", "reason": reason}],
-        outcome=SbiOutcome(400, status_cause, None, pei=pei, client=client, detail=f"{name}: {reason}"),
+        outcome=SbiOutcome(400, cause, None, pei=pei, client=client, detail=f"{name}: {reason}"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredAnswer:
+    """An answer waiting for the store (a Bloom positive confirmed in Redis)."""
+
+    pending: Awaitable[Verdict | None]
+    finish: Callable[[Verdict | None, str], Answer]
 
 
 class N5gEir:
@@ -213,7 +226,7 @@ class N5gEir:
         self.limits = limits or Limits()
         self.verifier = verifier
 
-    def handle(self, req: Request, now: float) -> Answer:
+    def handle(self, req: Request, now: float) -> Answer | DeferredAnswer:
         """The answer to ``req``; ``now`` (epoch seconds) is only used to check token expiry."""
         client = req.client
         if req.header_list_size > self.limits.max_header_list_size:
@@ -251,7 +264,7 @@ class N5gEir:
             return _problem(404, f"no resource {path}", "RESOURCE_URI_STRUCTURE_NOT_FOUND", client=client)
         return _problem(404, f"no resource {path}", client=client)
 
-    def _query(self, query: str, client: str) -> Answer:
+    def _query(self, query: str, client: str) -> Answer | DeferredAnswer:
         params: dict[str, str | None] = {}  # None: the value is not UTF-8 once percent-decoded
         unknown: list[str] = []
         for pair in query.split("&"):
@@ -290,21 +303,24 @@ class N5gEir:
                 return _param_error("OPTIONAL_QUERY_PARAM_INCORRECT", name, "not a valid value", client, pei)
         return self._verdict(pei, params.get("supi"), params.get("gpsi"), client)
 
-    def _verdict(self, pei: str, supi: str | None, gpsi: str | None, client: str) -> Answer:
+    def _verdict(self, pei: str, supi: str | None, gpsi: str | None, client: str) -> Answer | DeferredAnswer:
         parsed = parse_pei(pei)
         imsi = supi_imsi(supi) if supi is not None else None
         verdict: Verdict | None
         detail = ""
         if parsed.kind is PeiKind.IMEI:
             assert parsed.imei14 is not None
+            result: Verdict | Awaitable[Verdict | None] | None
             try:
-                verdict = self.check(parsed.imei14, imsi)
+                result = self.check(parsed.imei14, imsi)
             except Exception as exc:  # a failing store must cost one answer, not the connection
-                verdict, detail = None, f"check failed: {exc!r}"
-            if verdict is None:
-                out = SbiOutcome(500, "SYSTEM_FAILURE", None, pei, parsed.imei14, supi, imsi, gpsi, client,
-                                 detail or "no verdict available")  # fmt: skip
-                return _problem(500, "the equipment lists cannot be consulted", "SYSTEM_FAILURE", outcome=out)
+                result, detail = None, f"check failed: {exc!r}"
+            if inspect.isawaitable(result):
+                # The store had to ask Redis: the server awaits it and then finishes the answer.
+                return DeferredAnswer(
+                    result, lambda v, d: self._finish_imei(v, d, pei, parsed, supi, imsi, gpsi, client)
+                )
+            return self._finish_imei(result, detail, pei, parsed, supi, imsi, gpsi, client)
         elif parsed.kind is PeiKind.MALFORMED_IMEI:
             status = self.policy.malformed_imei
             if status is None:
@@ -316,6 +332,22 @@ class N5gEir:
             verdict, detail = policy_verdict(self.policy.unknown_imei), parsed.problem
         else:
             return _param_error("MANDATORY_QUERY_PARAM_INCORRECT", "pei", parsed.problem, client, pei)
+        return self._finish(verdict, detail, pei, parsed, supi, imsi, gpsi, client)
+
+    def _finish_imei(
+        self, verdict: Verdict | None, detail: str, pei: str, parsed: Pei, supi: str | None, imsi: str | None,
+        gpsi: str | None, client: str,
+    ) -> Answer:  # fmt: skip
+        if verdict is None:
+            out = SbiOutcome(500, "SYSTEM_FAILURE", None, pei, parsed.imei14, supi, imsi, gpsi, client,
+                             detail or "no verdict available")  # fmt: skip
+            return _problem(500, "the equipment lists cannot be consulted", "SYSTEM_FAILURE", outcome=out)
+        return self._finish(verdict, detail, pei, parsed, supi, imsi, gpsi, client)
+
+    def _finish(
+        self, verdict: Verdict, detail: str, pei: str, parsed: Pei, supi: str | None, imsi: str | None,
+        gpsi: str | None, client: str,
+    ) -> Answer:  # fmt: skip
         imsi_used = imsi if parsed.kind is PeiKind.IMEI else None
         if verdict.status is None:
             out = SbiOutcome(404, "ERROR_EQUIPMENT_UNKNOWN", verdict, pei, parsed.imei14, supi, imsi_used, gpsi,

@@ -40,7 +40,7 @@ class _Checked:
     """What is known about a token whose signature verified: expiry and the result of the
     checks that do not depend on time."""
 
-    exp: float
+    exp: float | None  # None: the token failed before its expiry was known
     nbf: float | None
     failure: AuthFailure | None
 
@@ -85,10 +85,13 @@ class TokenVerifier:
         checked = self._cache.get(token)
         if checked is None:
             checked = self._check(token)
-            if checked.failure is None or checked.exp:  # a token that never verifies is not worth a slot
-                if len(self._cache) >= _CACHE_MAX:
-                    self._cache.clear()  # crude, but bounded; the next requests refill it
-                self._cache[token] = checked
+            if checked.exp is None:
+                return checked.failure  # never verifies: not worth a cache slot
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()  # crude, but bounded; the next requests refill it
+            self._cache[token] = checked
+        if checked.exp is None:
+            return checked.failure
         if checked.exp + self._leeway < now:
             return _invalid("the access token has expired")
         if checked.nbf is not None and now + self._leeway < checked.nbf:
@@ -104,11 +107,12 @@ class TokenVerifier:
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False,
                          "verify_iss": False},
             )  # fmt: skip
-        except jwt.PyJWTError as exc:
-            return _Checked(0.0, None, _invalid(f"the access token does not verify: {type(exc).__name__}"))
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # TypeError: a token whose alg needs another key type than ours (ES256 vs an RSA key).
+            return _Checked(None, None, _invalid(f"the access token does not verify: {type(exc).__name__}"))
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or isinstance(exp, bool):
-            return _Checked(0.0, None, _invalid("the access token has no exp claim"))
+            return _Checked(None, None, _invalid("the access token has no exp claim"))
         nbf = claims.get("nbf")
         nbf_value = float(nbf) if isinstance(nbf, int | float) and not isinstance(nbf, bool) else None
         return _Checked(float(exp), nbf_value, self._claims_failure(claims))

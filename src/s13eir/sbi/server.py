@@ -27,7 +27,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -42,7 +42,7 @@ from s13eir.decision.model import EquipmentStatus
 from s13eir.observability.logs import get_logger
 from s13eir.observability.metrics import Metrics
 from s13eir.sbi.metrics import SbiMetrics
-from s13eir.sbi.n5g_eir import Answer, Check, Limits, N5gEir, N5gPolicy, Request, SbiOutcome
+from s13eir.sbi.n5g_eir import Answer, Check, DeferredAnswer, Limits, N5gEir, N5gPolicy, Request, SbiOutcome
 from s13eir.sbi.nrf import NrfClient, nf_instance_id
 from s13eir.sbi.oauth2 import TokenVerifier, load_verifier
 
@@ -114,14 +114,14 @@ class _H2Protocol(asyncio.Protocol):
     # -- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         self.s.connections.add(self)
         self.s.metrics.connections_total += 1
         self.s.metrics.connections_open += 1
-        tls = transport.get_extra_info("ssl_object")
+        tls = self.transport.get_extra_info("ssl_object")
         if isinstance(tls, ssl.SSLObject) and tls.selected_alpn_protocol() not in (None, "h2"):
             self._fail("tls", "ALPN did not select h2")  # we offer only h2, so this is a broken client
             return
@@ -248,6 +248,23 @@ class _H2Protocol(asyncio.Protocol):
         except Exception as exc:  # a bug must cost one answer, not the connection or the server
             self.s.log.error("sbi_handler_failed", error=repr(exc), path=req.path, client=self.client)
             answer = _internal_error(req, exc)
+        if isinstance(answer, DeferredAnswer):
+            fut = asyncio.ensure_future(answer.pending)
+            fut.add_done_callback(lambda f: self._deferred_done(stream_id, req, answer, f))
+            return
+        self._complete(stream_id, req, answer)
+
+    def _deferred_done(self, stream_id: int, req: Request, deferred: DeferredAnswer, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        answer = (
+            deferred.finish(None, f"check failed: {exc!r}") if exc is not None else deferred.finish(fut.result(), "")
+        )
+        self._complete(stream_id, req, answer)
+        self._flush()
+
+    def _complete(self, stream_id: int, req: Request, answer: Answer) -> None:
         self._send(stream_id, answer, head=req.method == "HEAD")
         self.s.metrics.count_answer(answer.outcome)
         try:

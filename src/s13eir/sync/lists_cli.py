@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from s13eir.config import Config, ConfigError, load_config
 from s13eir.decision.model import ListKind
 from s13eir.lists.formats import FORMATS, ListFormatError, ListSpec
-from s13eir.lists.redis_layout import ALL_LISTS, RULES
+from s13eir.lists.redis_layout import ALL_LISTS, RULES, k_seq
 from s13eir.sync.deltas import DELTA_KINDS, DeltaKind, parse_delta
 from s13eir.sync.imports import count_lines
 from s13eir.sync.redis_client import AnyRedis, connect
@@ -163,7 +163,7 @@ async def _import(writer: ListWriter, args: argparse.Namespace, cfg: Config) -> 
 async def _apply_delta(writer: ListWriter, args: argparse.Namespace) -> int:
     kind: DeltaKind | None = args.kind
     event, changes = await asyncio.to_thread(parse_delta, args.file, kind, list_name=args.list_name)
-    before = (await writer.status())["seq"]
+    before = int(await writer.r.get(k_seq(writer.p)) or 0)
     seq = await writer.apply_changes(changes)
     span = f"seq {before + 1}..{seq}" if changes else "nothing to do"
     print(f"{args.file}: {event}: {len(changes)} changes applied ({span})")

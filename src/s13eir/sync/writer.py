@@ -16,10 +16,12 @@ Import (:meth:`ListWriter.import_snapshot`), step by step:
    allocating meta ids and computing count, ``checksum`` and ``digest`` as fields
    are created.
 4. Verify: re-read ``g`` with SCAN + HKEYS and recompute count and checksum; a
-   mismatch (a write lost to a failover, say) fails the import.
+   mismatch (a write lost to a failover, say) fails the import. Then the Bloom
+   filter goes to ``P:g:{g}:bloom``.
 5. Compare with the current generation: its entries (counted, not taken from
-   ``info``) and how many are absent from ``g`` (one probe per entry, server-side
-   in a script on a single server). Same checksum and digest: ``unchanged``.
+   ``info``) and how many are absent from ``g`` (bucket by bucket, the field names of
+   both compared as sets; run while step 4 runs). Same count, checksum and digest:
+   ``unchanged``.
    Otherwise the guards (:mod:`s13eir.sync.guards`) decide, unless ``force``.
 6. Flip: ``P:current[list] = g``, ``P:previous[list] = old``, ``INCR P:seq``,
    ``info.state=ready``/``info.seq`` and the stream's ``generation`` record, in one
@@ -680,7 +682,24 @@ class ListWriter:
                 batch_size=self.batch_size, progress=progress, check=self._check_lock,
             )  # fmt: skip
             self._check_lock()
-            count, checksum = await scan_generation(self.r, p, g, list_name)
+            # Verify the new generation and compare the current one with it at once: both
+            # only read, and Redis serves one while this process hashes for the other.
+            cur_info = await self._info(cur) if cur is not None else {}
+            current_count: int | None = None
+            removals = 0
+            scans: list[asyncio.Future[tuple[int, int]]] = [
+                asyncio.ensure_future(scan_generation(self.r, p, g, list_name))
+            ]
+            if cur is not None:
+                scans.append(asyncio.ensure_future(compare_generations(self.r, p, cur, g, list_name)))
+            try:
+                results = await asyncio.gather(*scans)
+            finally:
+                for task in scans:
+                    task.cancel()
+            count, checksum = results[0]
+            if cur is not None:
+                current_count, removals = results[1]
             if (count, checksum) != (res.count, res.checksum):
                 raise WriterError(
                     f"generation {g} does not read back as written: {count} entries, checksum {hex128(checksum)};"
@@ -701,16 +720,12 @@ class ListWriter:
                     "adds": 0,
                 },
             )
-            current_count: int | None = None
-            removals, unchanged = 0, False
-            if cur is not None:
-                info = await self._info(cur)
-                current_count, removals = await compare_generations(self.r, p, cur, g, list_name, atomic=self.atomic)
-                unchanged = (
-                    current_count == count
-                    and info.get("checksum") == hex128(checksum)
-                    and info.get("digest") == hex128(res.digest)
-                )
+            unchanged = (
+                cur is not None
+                and current_count == count
+                and cur_info.get("checksum") == hex128(checksum)
+                and cur_info.get("digest") == hex128(res.digest)
+            )
             verdicts = evaluate_guards(current_count, count, removals, guards)
             status: ImportStatus = (
                 "unchanged" if unchanged else "refused" if refused(verdicts) and not force else "imported"
@@ -770,6 +785,11 @@ class ListWriter:
         had no snapshot yet, so that changes have somewhere to go."""
         g = await self._gen(k_current(self.p), list_name)
         if g is not None:
+            # A pointer to a generation without info (deleted by hand, a partial restore)
+            # would have changes written into keys no reader trusts: refuse.
+            owner, state = await self.r.hmget(k_info(self.p, g), ["list", "state"])
+            if _text(owner) != list_name or _text(state) != "ready":
+                raise WriterError(f"{list_name}: current generation {g} is not a ready {list_name} generation")
             return g
         g = int(await self.r.incr(k_nextgen(self.p)))
         await self.r.hset(
