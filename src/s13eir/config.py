@@ -423,7 +423,27 @@ def _check(config: Config, source: str) -> None:
         first[key] = i
 
 
+def _abs(base_dir: str, path: str | None) -> str | None:
+    return None if path is None else os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
 def _resolve_paths(config: Config, base_dir: str) -> Config:
+    """Relative file names in the configuration are relative to its directory."""
+    replace = msgspec.structs.replace
+    if config.diameter.dictionaries:
+        dicts = tuple(p for p in (_abs(base_dir, d) for d in config.diameter.dictionaries) if p)
+        config = replace(config, diameter=replace(config.diameter, dictionaries=dicts))
+    if config.sbi is not None:
+        sbi = config.sbi
+        sbi = replace(
+            sbi,
+            certfile=_abs(base_dir, sbi.certfile),
+            keyfile=_abs(base_dir, sbi.keyfile),
+            cafile=_abs(base_dir, sbi.cafile),
+            oauth2=replace(sbi.oauth2, key_file=_abs(base_dir, sbi.oauth2.key_file)),
+            nrf=replace(sbi.nrf, cafile=_abs(base_dir, sbi.nrf.cafile)),
+        )
+        config = replace(config, sbi=sbi)
     if config.sync.snapshots:
         snapshots = tuple(
             msgspec.structs.replace(src, path=os.path.normpath(os.path.join(base_dir, os.path.expanduser(src.path))))
@@ -596,8 +616,11 @@ def _raw_values(typ: mi.LiteralType | mi.EnumType) -> list[Any]:
 
 def _default_raw(field: mi.Field) -> Any:
     """The field's default as plain data, so that overriding one list item keeps the others."""
-    if field.default is not msgspec.NODEFAULT:
+    if field.default is not msgspec.NODEFAULT and field.default is not None:
         return _thaw(msgspec.to_builtins(field.default))
+    if field.default is None:
+        # An optional section that is off: setting one of its keys turns it on.
+        return _empty(_unwrap(field.type))
     if field.default_factory is not msgspec.NODEFAULT:
         return _thaw(msgspec.to_builtins(field.default_factory()))
     return _empty(_unwrap(field.type))

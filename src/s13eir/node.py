@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
@@ -93,6 +94,7 @@ class Node:
     ) -> None:
         self.config = config
         self.shared_lists = shared_lists  # a snapshot file mapped from the supervisor (serve --workers)
+        self.worker_index = worker_index
         self.reuse_port = reuse_port
         self.config_path = config_path
         self.log = get_logger("s13eir.node")  # after configure_logging(), which the CLI calls first
@@ -305,8 +307,12 @@ class Node:
                 log_sbi(outcome)
                 self._sbi_sighting(outcome)
 
+            sbi_cfg = self.config.sbi
+            if self.worker_index and sbi_cfg.nrf.url:
+                # One NF instance towards the NRF: worker 0 registers it for all workers.
+                sbi_cfg = msgspec.structs.replace(sbi_cfg, nrf=msgspec.structs.replace(sbi_cfg.nrf, url=None))
             self.sbi = await start_sbi(
-                self.config.sbi,
+                sbi_cfg,
                 self._sbi_check,
                 on_sbi_outcome,
                 self.metrics,
