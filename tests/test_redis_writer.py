@@ -37,6 +37,7 @@ from s13eir.lists.redis_layout import (
 from s13eir.sync.redis_client import connect, parse_sentinel_url
 from s13eir.sync.writer import ListWriter, WriterError, WriterLockHeld, WriterLockLost, writer_lock
 
+from .conftest import free_port
 from .services import RedisServer, require
 from .test_redis_imports import P, current_entries, imei, write_blacklist, write_exceptions
 
@@ -404,8 +405,14 @@ class ClusterNode(RedisServer):
     """A one-node Redis Cluster owning every slot: the client follows cluster rules
     (CROSSSLOT for multi-key scripts) although every key is on one process."""
 
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        # The cluster bus port defaults to port + 10000, which must exist: name a free one.
+        self.bus_port = free_port()
+
     def command(self) -> list[str]:
-        return [*super().command(), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        return [*super().command(), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(self.bus_port)]  # fmt: skip
 
     def start(self) -> None:
         super().start()

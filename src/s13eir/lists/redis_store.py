@@ -304,7 +304,7 @@ class RedisLists:
         lists: dict[str, _List] = {}
         for name, gen in current.items():
             if name in L.LISTS:
-                lists[name] = await self._load_list(name, gen)
+                lists[name] = await self._load_list(name, gen, seq)
         rules = await self._load_rules(current.get(L.RULES))
         self._lists, self._rules = lists, rules
         self._blooms = tuple(lst.bloom for lst in lists.values() if lst.bloom is not None and lst.count)
@@ -316,17 +316,47 @@ class RedisLists:
         self.stats.reloads += 1
         self.log.info("redis_lists_loaded", seq=seq, **{n: lst.count for n, lst in lists.items()})
 
-    async def _load_list(self, name: str, gen: int) -> _List:
+    async def _load_list(self, name: str, gen: int, upto: int | None = None) -> _List:
         p = self.prefix
         info = {_text(k): _text(v) for k, v in (await self.redis.hgetall(L.k_info(p, gen))).items()}
         meta = {int(k): L.decode_meta(_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
         lst = _List(name, gen, count=int(info.get("count", 0) or 0), meta=meta)
         data = await self.redis.get(L.k_bloom(p, gen))
-        if data:
-            lst.bloom = Bloom.load_bytes(data, operator.index)
-        else:
+        if not data:
+            lst.bloom = await self._scan_bloom(name, gen, lst.count)
+            return lst
+        lst.bloom = Bloom.load_bytes(data, operator.index)
+        # The saved filter covers the generation as imported (info.seq); IMEIs added to it
+        # since then come from the change stream, or, if the stream no longer reaches back
+        # that far, from a scan.
+        since = int(info.get("seq", 0) or 0)
+        if upto is not None and upto > since and not await self._replay_adds(lst, since, upto):
             lst.bloom = await self._scan_bloom(name, gen, lst.count)
         return lst
+
+    async def _replay_adds(self, lst: _List, since: int, upto: int) -> bool:
+        """Add to ``lst``'s filter the IMEIs added to its generation in (since, upto]; False
+        when the stream was trimmed past ``since``."""
+        assert lst.bloom is not None
+        stream = L.k_changes(self.prefix)
+        start = f"{since + 1}-0"
+        first = True
+        while True:
+            batch = await self.redis.xrange(stream, min=start, max=f"{upto}-0", count=10_000)
+            if not batch:
+                return not first or since + 1 > upto
+            for record_id, fields in batch:
+                f = {_text(k): _text(v) for k, v in fields.items()}
+                seq = int(f.get("seq", 0) or 0)
+                if first and seq != since + 1:
+                    return False
+                first = False
+                if f.get("op") == "add" and f.get("list") == lst.name and int(f.get("gen", 0) or 0) == lst.gen:
+                    lst.bloom.add(int(f["imei"]))
+                    lst.count += 1
+                start = f"({_text(record_id)}"
+            if len(batch) < 10_000:
+                return True
 
     async def _scan_bloom(self, name: str, gen: int, count: int) -> Bloom:
         """Fallback when the writer saved no filter: rebuild it by scanning the buckets."""
@@ -428,7 +458,7 @@ class RedisLists:
         if name == L.RULES:
             self._rules = await self._load_rules(gen)
         else:
-            self._lists[name] = await self._load_list(name, gen)
+            self._lists[name] = await self._load_list(name, gen, self.seq)
             self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
         self._cache.clear()
         self._cache_keys.clear()

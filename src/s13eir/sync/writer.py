@@ -108,6 +108,7 @@ from s13eir.sync.imports import (
     hex128,
     load_generation,
     merge_ids,
+    raise_if_cancelled,
     read_meta,
     rebuild_bloom,
     scan_generation,
@@ -526,6 +527,8 @@ class ListWriter:
     # -- small helpers ----------------------------------------------------------------
 
     def _check_lock(self) -> None:
+        """Before each step that writes: stop if the lock is lost or the task cancelled."""
+        raise_if_cancelled()
         if self.lock is not None and self.lock.lost:
             raise WriterLockLost(f"the writer lock {self.lock.key} was lost: not writing")
 
@@ -738,7 +741,7 @@ class ListWriter:
                 bloom_bytes=bloom_bytes,
             )  # fmt: skip
             if report.applied:
-                report.seq = await self._flip(list_name, g, cur, cur)
+                report.seq = await self._flip(list_name, g, cur, cur)  # checks the lock and cancellation first
                 keep = True
         finally:
             if not keep:
@@ -853,6 +856,7 @@ class ListWriter:
         slices: Iterable[Sequence[Change]] = [changes] if feed is not None else _chunks(changes, _CHANGES_PER_CALL)
         seq = 0
         for part in slices:
+            self._check_lock()
             items = [self._item(c, gens[c.list], metas[gens[c.list]]) for c in part]
             if self.atomic:
                 seq = await self._apply_atomic(items, feed, feed_seq)
