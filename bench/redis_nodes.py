@@ -67,7 +67,8 @@ def generate(path: Path, n: int, rng: random.Random) -> list[str]:
     return sample
 
 
-async def change_latency(url: str, writer: ListWriter, rng: random.Random) -> list[float]:
+async def change_latency(url: str, rng: random.Random) -> list[float]:
+    writer = ListWriter(connect(RedisConfig(url=url), timeout_s=30), "s13eir")
     nodes = [RedisLists(connect(RedisConfig(url=url), timeout_s=5.0), "s13eir", timeout_s=0.5) for _ in range(2)]
     for node in nodes:
         await node.start()
@@ -77,7 +78,10 @@ async def change_latency(url: str, writer: ListWriter, rng: random.Random) -> li
             imei = f"{rng.randrange(10**13, 10**14)}"
             seq = await writer.apply_changes([Change("add", "black", imei, reason="bench")])
             t0 = time.perf_counter()
+            deadline = t0 + 10
             while any(node.seq < seq for node in nodes):
+                if time.perf_counter() > deadline:
+                    raise SystemExit(f"change {seq} did not reach the nodes: {[n.seq for n in nodes]}")
                 await asyncio.sleep(0.0005)
             out.append(time.perf_counter() - t0)
     finally:
@@ -124,6 +128,7 @@ def main() -> None:
             time.sleep(0.5)
             url = f"redis://127.0.0.1:{rport}/0"
             black = tmp / "black.csv"
+            print(f"generating {args.n:,} IMEIs", file=sys.stderr)
             listed = generate(black, args.n, rng)
             port, http = free_port(), free_port()
             cfg = {
@@ -135,11 +140,13 @@ def main() -> None:
             }
             config = tmp / "eir.yaml"
             config.write_text(yaml.safe_dump(cfg))
+            print("importing", file=sys.stderr)
             t0 = time.monotonic()
             subprocess.run([sys.executable, "-m", "s13eir.cli", "lists", "import", str(black), "--list", "black",
                             "--config", str(config)], check=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)  # fmt: skip
             imported = time.monotonic() - t0
+            print("starting a node", file=sys.stderr)
             t0 = time.monotonic()
             node = subprocess.Popen([sys.executable, "-m", "s13eir.cli", "serve", "--config", str(config)],
                                     stderr=subprocess.DEVNULL)  # fmt: skip
@@ -152,8 +159,9 @@ def main() -> None:
             finally:
                 node.terminate()
                 node.wait(30)
-            writer = ListWriter(connect(RedisConfig(url=url), timeout_s=30), "s13eir")
-            latency = asyncio.run(change_latency(url, writer, rng))
+            print("measuring change latency", file=sys.stderr)
+            latency = asyncio.run(change_latency(url, rng))
+            print("measuring lookups", file=sys.stderr)
             negative, positive = asyncio.run(lookups(url, listed, rng))
         finally:
             redis.terminate()

@@ -113,6 +113,7 @@ class RedisLists:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._follower: asyncio.Task[None] | None = None
         self._rebuilding: set[str] = set()
+        self._stopping = False
 
     # -- the request path (synchronous) ----------------------------------------
 
@@ -289,12 +290,21 @@ class RedisLists:
         self._follower = asyncio.get_running_loop().create_task(self._follow())
 
     async def stop(self) -> None:
+        self._stopping = True
         tasks = [t for t in (self._follower, *self._tasks) if t is not None]
         for t in tasks:
             t.cancel()
+        # redis-py can lose a cancellation that lands mid-command (a blocking XREAD): give
+        # the tasks a moment, then close the connections, which ends any read in progress.
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.5)
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.5)
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                t.exception()  # retrieved: a task that ended with an error at shutdown is not news
 
     async def _load_all(self) -> None:
         p = self.prefix
@@ -393,7 +403,7 @@ class RedisLists:
     async def _follow(self) -> None:
         backoff = 0.1
         stream = L.k_changes(self.prefix)
-        while True:
+        while not self._stopping:
             try:
                 if not self.loaded or not self.healthy:
                     await self._load_all()
