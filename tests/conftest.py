@@ -88,7 +88,7 @@ class RunningNode:
 async def running_node(config: Config) -> AsyncIterator[RunningNode]:
     node = Node(config)
     await node.start()
-    tcp = next(p for t, _, p in node.bound if t == "tcp")
+    tcp = next((p for t, _, p in node.bound if t == "tcp"), 0)
     http = next((p for t, _, p in node.bound if t == "http"), 0)
     try:
         yield RunningNode(node, "127.0.0.1", tcp, http)
