@@ -22,6 +22,7 @@ from s13eir.config import ConfigError, load_config
 from s13eir.decision.model import UnknownPolicy
 from s13eir.lists.formats import ListFormatError
 
+from .amf import SbiUrlError, parse_sbi_url
 from .client import LoadParams
 from .echo import echo_process
 from .imeis import Expectations, ImeiFileError, MixError, Workload, generate_workload, load_oracle, parse_mix
@@ -87,6 +88,13 @@ def add_load_parser(subparsers: Any) -> None:
         "--peer",
         metavar="HOST:PORT",
         help="the EIR to load (default: the first listener of --config, else 127.0.0.1:3868)",
+    )
+    p.add_argument(
+        "--sbi",
+        metavar="URL",
+        help="load the EIR's N5g-eir API (5G AMFs, HTTP/2 without TLS) at URL, e.g. http://127.0.0.1:8080, "
+        "instead of S13: each of --mmes is then one HTTP/2 connection, --concurrency counts streams per "
+        "connection; same workload and checks (200 status, 404 ERROR_EQUIPMENT_UNKNOWN = 5422, 400 = 5004)",
     )
     p.add_argument(
         "--mmes", type=_positive_int, default=1, metavar="N", help="simulated MMEs, one connection each (default 1)"
@@ -187,6 +195,11 @@ class UsageError(Exception):
 
 
 def _peer(args: argparse.Namespace) -> tuple[str, int]:
+    if args.sbi is not None:
+        if args.peer is not None or args.echo:
+            raise UsageError("--sbi replaces --peer and --echo")
+        host, port, _ = parse_sbi_url(args.sbi)
+        return host, port
     spec = args.peer
     if spec is None:
         if args.config is None:
@@ -228,12 +241,14 @@ def _params(args: argparse.Namespace, host: str, port: int, seed: int) -> LoadPa
         requests=args.requests,
         procs=args.procs,
         seed=seed,
+        sbi=args.sbi,
     )
 
 
 def _described(params: LoadParams, args: argparse.Namespace, workload: Workload) -> dict[str, Any]:
     return {
-        "peer": f"{params.host}:{params.port}",
+        "peer": params.sbi if params.sbi is not None else f"{params.host}:{params.port}",
+        "interface": "sbi" if params.sbi is not None else "s13",
         "mmes": params.mmes,
         "realm": params.realm,
         "mode": "closed" if params.rate is None else "open",
@@ -261,9 +276,9 @@ async def load_main(args: argparse.Namespace, *, handle_signals: bool = False, f
     of its own, since whatever is frozen is never collected."""
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     try:
-        host, port = _peer(args) if not args.echo else ("127.0.0.1", 0)
+        host, port = _peer(args) if not args.echo or args.sbi else ("127.0.0.1", 0)
         workload = _workload(args, random.Random(seed))
-    except (UsageError, MixError, ImeiFileError, ConfigError, ListFormatError) as exc:
+    except (UsageError, SbiUrlError, MixError, ImeiFileError, ConfigError, ListFormatError) as exc:
         print(f"s13eir load: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -284,10 +299,14 @@ async def load_main(args: argparse.Namespace, *, handle_signals: bool = False, f
     if handle_signals:
         loop.add_signal_handler(signal.SIGINT, stop.set)
     mode = f"open loop {params.rate:g}/s" if params.rate is not None else f"closed loop {params.concurrency} per MME"
-    headline = (
-        f"{params.mmes} MME(s) -> {params.host}:{params.port}, {mode}, {params.duration:g} s "
-        f"(+{params.warmup:g} s warm-up), seed {seed}"
+    if params.sbi is not None:
+        mode = mode.replace("per MME", "per AMF")
+    who = (
+        f"{params.mmes} AMF(s) -> {params.sbi}"
+        if params.sbi is not None
+        else f"{params.mmes} MME(s) -> {params.host}:{params.port}"
     )
+    headline = f"{who}, {mode}, {params.duration:g} s (+{params.warmup:g} s warm-up), seed {seed}"
     try:
         if live:
             with LiveView(console, headline) as view:

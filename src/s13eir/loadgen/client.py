@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .amf import AmfConnection, parse_sbi_url, pei_path
 from .connection import CerRefused, MmeConnection, Traffic
 from .imeis import Workload
 from .schedule import OpenLoopSchedule
@@ -37,6 +38,8 @@ _SPIN_NS = 2_000_000  # open loop: closer than this to the next send, yield inst
 _WAKE_EARLY_NS = 1_000_000
 _MAX_BATCH = 4096  # open loop: sends per loop turn at most, so that answers keep being read
 _DPA_WAIT_S = 5.0
+
+Conn = MmeConnection | AmfConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class LoadParams:
     requests: int | None = None  # cap on measured requests
     procs: int = 1
     seed: int = 0
+    sbi: str | None = None  # http://HOST:PORT[/prefix]: AMFs over N5g-eir (HTTP/2) instead of MMEs over S13
 
     def origin_host(self, mme: int) -> str:
         return f"mme{mme + 1}.{self.realm}"
@@ -87,9 +91,13 @@ def mme_budget(mme: int, mmes: int, cap: int | None) -> int:
     return base + (1 if mme < extra else 0)
 
 
-def build_traffic(workload: Workload) -> Traffic:
-    """Encode each combination's ECR body once."""
-    bodies = [ecr_body(c.imei, c.imsi, c.sv) for c in workload.combos]
+def build_traffic(workload: Workload, sbi: str | None = None) -> Traffic:
+    """Encode each combination's ECR body once (with ``sbi``: its N5g-eir request path)."""
+    if sbi is not None:
+        prefix = parse_sbi_url(sbi)[2]
+        bodies = [pei_path(c, prefix) for c in workload.combos]
+    else:
+        bodies = [ecr_body(c.imei, c.imsi, c.sv) for c in workload.combos]
     return Traffic(workload.combos, workload.deck, bodies)
 
 
@@ -103,11 +111,11 @@ class ProcessRun:
         self.epoch = epoch
         self.stats = Stats()
         self.phase = "connecting"
-        self.conns: list[MmeConnection | None] = []
+        self.conns: list[Conn | None] = []
         self._timeout_ns = int(params.timeout * 1e9)
 
     @property
-    def live(self) -> list[MmeConnection]:
+    def live(self) -> list[Conn]:
         return [c for c in self.conns if c is not None and not c.closed.done()]
 
     async def connect(self) -> int:
@@ -118,7 +126,9 @@ class ProcessRun:
         self.stats.mmes_connected = up
         return up
 
-    async def _connect(self, mme: int) -> MmeConnection | None:
+    async def _connect(self, mme: int) -> Conn | None:
+        if self.params.sbi is not None:
+            return await self._connect_amf(mme)
         p = self.params
         host = p.origin_host(mme)
         rng = random.Random(f"{p.seed}/{mme}")
@@ -151,6 +161,37 @@ class ProcessRun:
             self.stats.error("connect_failed", detail=f"{host}: {exc}")
         else:
             conn.start(realm, self.epoch)
+            return conn
+        if conn.transport is not None:
+            conn.transport.abort()
+        return None
+
+    async def _connect_amf(self, amf: int) -> AmfConnection | None:
+        p = self.params
+        name = f"amf{amf + 1}"
+        deck_offset = amf * len(self.traffic.deck) // p.mmes
+        concurrency = 0 if p.rate is not None else p.concurrency
+        budget = mme_budget(amf, p.mmes, p.requests) if p.rate is None else -1
+        authority = f"[{p.host}]:{p.port}" if ":" in p.host else f"{p.host}:{p.port}"
+        loop = asyncio.get_running_loop()
+
+        def factory() -> AmfConnection:
+            return AmfConnection(name, authority, self.traffic, self.stats, deck_offset, concurrency, budget)
+
+        try:
+            _, conn = await asyncio.wait_for(loop.create_connection(factory, p.host, p.port), p.timeout)
+        except (OSError, TimeoutError) as exc:
+            self.stats.error(
+                "connect_failed", detail=f"{name}: cannot connect to {p.host}:{p.port}: {exc or 'timeout'}"
+            )
+            return None
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.ready), p.timeout)
+        except TimeoutError:
+            self.stats.error("settings_timeout", detail=f"{name}: no HTTP/2 SETTINGS within {p.timeout} s")
+        except ConnectionError as exc:
+            self.stats.error("connect_failed", detail=f"{name}: {exc}")
+        else:
             return conn
         if conn.transport is not None:
             conn.transport.abort()
@@ -225,7 +266,7 @@ class ProcessRun:
             rel = now - start
             self.phase = "measuring" if sched.global_slot(m) >= warm_slots else "warmup"
             batch_end = min(limit, m + _MAX_BATCH)
-            touched: set[MmeConnection] = set()  # with many MMEs, most have nothing due this turn
+            touched: set[Conn] = set()  # with many MMEs, most have nothing due this turn
             while m < batch_end:
                 k = sched.global_slot(m)
                 offset = sched.offset_ns(k)
@@ -272,7 +313,7 @@ class ProcessRun:
             c.expire(deadline + self._timeout_ns, self._timeout_ns)  # whatever is still pending
 
     async def close(self) -> None:
-        """DPR on every connection, each waiting for its DPA (bounded)."""
+        """DPR on every connection, each waiting for its DPA (bounded); --sbi: GOAWAY."""
         self.phase = "closing"
         conns = [c for c in self.conns if c is not None]
         results: Sequence[bool] = await asyncio.gather(

@@ -57,7 +57,7 @@ async def run_load(
     epoch = int(time.time())
     shares = split_mmes(params.mmes, params.procs)
     if len(shares) == 1:
-        return await _run_here(params, build_traffic(workload), shares[0], epoch, stop, progress)
+        return await _run_here(params, build_traffic(workload, params.sbi), shares[0], epoch, stop, progress)
     return await _run_workers(params, workload, shares, epoch, stop, progress)
 
 
@@ -90,7 +90,7 @@ async def _report(run: ProcessRun, progress: Progress) -> None:
 def _worker(params: LoadParams, workload: Workload, share: Share, epoch: int, conn: Connection) -> None:
     """A worker process's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which says "stop"
-    traffic = build_traffic(workload)
+    traffic = build_traffic(workload, params.sbi)
     gc.freeze()  # the long-lived workload leaves the collector's sight: no full-heap pauses mid-run
     loop = new_event_loop()
     try:

@@ -43,7 +43,10 @@ def summary(stats: Stats, params: Mapping[str, Any], generator: Mapping[str, Any
             if stats.send_lag.total
             else None
         ),
-        "result_codes": {str(code): n for code, n in sorted(stats.result_codes.items())},
+        "result_codes": {
+            **{str(code): n for code, n in sorted(stats.result_codes.items())},
+            **{f"http-{code}": n for code, n in sorted(stats.http_codes.items())},  # --sbi
+        },
         "equipment_status": {outcome_name(s): n for s, n in sorted(stats.equipment_status.items())},
         "mismatches": stats.mismatches,
         "mismatch_examples": [

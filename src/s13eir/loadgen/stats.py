@@ -37,6 +37,7 @@ class Stats:
     warmup_answers: int = 0
     result_codes: dict[int, int] = field(default_factory=dict)
     equipment_status: dict[int, int] = field(default_factory=dict)
+    http_codes: dict[int, int] = field(default_factory=dict)  # --sbi: HTTP status -> answers
     errors: dict[str, int] = field(default_factory=dict)
     examples: list[Mismatch] = field(default_factory=list)
     error_examples: list[str] = field(default_factory=list)  # e.g. "mme3.s13eir.test: CEA 3010"
@@ -72,6 +73,7 @@ class Stats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         _add(self.result_codes, other.result_codes)
         _add(self.equipment_status, other.equipment_status)
+        _add(self.http_codes, other.http_codes)
         _add(self.errors, other.errors)
         self.examples.extend(other.examples[: max(0, MAX_EXAMPLES - len(self.examples))])
         self.error_examples.extend(other.error_examples[: max(0, MAX_EXAMPLES - len(self.error_examples))])
