@@ -43,7 +43,7 @@ from .diameter.constants import (
     UNABLE_TO_COMPLY,
     VENDOR_3GPP,
 )
-from .diameter.header import Header
+from .diameter.header import HEADER_LENGTH, Header, parse_header
 from .s13_fastpath import scan_ecr
 
 AUTH_SESSION_STATE_AVP = avpcodec.u32(AVP_AUTH_SESSION_STATE, AUTH_SESSION_NO_STATE_MAINTAINED)
@@ -158,26 +158,32 @@ class MeIdentityCheck:
         self._tail = AUTH_SESSION_STATE_AVP + local.origin_avps
         self._white_body = _SUCCESS_AVP + self._tail + _STATUS_AVPS[EquipmentStatus.WHITELISTED]
 
-    def fast_answer(self, frame: bytes, peer: PeerInfo) -> bytes | None:
-        """The whitelisted common case without objects or logging; None hands the
-        request to the full path (which also handles every listed, unknown or
-        malformed IMEI, so that those are logged with their reason)."""
+    def fast_answer(self, frame: bytes, peer: PeerInfo) -> bytes | Deferred | None:
+        """The common, well-formed ECR without the generic screening; None hands the
+        request to the full path. A whitelisted phone is answered from a template with
+        no objects and no logging; any other verdict (and a Bloom positive that Redis
+        must confirm) is read into the same query the full path builds, so that it is
+        logged and reported with its reason exactly as there."""
         if frame[5:8] != _ECR_CODE:
             return None
         ecr = scan_ecr(frame)
         if ecr is None:
             return None
         facts = self.lists.facts(ecr.imei14, ecr.imsi)
+        if isinstance(facts, Facts):
+            verdict = decide(facts, ecr.imsi, self.policy.unknown_imei, ecr.imei14)
+            if verdict.status is EquipmentStatus.WHITELISTED:
+                if self._count is not None:
+                    self._count(SUCCESS, 0)
+                body = ecr.session_id_avp + self._white_body
+                return _ANSWER_HEAD.pack(0x01000000 | (20 + len(body)), _ECA_FLAGS_CODE) + frame[8:20] + body
+        header = parse_header(frame)
+        avps = decode_avps(frame, HEADER_LENGTH)
+        query = self.read_query(header, avps)
+        assert isinstance(query, EcrQuery)  # the scanner accepted it: Terminal-Information and IMEI are there
         if facts is REMOTE:
-            return None
-        assert isinstance(facts, Facts)
-        verdict = decide(facts, ecr.imsi, self.policy.unknown_imei, ecr.imei14)
-        if verdict.status is not EquipmentStatus.WHITELISTED:
-            return None
-        if self._count is not None:
-            self._count(SUCCESS, 0)
-        body = ecr.session_id_avp + self._white_body
-        return _ANSWER_HEAD.pack(0x01000000 | (20 + len(body)), _ECA_FLAGS_CODE) + frame[8:20] + body
+            return Deferred(header, avps, query, peer)
+        return self._answer(header, avps, query, verdict, peer)
 
     def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes | Deferred:
         query_or_error = self.read_query(header, avps)

@@ -53,7 +53,7 @@ class Application(Protocol):
 
 # An application's optional fast path: answers a raw request frame, or returns None to
 # let the full path (screening, validation, handle_request) deal with it.
-FastPath = Callable[[bytes, PeerInfo], bytes | None]
+FastPath = Callable[[bytes, PeerInfo], bytes | Any | None]  # bytes, a deferred token, or None
 
 
 class PeerRegistry:
@@ -236,7 +236,11 @@ class PeerConnection:
                 assert self.peer is not None
                 answer = fast(frame, self.peer)
                 if answer is not None:
-                    self._out.append(answer)
+                    if isinstance(answer, bytes):
+                        self._out.append(answer)
+                    else:
+                        self.in_flight += 1
+                        self._deferred.append(answer)
                     if self._watchdog is not None:
                         self._watchdog.on_traffic(now)
                     return
