@@ -104,7 +104,8 @@ def write_config(tmp: Path, port: int, http: int, **store: Any) -> Path:
 
 def load(tmp: Path, port: int, args: argparse.Namespace, *extra: str, cpu: int | None = 1) -> dict[str, Any]:
     out = tmp / f"load-{time.monotonic_ns()}.json"
-    cmd = [*pin(cpu), PY, "-m", "s13eir.cli", "load", "--peer", f"127.0.0.1:{port}", "--mmes", str(args.mmes),
+    target = [] if "--sbi" in extra else ["--peer", f"127.0.0.1:{port}"]
+    cmd = [*pin(cpu), PY, "-m", "s13eir.cli", "load", *target, "--mmes", str(args.mmes),
            "--duration", str(args.duration), "--warmup", "1", "--no-live", "--json", str(out), *extra]  # fmt: skip
     subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, timeout=args.duration * 4 + 120)
     result: dict[str, Any] = json.loads(out.read_text())
@@ -135,12 +136,12 @@ def s13eir(config: Path, http: int, workers: int = 1) -> Server:
     return Server([*pin(0), *cmd], port, http)
 
 
-def redis_scenario(tmp: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+def redis_scenario(tmp: Path, args: argparse.Namespace, cache_entries: int) -> dict[str, Any] | None:
     exe = shutil.which("redis-server")
     if exe is None:
         return None
     rport = free_port()
-    rdir = tmp / "redis"
+    rdir = tmp / f"redis-{cache_entries}"
     rdir.mkdir()
     redis = subprocess.Popen([exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                               "--dir", str(rdir)], stdout=subprocess.DEVNULL)  # fmt: skip
@@ -157,7 +158,10 @@ def redis_scenario(tmp: Path, args: argparse.Namespace) -> dict[str, Any] | None
         expected = write_config(tmp, free_port(), free_port(), **same)
         # A closed loop with 256 requests outstanding saturates the core on purpose; with the
         # default 50 ms lookup timeout the overload would turn into policy answers instead.
-        store = {"backend": "redis", "redis": {"url": f"redis://127.0.0.1:{rport}/0", "timeout_ms": 2000}}
+        store = {
+            "backend": "redis",
+            "redis": {"url": f"redis://127.0.0.1:{rport}/0", "timeout_ms": 2000, "cache_entries": cache_entries},
+        }
         config = write_config(tmp, port, http, **store)
         for file, name in (("blacklist.csv", "black"), ("exceptions.csv", "exceptions")):
             subprocess.run([PY, "-m", "s13eir.cli", "lists", "import", str(LISTS / file), "--list", name,
@@ -213,6 +217,20 @@ def main() -> None:
         finally:
             server.stop()
 
+        # N5g-eir (HTTP/2) from the same node and lists, next to S13.
+        port, http, sbi = free_port(), free_port(), free_port()
+        config = write_config(tmp, port, http)
+        cfg = yaml.safe_load(config.read_text())
+        cfg["sbi"] = {"address": "127.0.0.1", "port": sbi}
+        config.write_text(yaml.safe_dump(cfg))
+        server = s13eir(config, http)
+        try:
+            sbi_closed = ["--sbi", f"http://127.0.0.1:{sbi}", "--concurrency", "32", "--mix", "unknown=1.0"]
+            rows.append(("N5g-eir (HTTP/2) 1 worker, Bloom negative",
+                         load(tmp, port, args, *sbi_closed, "--config", str(config))))  # fmt: skip
+        finally:
+            server.stop()
+
         port, http = free_port(), free_port()
         config = write_config(tmp, port, http)
         server = s13eir(config, http, workers=2)
@@ -222,18 +240,19 @@ def main() -> None:
         finally:
             server.stop()
 
-        redis_result = redis_scenario(tmp, args)
-        if redis_result is not None:
-            rows.append(("s13eir 1 worker, Bloom positive (Redis)", redis_result))
+        for cache, label in ((100_000, "Redis, node cache on"), (0, "Redis, every lookup to Redis")):
+            redis_result = redis_scenario(tmp, args, cache)
+            if redis_result is not None:
+                rows.append((f"s13eir 1 worker, Bloom positive ({label})", redis_result))
 
     ceiling = float(rows[0][1]["answers_per_s"]) or 1.0
     negative = float(rows[1][1]["answers_per_s"]) or 1.0
-    print(f"{'scenario':48} {'answers/s':>10} {'vs ceiling':>10} {'vs Bloom-neg':>12} "
+    print(f"{'scenario':62} {'answers/s':>10} {'vs ceiling':>10} {'vs Bloom-neg':>12} "
           f"{'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9} {'lost':>5}")  # fmt: skip
     for name, r in rows:
         rate = float(r["answers_per_s"])
         lost = int(r["requests"]) - int(r["answers"]) - int(r["timeouts"])
-        print(f"{name:48} {rate:10.0f} {rate / ceiling:10.2f} {rate / negative:12.2f} "
+        print(f"{name:62} {rate:10.0f} {rate / ceiling:10.2f} {rate / negative:12.2f} "
               f"{p(r, 'p50'):8.0f} {p(r, 'p99'):8.0f} {p(r, 'p999'):9.0f} {lost:5d}")  # fmt: skip
     bad = [n for n, r in rows if r["mismatches"] or r["timeouts"] or r["errors"]]
     for name in bad:
