@@ -10,7 +10,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from s13eir.sync.process import EXIT_FAILURE, EXIT_OK, SyncProcess, k_sync_snaps
 from s13eir.sync.redis_client import AnyRedis, connect
 from s13eir.sync.writer import ListWriter
 
-from .services import MosquittoBroker, RedisServer, require
+from .services import MosquittoBroker, RedisServer
 
 PREFIX = "feedtest"
 TOPIC = "test/ceir/changes"
@@ -36,14 +36,8 @@ IMSI = "001010123456789"
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    require("mosquitto")
-    b = MosquittoBroker(tmp_path / "mosquitto")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
+def broker(mqtt_broker: MosquittoBroker) -> MosquittoBroker:
+    return mqtt_broker  # the shared fixture in conftest.py
 
 
 @pytest.fixture

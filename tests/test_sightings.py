@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import aiomqtt
 import pytest
@@ -19,7 +18,7 @@ from s13eir.events.publisher import parse_mqtt_url
 from s13eir.events.sighting import format_time, sighting_topic
 from s13eir.s13 import EcrQuery, Outcome
 
-from .services import MosquittoBroker, require
+from .services import MosquittoBroker
 
 EIR = "eir1.s13eir.test"
 PREFIX = "test/sightings"
@@ -111,14 +110,8 @@ def test_mqtt_urls() -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    require("mosquitto")
-    b = MosquittoBroker(tmp_path / "mosquitto")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
+def broker(mqtt_broker: MosquittoBroker) -> MosquittoBroker:
+    return mqtt_broker  # the shared fixture in conftest.py
 
 
 def events_cfg(broker: MosquittoBroker, queue_size: int = 1000) -> EventsConfig:
