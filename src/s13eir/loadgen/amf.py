@@ -29,9 +29,9 @@ import h2.exceptions
 
 from s13eir.decision.imei import luhn_check_digit
 
-from .connection import Traffic
+from .driver import PeerDriver, Traffic
 from .imeis import Combo
-from .stats import MAX_EXAMPLES, Mismatch, Stats
+from .stats import Stats
 from .wire import BLACKLISTED, EQUIPMENT_UNKNOWN, GREYLISTED, WHITELISTED, outcome_name
 
 __all__ = ["RESOURCE", "AmfConnection", "SbiUrlError", "parse_sbi_url", "pei_path"]
@@ -84,7 +84,7 @@ def pei_path(combo: Combo, prefix: str = "") -> bytes:
     return f"{prefix}{RESOURCE}?{query}".encode()
 
 
-class AmfConnection(asyncio.Protocol):
+class AmfConnection(PeerDriver):
     """Drive with ``send``/``flush`` (open loop) or ``concurrency`` (closed loop)."""
 
     def __init__(
@@ -97,22 +97,11 @@ class AmfConnection(asyncio.Protocol):
         concurrency: int = 0,
         budget: int = -1,
     ) -> None:
-        self.origin_host = name  # named as an MME's, for the reports
+        super().__init__(name, traffic, stats, deck_offset, concurrency, budget)  # pending: by stream id
         self._headers_base = (b":method", b"GET"), (b":scheme", b"http"), (b":authority", authority.encode())
-        self._traffic = traffic
         self._paths: Sequence[bytes] = traffic.bodies
-        self._deck = traffic.deck
-        self._deck_pos = deck_offset % len(traffic.deck)
-        self._expected = traffic.expected
-        self.stats = stats
-        self.concurrency = concurrency
-        self.budget = budget
-        self.sending = False
-        self.measuring = False
-        self.pending: dict[int, tuple[int, int, bool]] = {}  # stream id -> (intended ns, combo, measured)
         self._answers: dict[int, tuple[int, bytearray]] = {}  # stream id -> (HTTP status, body so far)
         self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
-        self.transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -222,16 +211,7 @@ class AmfConnection(asyncio.Protocol):
             if got == self._expected[combo]:
                 return
             got_name = outcome_name(got)
-        stats.mismatches += 1
-        if len(stats.examples) < MAX_EXAMPLES:
-            c = self._traffic.combos[combo]
-            stats.examples.append(Mismatch(c.imei, c.imsi, outcome_name(c.expected), got_name, self.origin_host))
-
-    def _fatal(self, kind: str, detail: str = "") -> None:
-        self.stats.error(kind, detail=f"{self.origin_host}: {detail}" if detail else "")
-        self.sending = False
-        if self.transport is not None:
-            self.transport.abort()
+        self._mismatch(combo, got_name)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -240,54 +220,23 @@ class AmfConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self._leaving or not self.ready.done():
             return False
-        if measured:
-            self.stats.requests += 1
-        else:
-            self.stats.warmup_requests += 1
         conn = self.h2
-        if (
+        full = (
             transport.get_write_buffer_size() > _SEND_BUFFER_LIMIT
             or conn.open_outbound_streams >= conn.remote_settings.max_concurrent_streams
-        ):
-            if measured:
-                self.stats.dropped += 1
-                self.stats.timeouts += 1
+        )
+        if not self._count_request(measured, full):
             return False
-        deck = self._deck
-        combo = deck[self._deck_pos]
-        self._deck_pos = (self._deck_pos + 1) % len(deck)
+        combo = self._next_combo()
         stream_id = conn.get_next_available_stream_id()
         conn.send_headers(stream_id, [*self._headers_base, (b":path", self._paths[combo])], end_stream=True)
         self.pending[stream_id] = (intended_ns, combo, measured)
         return True
 
-    def top_up(self, now: int) -> None:
-        """Closed loop: send until ``concurrency`` requests are outstanding (or the budget is spent)."""
-        want = self.concurrency - len(self.pending)
-        measuring = self.measuring
-        while want > 0 and self.budget != 0:
-            if not self.send(now, measuring):
-                break
-            if measuring and self.budget > 0:
-                self.budget -= 1
-            want -= 1
-
     def flush(self) -> None:
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
-
-    def expire(self, now: int, timeout_ns: int) -> None:
-        """Count the requests unanswered after ``timeout_ns`` as timeouts (oldest first)."""
-        cutoff = now - timeout_ns
-        expired: list[int] = []
-        for sid, (intended, _, _) in self.pending.items():
-            if intended > cutoff:
-                break
-            expired.append(sid)
-        for sid in expired:
-            if self.pending.pop(sid)[2]:
-                self.stats.timeouts += 1
 
     async def disconnect(self, timeout: float) -> bool:
         """GOAWAY and close (HTTP/2 has no answer to wait for: always True)."""

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .amf import AmfConnection, parse_sbi_url, pei_path
-from .connection import CerRefused, MmeConnection, Traffic
+from .connection import CerRefused, MmeConnection
+from .driver import Traffic
 from .imeis import Workload
 from .schedule import OpenLoopSchedule
 from .stats import Stats

@@ -14,7 +14,6 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import Sequence
 from typing import cast
 
 from s13eir.diameter.avp import AvpLengthError, decode_avps
@@ -30,8 +29,8 @@ from s13eir.diameter.constants import (
     SUCCESS,
 )
 
-from .imeis import Combo
-from .stats import MAX_EXAMPLES, Mismatch, Stats
+from .driver import PeerDriver, Traffic
+from .stats import Stats
 from .wire import NO_OUTCOME, EcrEncoder, base_answer, cer, dpr, outcome, outcome_name, scan_answer
 
 __all__ = ["CerRefused", "MmeConnection", "Traffic"]
@@ -47,17 +46,7 @@ class CerRefused(Exception):
     """The EIR answered the CER with something other than 2001."""
 
 
-class Traffic:
-    """What every MME of a process sends: pre-encoded bodies, expected outcomes, order."""
-
-    def __init__(self, combos: Sequence[Combo], deck: Sequence[int], bodies: Sequence[bytes]) -> None:
-        self.combos = combos
-        self.deck = deck
-        self.bodies = bodies
-        self.expected = [c.expected for c in combos]
-
-
-class MmeConnection(asyncio.Protocol):
+class MmeConnection(PeerDriver):
     """Drive with ``send``/``flush`` (open loop) or ``concurrency`` (closed loop)."""
 
     def __init__(
@@ -72,23 +61,12 @@ class MmeConnection(asyncio.Protocol):
         concurrency: int = 0,
         budget: int = -1,
     ) -> None:
-        self.origin_host = origin_host
+        super().__init__(origin_host, traffic, stats, deck_offset, concurrency, budget)  # pending: by hop-by-hop id
         self.origin_realm = origin_realm
         self.state_id = state_id
         self._hbh0, self._e2e0 = ids
-        self._traffic = traffic
         self._bodies = traffic.bodies
-        self._deck = traffic.deck
-        self._deck_pos = deck_offset % len(traffic.deck)
-        self._expected = traffic.expected
-        self.stats = stats
-        self.concurrency = concurrency  # closed loop: requests kept outstanding; 0 = open loop
-        self.budget = budget  # measured requests this MME may still send; -1 = no cap
-        self.sending = False  # closed loop: top up after answers and timeouts
-        self.measuring = False  # requests sent now count (False during warm-up)
-        self.pending: dict[int, tuple[int, int, bool]] = {}  # hbh -> (intended ns, combo, measured)
         self.encoder: EcrEncoder | None = None
-        self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # the EIR's realm
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._dpa: asyncio.Future[None] | None = None
@@ -188,12 +166,7 @@ class MmeConnection(asyncio.Protocol):
         if got == NO_OUTCOME:
             stats.error("answer_without_result")
         elif got != self._expected[combo]:
-            stats.mismatches += 1
-            if len(stats.examples) < MAX_EXAMPLES:
-                c = self._traffic.combos[combo]
-                stats.examples.append(
-                    Mismatch(c.imei, c.imsi, outcome_name(c.expected), outcome_name(got), self.origin_host)
-                )
+            self._mismatch(combo, outcome_name(got))
 
     def _other(self, frame: bytes, flags: int, command: int) -> None:
         """Everything but an ECA: CEA, DWR, DPR, DPA (rare, so decoded the simple way)."""
@@ -234,12 +207,6 @@ class MmeConnection(asyncio.Protocol):
         self._leaving = False
         self.ready.set_result(realm)
 
-    def _fatal(self, kind: str) -> None:
-        self.stats.error(kind)
-        self.sending = False
-        if self.transport is not None:
-            self.transport.abort()
-
     # -- sending ----------------------------------------------------------------------------
 
     def start(self, destination_realm: str, epoch: int) -> None:
@@ -251,49 +218,17 @@ class MmeConnection(asyncio.Protocol):
         transport, encoder = self.transport, self.encoder
         if transport is None or encoder is None or transport.is_closing():
             return False
-        if measured:
-            self.stats.requests += 1
-        else:
-            self.stats.warmup_requests += 1
-        if transport.get_write_buffer_size() > _SEND_BUFFER_LIMIT:
-            if measured:
-                self.stats.dropped += 1
-                self.stats.timeouts += 1
+        if not self._count_request(measured, transport.get_write_buffer_size() > _SEND_BUFFER_LIMIT):
             return False
-        deck = self._deck
-        combo = deck[self._deck_pos]
-        self._deck_pos = (self._deck_pos + 1) % len(deck)
+        combo = self._next_combo()
         hbh = encoder.encode(self._bodies[combo], self._out)
         self.pending[hbh] = (intended_ns, combo, measured)
         return True
-
-    def top_up(self, now: int) -> None:
-        """Closed loop: send until ``concurrency`` requests are outstanding (or the budget is spent)."""
-        want = self.concurrency - len(self.pending)
-        measuring = self.measuring
-        while want > 0 and self.budget != 0:
-            if not self.send(now, measuring):
-                break
-            if measuring and self.budget > 0:
-                self.budget -= 1
-            want -= 1
 
     def flush(self) -> None:
         if self._out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._out))
         self._out.clear()
-
-    def expire(self, now: int, timeout_ns: int) -> None:
-        """Count the requests unanswered after ``timeout_ns`` as timeouts (oldest first)."""
-        cutoff = now - timeout_ns
-        expired: list[int] = []
-        for hbh, (intended, _, _) in self.pending.items():
-            if intended > cutoff:
-                break
-            expired.append(hbh)
-        for hbh in expired:
-            if self.pending.pop(hbh)[2]:
-                self.stats.timeouts += 1
 
     async def disconnect(self, timeout: float) -> bool:
         """DPR, wait for the DPA (at most ``timeout``), close. False when no DPA came."""

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .client import LoadParams, ProcessRun, Share, build_traffic, split_mmes
-from .connection import Traffic
+from .driver import Traffic
 from .imeis import Workload
 from .stats import Stats
 
