@@ -97,6 +97,18 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
         await asyncio.sleep(0)
 
 
+async def verdict(rn: RunningNode, imei: str, imsi: str | None = None) -> str:
+    """One ECR on a fresh connection (CER, ECR, DPR): the verdict as `s13eir check` prints it."""
+    from s13eir.client import S13Client
+
+    c = S13Client(MME_HOST, MME_REALM)
+    await c.connect(rn.host, rn.port)
+    try:
+        return (await c.check(imei, imsi)).verdict
+    finally:
+        await c.disconnect()
+
+
 @pytest.fixture
 async def eir() -> AsyncIterator[RunningNode]:
     """An EIR node in this test's event loop, on a free port, with the sample lists."""

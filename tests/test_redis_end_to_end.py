@@ -11,26 +11,16 @@ from typing import Any
 
 import aiomqtt
 
-from s13eir.client import S13Client
 from s13eir.config import config_from_mapping
 from s13eir.lists.redis_layout import Change
 from s13eir.sync.changeset import encode_changeset
 from s13eir.sync.process import run_sync
 
-from .conftest import MME_HOST, MME_REALM, SAMPLE_LISTS, RunningNode, node_config, running_node
+from .conftest import SAMPLE_LISTS, RunningNode, node_config, running_node, verdict
 from .services import MosquittoBroker, RedisServer
 
 LISTED = "35209900176148"
 NEW = "35450712345675"
-
-
-async def verdict(rn: RunningNode, imei: str) -> str:
-    c = S13Client(MME_HOST, MME_REALM)
-    await c.connect(rn.host, rn.port)
-    try:
-        return (await c.check(imei)).verdict
-    finally:
-        await c.disconnect()
 
 
 async def until(rn: RunningNode, imei: str, want: str, within: float) -> float:

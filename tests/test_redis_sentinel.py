@@ -11,13 +11,12 @@ from pathlib import Path
 
 import redis
 
-from s13eir.client import S13Client
 from s13eir.config import RedisConfig, config_from_mapping
 from s13eir.lists.redis_layout import Change
 from s13eir.sync.redis_client import connect
 from s13eir.sync.writer import ListWriter
 
-from .conftest import MME_HOST, MME_REALM, RunningNode, node_config, running_node
+from .conftest import node_config, running_node, verdict
 from .redis_seed import seed_list
 from .services import RedisServer, _free_port, _wait_port, require
 
@@ -42,15 +41,6 @@ class Sentinel:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
-
-
-async def verdict(rn: RunningNode, imei: str) -> str:
-    c = S13Client(MME_HOST, MME_REALM)
-    await c.connect(rn.host, rn.port)
-    try:
-        return (await c.check(imei)).verdict
-    finally:
-        await c.disconnect()
 
 
 async def test_failover_behind_sentinel(tmp_path: Path) -> None:
