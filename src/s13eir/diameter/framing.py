@@ -2,14 +2,18 @@
 
 The buffer keeps an offset instead of slicing after every message, so feeding
 many small messages per read costs no quadratic copying (OTP diameter_tcp does
-the same for the same reason).
+the same for the same reason). A read that starts on a message boundary is kept
+as it came, not copied, and a read holding exactly one message is that message.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from .header import HEADER_LENGTH
+
+_U32 = struct.Struct("!I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +32,20 @@ class FrameBuffer:
     __slots__ = ("_buf", "_error", "_pos", "max_message_size")
 
     def __init__(self, max_message_size: int = 65536) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._error: FramingError | None = None
         self.max_message_size = max_message_size
 
     def feed(self, data: bytes) -> None:
-        if self._pos and self._pos >= len(self._buf) // 2:
-            del self._buf[: self._pos]  # compact only when the consumed part dominates
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf) and isinstance(data, bytes):
+            self._buf, self._pos = data, 0  # nothing left over: no copy
+            return
+        if isinstance(buf, bytes):  # a partial message is left: accumulate from here on
+            self._buf, self._pos = bytearray(buf[pos:]), 0
+        elif pos and pos >= len(buf) // 2:
+            del buf[:pos]  # compact only when the consumed part dominates
             self._pos = 0
         self._buf += data
 
@@ -55,8 +65,8 @@ class FrameBuffer:
         avail = len(buf) - pos
         if avail < 4:
             return None
-        version = buf[pos]
-        length = int.from_bytes(buf[pos + 1 : pos + 4], "big")
+        head = _U32.unpack_from(buf, pos)[0]
+        version, length = head >> 24, head & 0xFFFFFF
         if version != 1:
             return self._fail(5011, f"version {version}", avail)
         if length < HEADER_LENGTH or length % 4 or length > self.max_message_size:
@@ -64,6 +74,8 @@ class FrameBuffer:
         if avail < length:
             return None
         self._pos = pos + length
+        if isinstance(buf, bytes):
+            return buf if length == len(buf) else buf[pos : pos + length]
         return bytes(buf[pos : pos + length])
 
     def _fail(self, code: int, detail: str, avail: int) -> FramingError | None:
