@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from typing import TypeVar
 
-from hypothesis import event, given
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from s13eir.decision.model import UnknownPolicy
@@ -20,6 +20,7 @@ from s13eir.diameter.header import pack_header, parse_header
 from s13eir.diameter.traffic import Rejected, Screening, screen
 from s13eir.lists.formats import ListSpec, load_lists
 from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck, S13Policy
+from s13eir.s13_fastpath import Layout, scan_ecr
 
 from .conftest import SAMPLE_LISTS
 
@@ -173,3 +174,41 @@ def test_fast_path_takes_the_common_ecr() -> None:
     frame = pack_header(20 + len(body), 0xC0, 324, 16777252, 1, 2) + body
     listed = app.fast_answer(frame, PEER)
     assert isinstance(listed, bytes) and listed == full_path(app, frame)
+
+
+@settings(max_examples=300)  # half the frames are declined by the scanner before the layout is tried
+@given(ecrs(), st.data())
+def test_layout_reads_what_the_scanner_reads(frame: bytes, data: st.DataObject) -> None:
+    """A learned layout either declines a frame or reads exactly what ``scan_ecr`` reads,
+    and the answers built from it are the full path's. The second frame is the first with
+    a few bytes changed: inside the four variable values (the layout should still match),
+    or anywhere (header, AVP lengths, padding, flags: it should decline or agree)."""
+    first = scan_ecr(frame)
+    assume(first is not None)
+    assert first is not None
+    layout = Layout(frame, first)
+    assert layout.match(frame) == first
+    spans = [(a, b) for a, b in zip(first.spans[::2], first.spans[1::2], strict=True) if 0 <= a < b]
+    other = bytearray(frame)
+    anywhere = not spans or data.draw(st.booleans())
+    for _ in range(data.draw(st.integers(1, 4))):
+        if anywhere:  # after version and length, which framing has checked before any application sees them
+            other[data.draw(st.integers(4, len(frame) - 1))] = data.draw(st.integers(0, 255))
+        else:
+            a, b = data.draw(st.sampled_from(spans))
+            value = st.sampled_from(b"0123456789") if data.draw(st.integers(0, 4)) else st.sampled_from(b"aZ;\x80\xff")
+            other[data.draw(st.integers(a, b - 1))] = data.draw(value)
+    second = bytes(other)
+    got = layout.match(second)
+    if got is None:
+        event("layout declined")
+    else:
+        event("layout matched")
+        assert got == scan_ecr(second)
+    # Through the application: the first ECR teaches the layout, the second uses it.
+    seen: list[object] = []
+    app = MeIdentityCheck(LOCAL, SNAPSHOT, S13Policy(), lambda o, p: seen.append(o))
+    app.fast_answer(frame, PEER)
+    fast = app.fast_answer(second, PEER)
+    if fast is not None:
+        assert fast == full_path(MeIdentityCheck(LOCAL, SNAPSHOT, S13Policy()), second)

@@ -4,15 +4,18 @@ confirmation, the change stream, and Redis going away."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import urllib.request
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from s13eir.client import S13Client
 from s13eir.config import config_from_mapping
 from s13eir.lists import redis_layout as L
+from s13eir.lists.redis_store import RedisLists
 
 from .conftest import MME_HOST, MME_REALM, RunningNode, node_config, running_node
 from .redis_seed import append_change, seed_list
@@ -73,21 +76,18 @@ async def test_lists_from_redis(redis_server: RedisServer) -> None:
         assert await readyz(rn) == 200
 
 
+def script_calls(r: redis.Redis) -> int:
+    stats: dict[str, Any] = r.info("commandstats")  # type: ignore[assignment]
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+
 async def test_many_concurrent_positives_share_round_trips(redis_server: RedisServer) -> None:
-    seed(redis_server)
+    r = seed(redis_server)
     async with running_node(config_from_mapping(redis_config(redis_server))) as rn:
         store = rn.node.redis_lists
         assert store is not None
         store.cache_entries = 0  # every positive goes to Redis
-        pipelines = 0
-        original = store._hgets
-
-        async def counting(args: list[str]) -> list[Any]:
-            nonlocal pipelines
-            pipelines += 1
-            return await original(args)
-
-        store._hgets = counting  # type: ignore[method-assign]
+        before = script_calls(r)
         c = S13Client(MME_HOST, MME_REALM)
         await c.connect(rn.host, rn.port)
         try:
@@ -98,7 +98,10 @@ async def test_many_concurrent_positives_share_round_trips(redis_server: RedisSe
         finally:
             await c.disconnect()
         assert [a.equipment_status for a in answers] == [1 if i % 2 else 2 for i in range(200)]
-        assert 0 < pipelines < 50, pipelines  # lookups of a loop turn share one round trip
+        assert store.stats.remote_lookups == 200
+        # Lookups of a loop turn share one round trip (one script call, counted by Redis).
+        calls = script_calls(r) - before
+        assert 0 < calls < 50, calls
 
 
 async def test_change_stream_reaches_the_node_within_a_second(redis_server: RedisServer) -> None:
@@ -187,3 +190,36 @@ async def test_node_started_after_changes_sees_them(redis_server: RedisServer) -
     append_change(r, L.Change("add", "grey", "35450712345676", reason="review", source="feed"))
     async with running_node(config_from_mapping(redis_config(redis_server))) as rn:
         assert await verdicts(rn, [(UNLISTED, None), ("35450712345676", None)]) == ["BLACKLISTED", "GREYLISTED"]
+
+
+async def test_batched_confirmation_agrees_with_the_layout(redis_server: RedisServer) -> None:
+    """The lookup script builds bucket keys and fields from the IMEIs itself: check it, and
+    the pipelined path used on a Cluster, against the layout's own key functions, with
+    IMEIs whose bucket or field has leading zeros, exception pairs and IMSI-less queries."""
+    rng = random.Random(7)
+    edge = {"00000000000000", "00000000100000", "00000000012345", "12345678900001", "00000001000010",
+            "99999999999999", "00000000099999", "35209900176148"}  # fmt: skip
+    imeis = sorted(edge | {f"{rng.randrange(10**14):014d}" for _ in range(300)})
+    black, grey = imeis[::2], imeis[1::3]
+    pairs = {(imei, f"00101{k:010d}") for k, imei in enumerate(imeis[::5])}
+    r = redis.Redis.from_url(redis_server.url)
+    seed_list(r, "black", [(i, "stolen") for i in black])
+    seed_list(r, "grey", [(i, "review") for i in grey])
+    seed_list(r, "exceptions", sorted(pairs))
+    queries: list[tuple[str, str | None]] = [(i, None) for i in imeis]
+    queries += sorted(pairs) + [(i, "001019999999999") for i in imeis[::7]]
+    for scripted in (True, False):
+        store = RedisLists(aioredis.Redis.from_url(redis_server.url), "s13eir", timeout_s=5)
+        await store.start()
+        try:
+            if not scripted:
+                store._confirm_script = None  # the Cluster path: a pipeline of HGETs
+            got = await asyncio.gather(*(store.fetch(i, imsi) for i, imsi in queries))
+        finally:
+            await store.stop()
+        for (imei, imsi), facts in zip(queries, got, strict=True):
+            kinds = sorted(e.list.value for e in facts.imei)
+            want = sorted(["black"] * (imei in black) + ["grey"] * (imei in grey))
+            assert kinds == want, (scripted, imei)
+            assert (facts.exception is not None) == ((imei, imsi) in pairs), (scripted, imei, imsi)
+            assert all(e.key == imei and e.source == "test-feed" for e in facts.imei)

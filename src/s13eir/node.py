@@ -4,6 +4,8 @@ every listener, task and signal handler. Policy lives in the modules it wires.""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import signal
 import socket
 import time
@@ -162,6 +164,8 @@ class Node:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._log_white = config.logging.log_whitelisted
+        # Verdict lines are at info: below that level, do not even build their fields.
+        self._log_verdicts = self.log.is_enabled_for(logging.INFO)
         self._mask = config.logging.mask_imsi
         self.metrics.set_peers_source(lambda: len(self.registry))
         self.metrics.set_lists_source(lambda: self.app.lists.counts())  # type: ignore[attr-defined]
@@ -271,21 +275,18 @@ class Node:
         ]
         return out
 
-    def _resolve(self, token: object) -> asyncio.Future[bytes]:
+    def _resolve(self, token: object, deliver: Callable[[bytes], None]) -> None:
         """Answer a deferred ECR once Redis has confirmed (or failed to confirm) its Bloom positive."""
         assert isinstance(token, Deferred) and self.redis_lists is not None and token.query.imei14 is not None
-        out: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        app = self.app
 
-        def done(f: asyncio.Future[Facts]) -> None:
-            exc = f.exception()
-            if exc is None:
-                out.set_result(self.app.complete(token, f.result()))
+        def done(result: Facts | StoreUnavailable) -> None:
+            if isinstance(result, Facts):
+                deliver(app.complete(token, result))
             else:
-                last = exc.last_known if isinstance(exc, StoreUnavailable) else None
-                out.set_result(self.app.complete(token, None, last))
+                deliver(app.complete(token, None, result.last_known))
 
-        self.redis_lists.fetch(token.query.imei14, token.query.imsi).add_done_callback(done)
-        return out
+        self.redis_lists.confirm(token.query.imei14, token.query.imsi, done)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -423,6 +424,9 @@ class Node:
 
     async def run(self, install_signals: bool = True) -> None:
         await self.start()
+        # What start-up built (modules, dictionaries, lists, config) lives as long as the
+        # process: out of the collector's sight, full collections under load stay short.
+        gc.freeze()
         if install_signals:
             self.install_signal_handlers()
         await self._stopped.wait()
@@ -454,7 +458,7 @@ class Node:
         self.metrics.count_answer(outcome.result_code, NO_STATUS if status is None else int(status))
         if self.sightings is not None:
             self.sightings.offer_outcome(outcome)  # never blocks: a bounded queue
-        if status is EquipmentStatus.WHITELISTED and not self._log_white:
+        if (status is EquipmentStatus.WHITELISTED and not self._log_white) or not self._log_verdicts:
             return
         q = outcome.query
         fields: dict[str, Any] = {

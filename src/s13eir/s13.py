@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
+
 from .decision.engine import decide
 from .decision.imei import normalize_imei
 from .decision.model import REMOTE, EquipmentStatus, Facts, NeedRemote, Reason, Rule, UnknownPolicy, Verdict
@@ -22,6 +24,7 @@ from .diameter.answers import answer, error_answer, proxy_info_avps, session_id_
 from .diameter.avp import Avp, decode_avps
 from .diameter.capx import LocalIdentity, PeerInfo
 from .diameter.constants import (
+    APP_S13,
     AUTH_SESSION_NO_STATE_MAINTAINED,
     AVP_AUTH_SESSION_STATE,
     AVP_EQUIPMENT_STATUS,
@@ -44,7 +47,7 @@ from .diameter.constants import (
     VENDOR_3GPP,
 )
 from .diameter.header import HEADER_LENGTH, Header, parse_header
-from .s13_fastpath import scan_ecr
+from .s13_fastpath import FastEcr, Layout, scan_ecr
 
 AUTH_SESSION_STATE_AVP = avpcodec.u32(AVP_AUTH_SESSION_STATE, AUTH_SESSION_NO_STATE_MAINTAINED)
 _STATUS_AVPS = {s: avpcodec.u32(AVP_EQUIPMENT_STATUS, int(s), vendor=VENDOR_3GPP) for s in EquipmentStatus}
@@ -56,7 +59,8 @@ _UNKNOWN_AVP = avpcodec.grouped(
 _U32 = struct.Struct("!I")
 _ANSWER_HEAD = struct.Struct("!II")
 _ECA_FLAGS_CODE = (FLAG_PROXIABLE << 24) | CMD_ME_IDENTITY_CHECK
-_ECR_CODE = CMD_ME_IDENTITY_CHECK.to_bytes(3, "big")
+_ECR_CODE_APP = CMD_ME_IDENTITY_CHECK.to_bytes(3, "big") + APP_S13.to_bytes(4, "big")
+_MAX_LAYOUTS = 4096
 
 
 class MalformedImeiPolicy(enum.Enum):
@@ -92,8 +96,7 @@ class Lists(Protocol):
     def facts(self, imei14: str, imsi: str | None) -> Facts | NeedRemote: ...
 
 
-@dataclass(frozen=True, slots=True)
-class EcrQuery:
+class EcrQuery(msgspec.Struct, frozen=True, gc=False):
     """What an ECR asks, once read."""
 
     session_id: str
@@ -105,18 +108,27 @@ class EcrQuery:
     origin_realm: str
 
 
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """An ECR waiting for a remote lookup; ``MeIdentityCheck.complete`` answers it."""
+class Deferred(msgspec.Struct, frozen=True, gc=False):
+    """An ECR waiting for a remote lookup; ``MeIdentityCheck.complete`` answers it.
 
-    header: Header
-    avps: list[Avp]
+    ``session_id_avp`` is set when the fast path read the ECR: its answer is then built
+    from a template, and ``header``/``avps`` are decoded from ``frame`` only if an error
+    answer is needed."""
+
+    frame: bytes
     query: EcrQuery
     peer: PeerInfo
+    session_id_avp: bytes | None = None
+    header: Header | None = None
+    avps: list[Avp] | None = None
+
+    def parts(self) -> tuple[Header, list[Avp]]:
+        if self.header is not None and self.avps is not None:
+            return self.header, self.avps
+        return parse_header(self.frame), decode_avps(self.frame, HEADER_LENGTH)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, gc=False):
     """One answered ECR, for logs, metrics and sighting events."""
 
     result_code: int  # 2001, 5422, or the error code
@@ -127,6 +139,13 @@ class Outcome:
 
 def _digits(b: bytes) -> bool:
     return b.isdigit() and b.isascii()
+
+
+def _query(ecr: FastEcr) -> EcrQuery:
+    """The query ``read_query`` would build, from what the scanner took (ASCII only)."""
+    sv = ecr.software_version
+    return EcrQuery(ecr.session_id.decode(), ecr.imei.decode(), ecr.imei14, None if sv is None else sv.decode(),
+                    ecr.imsi, ecr.origin_host.decode(), ecr.origin_realm.decode())  # fmt: skip
 
 
 def _find(avps: Sequence[Avp], code: int, vendor: int = 0) -> Avp | None:
@@ -156,34 +175,58 @@ class MeIdentityCheck:
         self.on_outcome = on_outcome
         self._count = count_answer
         self._tail = AUTH_SESSION_STATE_AVP + local.origin_avps
-        self._white_body = _SUCCESS_AVP + self._tail + _STATUS_AVPS[EquipmentStatus.WHITELISTED]
+        # ECA bodies after Session-Id, by Equipment-Status (None: 5422), in build_eca's order.
+        self._bodies: dict[EquipmentStatus | None, bytes] = {
+            s: _SUCCESS_AVP + self._tail + _STATUS_AVPS[s] for s in EquipmentStatus
+        }
+        self._bodies[None] = _UNKNOWN_AVP + self._tail
+        # By (peer, frame length). Keyed by id(): a reused id can only cost a relearn,
+        # since a layout matches a frame by its bytes, whoever sent it.
+        self._layouts: dict[tuple[int, int], Layout] = {}
 
     def fast_answer(self, frame: bytes, peer: PeerInfo) -> bytes | Deferred | None:
         """The common, well-formed ECR without the generic screening; None hands the
-        request to the full path. A whitelisted phone is answered from a template with
-        no objects and no logging; any other verdict (and a Bloom positive that Redis
-        must confirm) is read into the same query the full path builds, so that it is
-        logged and reported with its reason exactly as there."""
-        if frame[5:8] != _ECR_CODE:
+        request to the full path. Answers are built from templates (the scanner declines
+        Proxy-Info, the only part of an ECA that is not). A whitelisted phone is answered
+        with no objects and no logging; any other verdict is read into the same query the
+        full path builds, so that it is logged and reported exactly as there; a Bloom
+        positive that Redis must confirm is deferred."""
+        if frame[5:12] != _ECR_CODE_APP:
             return None
-        ecr = scan_ecr(frame)
+        # The peer's last layout of this length first: a few byte compares instead of a scan.
+        key = (id(peer), len(frame))
+        layout = self._layouts.get(key)
+        ecr = layout.match(frame) if layout is not None else None
         if ecr is None:
-            return None
+            ecr = scan_ecr(frame)
+            if ecr is None:
+                return None
+            if len(self._layouts) >= _MAX_LAYOUTS:
+                self._layouts.clear()  # peers come and go; a layout is relearnt in one ECR
+            self._layouts[key] = Layout(frame, ecr)
         facts = self.lists.facts(ecr.imei14, ecr.imsi)
-        if isinstance(facts, Facts):
-            verdict = decide(facts, ecr.imsi, self.policy.unknown_imei, ecr.imei14)
-            if verdict.status is EquipmentStatus.WHITELISTED:
-                if self._count is not None:
-                    self._count(SUCCESS, 0)
-                body = ecr.session_id_avp + self._white_body
-                return _ANSWER_HEAD.pack(0x01000000 | (20 + len(body)), _ECA_FLAGS_CODE) + frame[8:20] + body
-        header = parse_header(frame)
-        avps = decode_avps(frame, HEADER_LENGTH)
-        query = self.read_query(header, avps)
-        assert isinstance(query, EcrQuery)  # the scanner accepted it: Terminal-Information and IMEI are there
         if facts is REMOTE:
-            return Deferred(header, avps, query, peer)
-        return self._answer(header, avps, query, verdict, peer)
+            return Deferred(frame, _query(ecr), peer, ecr.session_id_avp)
+        assert isinstance(facts, Facts)
+        verdict = decide(facts, ecr.imsi, self.policy.unknown_imei, ecr.imei14)
+        if verdict.status is EquipmentStatus.WHITELISTED:
+            if self._count is not None:
+                self._count(SUCCESS, 0)
+            return self._eca_from_template(frame, ecr.session_id_avp, verdict)
+        return self._fast_answer(frame, ecr.session_id_avp, _query(ecr), verdict, peer)
+
+    def _eca_from_template(self, frame: bytes, session_id_avp: bytes, verdict: Verdict) -> bytes:
+        body = session_id_avp + self._bodies[verdict.status]
+        return _ANSWER_HEAD.pack(0x01000000 | (20 + len(body)), _ECA_FLAGS_CODE) + frame[8:20] + body
+
+    def _fast_answer(
+        self, frame: bytes, session_id_avp: bytes, query: EcrQuery, verdict: Verdict, peer: PeerInfo, detail: str = ""
+    ) -> bytes:
+        out = self._eca_from_template(frame, session_id_avp, verdict)
+        if self.on_outcome is not None:
+            code = SUCCESS if verdict.status is not None else ERROR_EQUIPMENT_UNKNOWN
+            self.on_outcome(Outcome(code, verdict, query, detail), peer)
+        return out
 
     def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes | Deferred:
         query_or_error = self.read_query(header, avps)
@@ -205,7 +248,7 @@ class MeIdentityCheck:
             return self._malformed(header, avps, query, peer)
         facts = self.lists.facts(query.imei14, query.imsi)
         if facts is REMOTE:
-            return Deferred(header, avps, query, peer)
+            return Deferred(frame, query, peer, header=header, avps=avps)
         assert isinstance(facts, Facts)
         verdict = decide(facts, query.imsi, self.policy.unknown_imei, query.imei14)
         return self._answer(header, avps, query, verdict, peer)
@@ -216,20 +259,26 @@ class MeIdentityCheck:
         q = d.query
         assert q.imei14 is not None
         if facts is not None:
-            return self._answer(d.header, d.avps, q, decide(facts, q.imsi, self.policy.unknown_imei, q.imei14), d.peer)
+            return self._verdict_answer(d, decide(facts, q.imsi, self.policy.unknown_imei, q.imei14))
         mode = self.policy.store_unavailable
         detail = "list store unavailable"
         if mode is StoreUnavailablePolicy.LAST_KNOWN and last_known is not None:
             verdict = decide(last_known, q.imsi, self.policy.unknown_imei, q.imei14)
-            return self._answer(d.header, d.avps, q, verdict, d.peer, f"{detail}: last known state")
+            return self._verdict_answer(d, verdict, f"{detail}: last known state")
         if mode in (StoreUnavailablePolicy.LAST_KNOWN, StoreUnavailablePolicy.GREYLISTED):
             reason = Reason(Rule.POLICY, "", "policy.store_unavailable", mode.value, detail)
-            return self._answer(d.header, d.avps, q, Verdict(EquipmentStatus.GREYLISTED, reason), d.peer, detail)
+            return self._verdict_answer(d, Verdict(EquipmentStatus.GREYLISTED, reason), detail)
         code = TOO_BUSY if mode is StoreUnavailablePolicy.TOO_BUSY else UNABLE_TO_COMPLY
         if self.on_outcome is not None:
             self.on_outcome(Outcome(code, None, q, detail), d.peer)
-        extra = AUTH_SESSION_STATE_AVP
-        return error_answer(d.header, d.avps, self.local.origin_avps, code, message=detail, extra=extra)
+        header, avps = d.parts()
+        return error_answer(header, avps, self.local.origin_avps, code, message=detail, extra=AUTH_SESSION_STATE_AVP)
+
+    def _verdict_answer(self, d: Deferred, verdict: Verdict, detail: str = "") -> bytes:
+        if d.session_id_avp is not None:
+            return self._fast_answer(d.frame, d.session_id_avp, d.query, verdict, d.peer, detail)
+        header, avps = d.parts()
+        return self._answer(header, avps, d.query, verdict, d.peer, detail)
 
     def _answer(
         self, header: Header, avps: Sequence[Avp], query: EcrQuery, verdict: Verdict, peer: PeerInfo, detail: str = ""

@@ -40,6 +40,9 @@ __all__ = ["EXCEPTIONS_LIST", "decide", "policy_verdict", "strictest"]
 EXCEPTIONS_LIST = "exceptions"  # Reason.list for exception-pair verdicts
 
 _SEVERITY = {ListKind.WHITE: 0, ListKind.GREY: 1, ListKind.BLACK: 2}
+# Enum attribute access is a descriptor call; these run per listed phone, so look them up.
+_STATUS = {kind: kind.status for kind in ListKind}
+_NAME = {kind: kind.value for kind in ListKind}
 
 # Policy verdicts are immutable and identical for every request: build them once.
 _POLICY_VERDICTS: dict[UnknownPolicy, Verdict] = {
@@ -76,10 +79,8 @@ def policy_verdict(policy: UnknownPolicy) -> Verdict:
 
 def _listed(rule: Rule, entries: tuple[Entry, ...]) -> Verdict:
     entry = entries[0] if len(entries) == 1 else strictest(entries)
-    return Verdict(
-        entry.list.status,
-        Reason(rule=rule, list=entry.list.value, source=entry.source, entry=entry.key, detail=entry.detail),
-    )
+    kind = entry.list
+    return Verdict(_STATUS[kind], Reason(rule, _NAME[kind], entry.source, entry.key, entry.detail))
 
 
 def decide(facts: Facts, imsi: str | None, policy: UnknownPolicy, imei14: str) -> Verdict:

@@ -7,7 +7,8 @@ entry) so that logs and sighting events can say why a phone was refused.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+import msgspec
 
 
 class EquipmentStatus(enum.IntEnum):
@@ -57,8 +58,7 @@ class Rule(enum.Enum):
     MALFORMED = "malformed"  # the IMEI could not be read: the malformed-IMEI policy
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
+class Reason(msgspec.Struct, frozen=True, gc=False):
     """Why a verdict was reached: rule kind, list, where the entry came from, which entry."""
 
     rule: Rule
@@ -68,16 +68,14 @@ class Reason:
     detail: str = ""  # free text carried by the entry (the CEIR's reason column)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True, gc=False):
     """The answer for one check. ``status`` None means EQUIPMENT_UNKNOWN."""
 
     status: EquipmentStatus | None
     reason: Reason
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True, gc=False):
     """One list entry as the engine sees it."""
 
     list: ListKind
@@ -86,8 +84,7 @@ class Entry:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class ExceptionEntry:
+class ExceptionEntry(msgspec.Struct, frozen=True, gc=False):
     """An IMEI+IMSI pair that overrides black and grey listing for that subscriber."""
 
     imei: str
@@ -95,8 +92,7 @@ class ExceptionEntry:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
+class Facts(msgspec.Struct, frozen=True, gc=False):
     """Everything a store knows about one IMEI (and IMSI), gathered for the engine."""
 
     exception: ExceptionEntry | None = None

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import operator
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +38,34 @@ from .snapshot import ListSnapshot, SnapshotBuilder
 _KINDS = {"black": ListKind.BLACK, "grey": ListKind.GREY, "white": ListKind.WHITE}
 _IMEI_LISTS = ("black", "grey", "white")
 _BACKOFF_MAX_S = 5.0
-_HGETS_LUA = """
-local out = {}
-for i = 1, #ARGV, 2 do
-  out[#out + 1] = redis.call('HGET', ARGV[i], ARGV[i + 1]) or ''
+# The lookups of one batch in one call. Keys are built here from the IMEIs rather than
+# sent: redis-py spends microseconds of CPU per argument it packs, which would make the
+# node, not Redis, the limit of the Bloom-positive path. ARGV: [1] the IMEI bucket key
+# prefixes of the lists to ask, space-separated; [2] the exception bucket prefix or "";
+# [3] the 14-digit IMEIs back to back; [4] one IMSI (or "") per IMEI, each followed by
+# ",". Bucket and field are the IMEI's first 9 and last 5 digits as integers
+# (redis_layout: imei // BUCKET and imei % BUCKET). The reply has, per IMEI, one value
+# per list and, when asked, one for the exception pair ("" for none).
+_CONFIRM_LUA = """
+local prefixes = {}
+for w in string.gmatch(ARGV[1], '%S+') do prefixes[#prefixes + 1] = w end
+local exc, imeis = ARGV[2], ARGV[3]
+local out, k = {}, 0
+for imsi in string.gmatch(ARGV[4], '([^,]*),') do
+  local bucket = tostring(tonumber(string.sub(imeis, k + 1, k + 9)))
+  local field = tostring(tonumber(string.sub(imeis, k + 10, k + 14)))
+  for i = 1, #prefixes do
+    out[#out + 1] = redis.call('HGET', prefixes[i] .. bucket, field) or ''
+  end
+  if exc ~= '' and imsi ~= '' then
+    out[#out + 1] = redis.call('HGET', exc .. bucket, field .. ':' .. imsi) or ''
+  end
+  k = k + 14
 end
 return out
 """
+
+Confirmed = Callable[["Facts | StoreUnavailable"], None]
 
 
 class StoreUnavailable(Exception):
@@ -116,14 +137,14 @@ class RedisLists:
         self._rules = ListSnapshot.empty()
         self._cache: OrderedDict[tuple[str, str], Facts] = OrderedDict()
         self._cache_keys: dict[str, set[str]] = {}
-        self._batch: list[tuple[str, str | None, asyncio.Future[Facts]]] = []
+        self._batch: list[tuple[str, str | None, Confirmed]] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._follower: asyncio.Task[None] | None = None
         self._rebuilding: set[str] = set()
         self._stopping = False
-        # Keys are computed per lookup, so they go in ARGV: fine on one server, not on a Cluster.
-        self._hget_script: Any = None if isinstance(redis, RedisCluster) else redis.register_script(_HGETS_LUA)
+        # Keys are computed in the script, not declared: fine on one server, not on a Cluster.
+        self._confirm_script: Any = None if isinstance(redis, RedisCluster) else redis.register_script(_CONFIRM_LUA)
 
     # -- the request path (synchronous) ----------------------------------------
 
@@ -142,15 +163,27 @@ class RedisLists:
             return cached
         return REMOTE
 
-    def fetch(self, imei14: str, imsi: str | None) -> asyncio.Future[Facts]:
-        """Confirm a Bloom positive in Redis. Lookups made in the same loop turn share
-        one pipelined round trip."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Facts] = loop.create_future()
-        self._batch.append((imei14, imsi, fut))
+    def confirm(self, imei14: str, imsi: str | None, done: Confirmed) -> None:
+        """Confirm a Bloom positive in Redis; ``done`` gets the facts, or StoreUnavailable.
+        Lookups made in the same loop turn share one round trip."""
+        self._batch.append((imei14, imsi, done))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._start_flush)
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def fetch(self, imei14: str, imsi: str | None) -> asyncio.Future[Facts]:
+        """``confirm`` as a future (StoreUnavailable as its exception)."""
+        fut: asyncio.Future[Facts] = asyncio.get_running_loop().create_future()
+
+        def done(result: Facts | StoreUnavailable) -> None:
+            if fut.done():
+                return
+            if isinstance(result, Facts):
+                fut.set_result(result)
+            else:
+                fut.set_exception(result)
+
+        self.confirm(imei14, imsi, done)
         return fut
 
     def last_known(self, imei14: str, imsi: str | None) -> Facts | None:
@@ -169,41 +202,26 @@ class RedisLists:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self, batch: list[tuple[str, str | None, asyncio.Future[Facts]]]) -> None:
+    async def _flush(self, batch: list[tuple[str, str | None, Confirmed]]) -> None:
         self.stats.remote_lookups += len(batch)
-        p = self.prefix
         lists = [self._lists[name] for name in _IMEI_LISTS if name in self._lists]
         exc = self._lists.get("exceptions")
-
-        args: list[str] = []
-        for imei14, imsi, _ in batch:
-            n = int(imei14)
-            for lst in lists:
-                args += (L.k_imei_bucket(p, lst.gen, n), L.imei_field(n))
-            if exc is not None and imsi:
-                args += (L.k_exception_bucket(p, exc.gen, n), L.exception_field(n, imsi))
-
-        async def query() -> list[Any]:
-            # One retry on a connection error: after a Redis restart the pool still holds
-            # connections to the old server, and the first command on each of them fails.
-            for attempt in (1, 2):
-                try:
-                    return await self._hgets(args)
-                except RedisConnectionError:
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
-
         try:
-            results = await asyncio.wait_for(query(), self.timeout_s)
-            missing = self._missing_meta(results, lists, batch, exc)
-            if missing:
-                await asyncio.wait_for(self._load_meta_ids(missing), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                # One retry on a connection error: after a Redis restart the pool still holds
+                # connections to the old server, and the first command on each of them fails.
+                try:
+                    results = await self._lookup(batch, lists, exc)
+                except RedisConnectionError:
+                    results = await self._lookup(batch, lists, exc)
+                missing = self._missing_meta(results, lists, batch, exc)
+                if missing:
+                    await self._load_meta_ids(missing)
         except (TimeoutError, RedisError, OSError) as e:
             self._unavailable(batch, f"{type(e).__name__}: {e}")
             return
         it = iter(results)
-        for imei14, imsi, fut in batch:
+        for imei14, imsi, done in batch:
             entries: list[Entry] = []
             for lst in lists:
                 ids = next(it)
@@ -219,24 +237,31 @@ class RedisLists:
             if facts is NO_FACTS:
                 self.stats.remote_empty += 1
             self._remember(imei14, imsi, facts)
-            if not fut.done():
-                fut.set_result(facts)
+            self._call(done, facts)
 
-    async def _hgets(self, args: list[str]) -> list[Any]:
-        """HGET of every (key, field) pair in ``args``. On a single server or Sentinel, one
-        script call: redis-py spends tens of microseconds of CPU per pipelined command,
-        which would make the client, not Redis, the limit of the Bloom-positive path. A
-        Cluster spreads the keys over nodes, so there it is a pipeline."""
-        if not args:
-            return []
-        if self._hget_script is None:
-            pipe = self.redis.pipeline(transaction=False)
-            for i in range(0, len(args), 2):
-                pipe.hget(args[i], args[i + 1])
-            results: list[Any] = await pipe.execute()
-            return results
-        values: list[Any] = await self._hget_script(keys=[], args=args)
-        return [v if v else None for v in values]
+    async def _lookup(
+        self, batch: list[tuple[str, str | None, Confirmed]], lists: list[_List], exc: _List | None
+    ) -> list[Any]:
+        """Per lookup: one value per list in ``lists``, then one for the exception pair when
+        ``exc`` is loaded and the lookup has an IMSI; None or b"" when absent."""
+        p = self.prefix
+        if self._confirm_script is not None:
+            prefixes = " ".join(f"{p}:g:{lst.gen}:e:" for lst in lists)
+            exc_prefix = f"{p}:g:{exc.gen}:x:" if exc is not None else ""
+            imeis = "".join([b[0] for b in batch])
+            imsis = ",".join([b[1] or "" for b in batch]) + ","
+            values: list[Any] = await self._confirm_script(keys=[], args=[prefixes, exc_prefix, imeis, imsis])
+            return values
+        # A Cluster spreads the buckets over nodes: a pipeline, which redis-py splits by slot.
+        pipe = self.redis.pipeline(transaction=False)
+        for imei14, imsi, _ in batch:
+            n = int(imei14)
+            for lst in lists:
+                pipe.hget(L.k_imei_bucket(p, lst.gen, n), L.imei_field(n))
+            if exc is not None and imsi:
+                pipe.hget(L.k_exception_bucket(p, exc.gen, n), L.exception_field(n, imsi))
+        results: list[Any] = await pipe.execute()
+        return results
 
     def _missing_meta(
         self, results: list[Any], lists: list[_List], batch: list[Any], exc: _List | None
@@ -277,15 +302,21 @@ class RedisLists:
             return rules
         return Facts(exception=exception, imei=entries, range=rules.range, tac=rules.tac)
 
-    def _unavailable(self, batch: list[tuple[str, str | None, asyncio.Future[Facts]]], reason: str) -> None:
+    def _unavailable(self, batch: list[tuple[str, str | None, Confirmed]], reason: str) -> None:
         self.stats.remote_failures += len(batch)
         if self.healthy:
             self.log.error("redis_unavailable", error=reason)
         self.healthy = False
         self.last_error = reason
-        for imei14, imsi, fut in batch:
-            if not fut.done():
-                fut.set_exception(StoreUnavailable(reason, self.last_known(imei14, imsi)))
+        for imei14, imsi, done in batch:
+            self._call(done, StoreUnavailable(reason, self.last_known(imei14, imsi)))
+
+    def _call(self, done: Confirmed, result: Facts | StoreUnavailable) -> None:
+        # One failing callback must not cost the rest of the batch their answers.
+        try:
+            done(result)
+        except Exception:
+            self.log.exception("confirm_callback_failed")
 
     def _remember(self, imei14: str, imsi: str | None, facts: Facts) -> None:
         if self.cache_entries <= 0:

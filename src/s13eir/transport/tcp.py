@@ -27,10 +27,11 @@ class DiameterProtocol(asyncio.Protocol):
         on_event: EventSink,
         connections: set[DiameterProtocol],
         observe: Callable[[float], None] | None = None,
-        resolve: Callable[[object], asyncio.Future[bytes]] | None = None,
+        resolve: Callable[[object, Callable[[bytes], None]], None] | None = None,
     ) -> None:
         self._settings = settings
-        self._resolve = resolve  # answers requests that need I/O (remote list lookups)
+        # Answers requests that need I/O (remote list lookups) through the given callback.
+        self._resolve = resolve
         self._flush_scheduled = False
         self._observe = observe  # time from a read to its answers being written
         self._on_event = on_event
@@ -111,7 +112,7 @@ class DiameterProtocol(asyncio.Protocol):
             return
         if self._resolve is not None:
             for token in core.take_deferred():
-                self._resolve(token).add_done_callback(self._on_resolved)
+                self._resolve(token, self._deliver)
         out = core.data_to_send()
         if out and not transport.is_closing():
             transport.write(out)
@@ -130,10 +131,10 @@ class DiameterProtocol(asyncio.Protocol):
             self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
             self._timer_at = at
 
-    def _on_resolved(self, fut: asyncio.Future[bytes]) -> None:
-        if self.core is None or fut.cancelled():
+    def _deliver(self, answer: bytes) -> None:
+        if self.core is None:
             return
-        self.core.deliver(fut.result())
+        self.core.deliver(answer)
         # Lookups of one batch complete together: write their answers with one write.
         if not self._flush_scheduled:
             self._flush_scheduled = True
