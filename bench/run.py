@@ -11,11 +11,14 @@ against, in turn:
    confirmed in Redis, micro-batched), when redis-server is installed;
 5. open loop at 50% and 80% of the 1-worker maximum: p99 and p99.9 latency.
 
+The whole set runs ``--rounds`` times (3 by default), interleaved; ratios are taken
+within a round and the table shows their median and range across rounds.
+
 Single-process servers are pinned to CPU 0 and the load generator to CPU 1
 (``taskset``), so "1 worker" means one core. The machine is shared and noisy:
 compare ratios from the same run, not absolute numbers across runs.
 
-    .venv/bin/python bench/run.py [--duration 5] [--json bench/results.json]
+    .venv/bin/python bench/run.py [--duration 5] [--rounds 3] [--json bench/results.json]
 """
 
 from __future__ import annotations
@@ -181,86 +184,118 @@ def p(result: dict[str, Any], key: str) -> float:
     return float(result["latency_us"][key])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per scenario")
-    ap.add_argument("--mmes", type=int, default=4)
-    ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--json", default=None, help="write all results here")
-    args = ap.parse_args()
+CEILING = "ceiling: framed echo server"
+NEGATIVE = "s13eir 1 worker, Bloom negative"
+
+
+def one_round(tmp: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """Every scenario once, in a fixed order."""
     # Phones on no list only (expected WHITELISTED), so that the echo server's fixed
     # answer is right too and every scenario sends the same kind of traffic.
     closed = ["--concurrency", str(args.concurrency), "--mix", "unknown=1.0"]
     rows: list[tuple[str, dict[str, Any]]] = []
+    port = free_port()
+    echo = Server([*pin(0), PY, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], port, None)
+    try:
+        rows.append((CEILING, load(tmp, port, args, *closed)))
+    finally:
+        echo.stop()
+
+    port, http = free_port(), free_port()
+    config = write_config(tmp, port, http)
+    server = s13eir(config, http)
+    try:
+        neg = load(tmp, port, args, *closed, "--config", str(config))
+        positive = ["--concurrency", str(args.concurrency), "--config", str(config), "--mix", "black=1.0"]
+        rows.append((NEGATIVE, neg))
+        rows.append(("s13eir 1 worker, Bloom positive (embedded)", load(tmp, port, args, *positive)))
+        top = float(neg["answers_per_s"])
+        for share in (0.5, 0.8):
+            rate = str(int(top * share))
+            opened = load(tmp, port, args, "--rate", rate, "--mix", "unknown=1.0", "--config", str(config))
+            rows.append((f"open loop at {int(share * 100)}% of max", opened))
+    finally:
+        server.stop()
+
+    # N5g-eir (HTTP/2) from the same node and lists, next to S13.
+    port, http, sbi = free_port(), free_port(), free_port()
+    config = write_config(tmp, port, http)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["sbi"] = {"address": "127.0.0.1", "port": sbi}
+    config.write_text(yaml.safe_dump(cfg))
+    server = s13eir(config, http)
+    try:
+        sbi_closed = ["--sbi", f"http://127.0.0.1:{sbi}", "--concurrency", "32", "--mix", "unknown=1.0"]
+        rows.append(("N5g-eir (HTTP/2) 1 worker, Bloom negative",
+                     load(tmp, port, args, *sbi_closed, "--config", str(config))))  # fmt: skip
+    finally:
+        server.stop()
+
+    port, http = free_port(), free_port()
+    config = write_config(tmp, port, http)
+    server = s13eir(config, http, workers=2)
+    try:
+        rows.append(("s13eir 2 workers, Bloom negative",
+                     load(tmp, port, args, *closed, "--config", str(config), cpu=None)))  # fmt: skip
+    finally:
+        server.stop()
+
+    for cache, label in ((100_000, "Redis, node cache on"), (0, "Redis, every lookup to Redis")):
+        redis_result = redis_scenario(tmp, args, cache)
+        if redis_result is not None:
+            rows.append((f"s13eir 1 worker, Bloom positive ({label})", redis_result))
+    return rows
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """The median, and the range across rounds when there are several."""
+    text = format(median(values), fmt)
+    if len(values) > 1:
+        text += f" ({format(min(values), fmt)}-{format(max(values), fmt)})"
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per scenario")
+    ap.add_argument("--rounds", type=int, default=3, help="times every scenario is measured, interleaved")
+    ap.add_argument("--mmes", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--json", default=None, help="write all results here")
+    args = ap.parse_args()
+    rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as t:
-        tmp = Path(t)
-        port = free_port()
-        echo = Server([*pin(0), PY, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], port, None)
-        try:
-            rows.append(("ceiling: framed echo server", load(tmp, port, args, *closed)))
-        finally:
-            echo.stop()
+        for i in range(args.rounds):
+            print(f"round {i + 1} of {args.rounds}", file=sys.stderr)
+            rounds.append(dict(one_round(Path(t), args)))
 
-        port, http = free_port(), free_port()
-        config = write_config(tmp, port, http)
-        server = s13eir(config, http)
-        try:
-            neg = load(tmp, port, args, *closed, "--config", str(config))
-            positive = ["--concurrency", str(args.concurrency), "--config", str(config), "--mix", "black=1.0"]
-            rows.append(("s13eir 1 worker, Bloom negative", neg))
-            rows.append(("s13eir 1 worker, Bloom positive (embedded)", load(tmp, port, args, *positive)))
-            top = float(neg["answers_per_s"])
-            for share in (0.5, 0.8):
-                rate = str(int(top * share))
-                opened = load(tmp, port, args, "--rate", rate, "--mix", "unknown=1.0", "--config", str(config))
-                rows.append((f"open loop at {int(share * 100)}% of max ({rate}/s)", opened))
-        finally:
-            server.stop()
-
-        # N5g-eir (HTTP/2) from the same node and lists, next to S13.
-        port, http, sbi = free_port(), free_port(), free_port()
-        config = write_config(tmp, port, http)
-        cfg = yaml.safe_load(config.read_text())
-        cfg["sbi"] = {"address": "127.0.0.1", "port": sbi}
-        config.write_text(yaml.safe_dump(cfg))
-        server = s13eir(config, http)
-        try:
-            sbi_closed = ["--sbi", f"http://127.0.0.1:{sbi}", "--concurrency", "32", "--mix", "unknown=1.0"]
-            rows.append(("N5g-eir (HTTP/2) 1 worker, Bloom negative",
-                         load(tmp, port, args, *sbi_closed, "--config", str(config))))  # fmt: skip
-        finally:
-            server.stop()
-
-        port, http = free_port(), free_port()
-        config = write_config(tmp, port, http)
-        server = s13eir(config, http, workers=2)
-        try:
-            rows.append(("s13eir 2 workers, Bloom negative",
-                         load(tmp, port, args, *closed, "--config", str(config), cpu=None)))  # fmt: skip
-        finally:
-            server.stop()
-
-        for cache, label in ((100_000, "Redis, node cache on"), (0, "Redis, every lookup to Redis")):
-            redis_result = redis_scenario(tmp, args, cache)
-            if redis_result is not None:
-                rows.append((f"s13eir 1 worker, Bloom positive ({label})", redis_result))
-
-    ceiling = float(rows[0][1]["answers_per_s"]) or 1.0
-    negative = float(rows[1][1]["answers_per_s"]) or 1.0
-    print(f"{'scenario':62} {'answers/s':>10} {'vs ceiling':>10} {'vs Bloom-neg':>12} "
-          f"{'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9} {'lost':>5}")  # fmt: skip
-    for name, r in rows:
-        rate = float(r["answers_per_s"])
-        lost = int(r["requests"]) - int(r["answers"]) - int(r["timeouts"])
-        print(f"{name:62} {rate:10.0f} {rate / ceiling:10.2f} {rate / negative:12.2f} "
-              f"{p(r, 'p50'):8.0f} {p(r, 'p99'):8.0f} {p(r, 'p999'):9.0f} {lost:5d}")  # fmt: skip
-    bad = [n for n, r in rows if r["mismatches"] or r["timeouts"] or r["errors"]]
-    for name in bad:
-        r = dict(rows)[name]
-        print(f"{name}: {r['mismatches']} mismatches, {r['timeouts']} timeouts, {r['errors']} errors;",
-              r.get("mismatch_examples", [])[:2], r.get("error_examples", [])[:2])  # fmt: skip
+    # Ratios are taken within a round (the machine's speed drifts between rounds), then
+    # summarised across rounds: the median, with the range in brackets.
+    print(f"{'scenario':48} {'answers/s':>22} {'vs ceiling':>17} {'vs Bloom-neg':>17} "
+          f"{'p50 µs':>7} {'p99 µs':>19} {'p99.9 µs':>9} {'lost':>5}")  # fmt: skip
+    for name in rounds[0]:
+        rs = [r[name] for r in rounds if name in r]
+        rates = [float(r["answers_per_s"]) for r in rs]
+        vs_ceiling = [float(r[name]["answers_per_s"]) / (float(r[CEILING]["answers_per_s"]) or 1) for r in rounds]
+        vs_neg = [float(r[name]["answers_per_s"]) / (float(r[NEGATIVE]["answers_per_s"]) or 1) for r in rounds]
+        lost = sum(int(r["requests"]) - int(r["answers"]) - int(r["timeouts"]) for r in rs)
+        print(f"{name:48} {spread(rates, '.0f'):>22} {spread(vs_ceiling, '.2f'):>17} {spread(vs_neg, '.2f'):>17} "
+              f"{median([p(r, 'p50') for r in rs]):7.0f} {spread([p(r, 'p99') for r in rs], '.0f'):>19} "
+              f"{median([p(r, 'p999') for r in rs]):9.0f} {lost:5d}")  # fmt: skip
+    for i, r in enumerate(rounds, 1):
+        for name, res in r.items():
+            if res["mismatches"] or res["timeouts"] or res["errors"]:
+                print(f"round {i}, {name}: {res['mismatches']} mismatches, {res['timeouts']} timeouts, "
+                      f"{res['errors']} errors;", res.get("mismatch_examples", [])[:2],
+                      res.get("error_examples", [])[:2])  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(rows), indent=2))
+        Path(args.json).write_text(json.dumps({"rounds": rounds}, indent=2))
 
 
 if __name__ == "__main__":
