@@ -144,8 +144,7 @@ def redis_scenario(tmp: Path, args: argparse.Namespace, cache_entries: int) -> d
     if exe is None:
         return None
     rport = free_port()
-    rdir = tmp / f"redis-{cache_entries}"
-    rdir.mkdir()
+    rdir = Path(tempfile.mkdtemp(prefix=f"redis-{cache_entries}-", dir=tmp))
     redis = subprocess.Popen([exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                               "--dir", str(rdir)], stdout=subprocess.DEVNULL)  # fmt: skip
     try:
