@@ -60,7 +60,8 @@ _U32 = struct.Struct("!I")
 _ANSWER_HEAD = struct.Struct("!II")
 _ECA_FLAGS_CODE = (FLAG_PROXIABLE << 24) | CMD_ME_IDENTITY_CHECK
 _ECR_CODE_APP = CMD_ME_IDENTITY_CHECK.to_bytes(3, "big") + APP_S13.to_bytes(4, "big")
-_MAX_LAYOUTS = 4096
+_MAX_LAYOUT_KEYS = 4096
+_LAYOUTS_PER_KEY = 4
 
 
 class MalformedImeiPolicy(enum.Enum):
@@ -180,9 +181,10 @@ class MeIdentityCheck:
             s: _SUCCESS_AVP + self._tail + _STATUS_AVPS[s] for s in EquipmentStatus
         }
         self._bodies[None] = _UNKNOWN_AVP + self._tail
-        # By (peer, frame length). Keyed by id(): a reused id can only cost a relearn,
-        # since a layout matches a frame by its bytes, whoever sent it.
-        self._layouts: dict[tuple[int, int], Layout] = {}
+        # By (peer, frame length): a few, since ECRs of one length can differ in layout
+        # (a 14-digit IMEI pads to the length of a 15-digit one). Keyed by id(): a reused
+        # id can only cost a relearn, since a layout matches a frame by its bytes.
+        self._layouts: dict[tuple[int, int], list[Layout]] = {}
 
     def fast_answer(self, frame: bytes, peer: PeerInfo) -> bytes | Deferred | None:
         """The common, well-formed ECR without the generic screening; None hands the
@@ -193,17 +195,25 @@ class MeIdentityCheck:
         positive that Redis must confirm is deferred."""
         if frame[5:12] != _ECR_CODE_APP:
             return None
-        # The peer's last layout of this length first: a few byte compares instead of a scan.
+        # The peer's layouts of this length first: a few byte compares instead of a scan.
         key = (id(peer), len(frame))
-        layout = self._layouts.get(key)
-        ecr = layout.match(frame) if layout is not None else None
+        layouts = self._layouts.get(key)
+        ecr = None
+        if layouts is not None:
+            for layout in layouts:
+                if (ecr := layout.match(frame)) is not None:
+                    break
         if ecr is None:
             ecr = scan_ecr(frame)
             if ecr is None:
                 return None
-            if len(self._layouts) >= _MAX_LAYOUTS:
-                self._layouts.clear()  # peers come and go; a layout is relearnt in one ECR
-            self._layouts[key] = Layout(frame, ecr)
+            if layouts is None:
+                if len(self._layouts) >= _MAX_LAYOUT_KEYS:
+                    self._layouts.clear()  # peers come and go; a layout is relearnt in one ECR
+                self._layouts[key] = [Layout(frame, ecr)]
+            else:
+                layouts.insert(0, Layout(frame, ecr))
+                del layouts[_LAYOUTS_PER_KEY:]
         facts = self.lists.facts(ecr.imei14, ecr.imsi)
         if facts is REMOTE:
             return Deferred(frame, _query(ecr), peer, ecr.session_id_avp)
@@ -216,8 +226,9 @@ class MeIdentityCheck:
         return self._fast_answer(frame, ecr.session_id_avp, _query(ecr), verdict, peer)
 
     def _eca_from_template(self, frame: bytes, session_id_avp: bytes, verdict: Verdict) -> bytes:
-        body = session_id_avp + self._bodies[verdict.status]
-        return _ANSWER_HEAD.pack(0x01000000 | (20 + len(body)), _ECA_FLAGS_CODE) + frame[8:20] + body
+        body = self._bodies[verdict.status]
+        head = _ANSWER_HEAD.pack(0x01000000 | (20 + len(session_id_avp) + len(body)), _ECA_FLAGS_CODE)
+        return b"".join((head, frame[8:20], session_id_avp, body))
 
     def _fast_answer(
         self, frame: bytes, session_id_avp: bytes, query: EcrQuery, verdict: Verdict, peer: PeerInfo, detail: str = ""

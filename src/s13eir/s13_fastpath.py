@@ -16,7 +16,8 @@ MME, laid out the same way, are read with a handful of byte compares instead.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+
+import msgspec
 
 from .diameter.constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST
 
@@ -41,7 +42,7 @@ _TI_BIT = 32
 _USER_BIT = 64
 
 
-class FastEcr(NamedTuple):
+class FastEcr(msgspec.Struct, frozen=True, gc=False):
     session_id_avp: bytes  # the Session-Id AVP as received, padded: echoed in the answer
     imei14: str
     imsi: str | None
