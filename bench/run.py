@@ -9,7 +9,8 @@ against, in turn:
 3. s13eir with the lists embedded, every phone on the blacklist (Bloom positives);
 4. s13eir with the lists in Redis, every phone on the blacklist (Bloom positives
    confirmed in Redis, micro-batched), when redis-server is installed;
-5. open loop at 50% and 80% of the 1-worker maximum: p99 and p99.9 latency.
+5. open loop at 50% and 80% of the 1-worker maximum: p99 and p99.9 latency, and the
+   echo server at the same rates (the latency floor of this machine at that rate).
 
 The whole set runs ``--rounds`` times (3 by default), interleaved; ratios are taken
 within a round and the table shows their median and range across rounds.
@@ -215,6 +216,18 @@ def one_round(tmp: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, 
             rows.append((f"open loop at {int(share * 100)}% of max", opened))
     finally:
         server.stop()
+
+    # The same open-loop rates against the echo server: what sockets, event loop and load
+    # generator alone cost in latency at that rate on this machine.
+    port = free_port()
+    echo = Server([*pin(0), PY, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], port, None)
+    try:
+        for share in (0.5, 0.8):
+            rate = str(int(top * share))
+            rows.append((f"  echo server, same open-loop rate ({int(share * 100)}%)",
+                         load(tmp, port, args, "--rate", rate, "--mix", "unknown=1.0")))  # fmt: skip
+    finally:
+        echo.stop()
 
     # N5g-eir (HTTP/2) from the same node and lists, next to S13.
     port, http, sbi = free_port(), free_port(), free_port()
