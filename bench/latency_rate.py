@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from run import PY, ROOT, Server, free_port, load, p, pin, s13eir, write_config
+from run import echo_server, free_port, load, p, s13eir, write_config
 
 
 def search(tmp: Path, port: int, args: argparse.Namespace, extra: list[str], hi: float) -> tuple[float, list[Any]]:
@@ -48,13 +48,9 @@ def main() -> None:
     results: dict[str, tuple[float, list[Any]]] = {}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        port = free_port()
-        echo = Server([*pin(0), PY, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], port, None)
-        try:
+        with echo_server() as port:
             top = float(load(tmp, port, args, *closed)["answers_per_s"])
             results["echo server"] = search(tmp, port, args, [], top)
-        finally:
-            echo.stop()
         port, http = free_port(), free_port()
         config = write_config(tmp, port, http)
         server = s13eir(config, http)

@@ -25,6 +25,7 @@ compare ratios from the same run, not absolute numbers across runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,17 @@ class Server:
             self.proc.kill()
 
 
+@contextlib.contextmanager
+def echo_server() -> Iterator[int]:
+    """bench/echo_server.py pinned to CPU 0; yields its port."""
+    port = free_port()
+    echo = Server([*pin(0), PY, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], port, None)
+    try:
+        yield port
+    finally:
+        echo.stop()
+
+
 def s13eir(config: Path, http: int, workers: int = 1) -> Server:
     port = yaml.safe_load(config.read_text())["listen"][0]["port"]
     cmd = [PY, "-m", "s13eir.cli", "serve", "--config", str(config)]
@@ -194,12 +207,8 @@ def one_round(tmp: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, 
     # answer is right too and every scenario sends the same kind of traffic.
     closed = ["--concurrency", str(args.concurrency), "--mix", "unknown=1.0"]
     rows: list[tuple[str, dict[str, Any]]] = []
-    port = free_port()
-    echo = Server([*pin(0), PY, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], port, None)
-    try:
+    with echo_server() as port:
         rows.append((CEILING, load(tmp, port, args, *closed)))
-    finally:
-        echo.stop()
 
     port, http = free_port(), free_port()
     config = write_config(tmp, port, http)
@@ -219,15 +228,11 @@ def one_round(tmp: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, 
 
     # The same open-loop rates against the echo server: what sockets, event loop and load
     # generator alone cost in latency at that rate on this machine.
-    port = free_port()
-    echo = Server([*pin(0), PY, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], port, None)
-    try:
+    with echo_server() as port:
         for share in (0.5, 0.8):
             rate = str(int(top * share))
             rows.append((f"  echo server, same open-loop rate ({int(share * 100)}%)",
                          load(tmp, port, args, "--rate", rate, "--mix", "unknown=1.0")))  # fmt: skip
-    finally:
-        echo.stop()
 
     # N5g-eir (HTTP/2) from the same node and lists, next to S13.
     port, http, sbi = free_port(), free_port(), free_port()

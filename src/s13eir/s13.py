@@ -234,9 +234,7 @@ class MeIdentityCheck:
         self, frame: bytes, session_id_avp: bytes, query: EcrQuery, verdict: Verdict, peer: PeerInfo, detail: str = ""
     ) -> bytes:
         out = self._eca_from_template(frame, session_id_avp, verdict)
-        if self.on_outcome is not None:
-            code = SUCCESS if verdict.status is not None else ERROR_EQUIPMENT_UNKNOWN
-            self.on_outcome(Outcome(code, verdict, query, detail), peer)
+        self._report(verdict, query, peer, detail)
         return out
 
     def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes | Deferred:
@@ -295,10 +293,13 @@ class MeIdentityCheck:
         self, header: Header, avps: Sequence[Avp], query: EcrQuery, verdict: Verdict, peer: PeerInfo, detail: str = ""
     ) -> bytes:
         out = self.build_eca(header, avps, verdict)
+        self._report(verdict, query, peer, detail)
+        return out
+
+    def _report(self, verdict: Verdict, query: EcrQuery, peer: PeerInfo, detail: str) -> None:
         if self.on_outcome is not None:
             code = SUCCESS if verdict.status is not None else ERROR_EQUIPMENT_UNKNOWN
             self.on_outcome(Outcome(code, verdict, query, detail), peer)
-        return out
 
     def _malformed(self, header: Header, avps: list[Avp], query: EcrQuery, peer: PeerInfo) -> bytes:
         mal = self.policy.malformed_imei
