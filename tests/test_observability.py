@@ -11,6 +11,7 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
+from s13eir.config import config_from_mapping
 from s13eir.observability import http
 from s13eir.observability.http import start_http
 from s13eir.observability.logs import configure_logging, get_logger, mask_imsi
@@ -306,3 +307,28 @@ async def test_slow_client_times_out(server: tuple[int, Metrics], monkeypatch: p
     monkeypatch.setattr(http, "HEAD_TIMEOUT_S", 0.2)
     data = await raw(server[0], b"GET /healthz HTTP/1.1\r\n")  # never finishes its head
     assert data.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_node_metrics_count_fast_path_and_full_path_answers() -> None:
+    """Whitelisted answers of the fast path are counted apart from the others (a counter
+    read at scrape time); /metrics must show both, each once."""
+    from .conftest import node_config, running_node, verdict
+
+    async with running_node(config_from_mapping(node_config())) as rn:
+        assert [await verdict(rn, imei) for imei in ("35450712345675", "35450712345676", "35209900176148")] == [
+            "WHITELISTED",
+            "WHITELISTED",
+            "BLACKLISTED",
+        ]
+        assert rn.node.app.whitelisted_fast == 2  # the fast path took them: not a test of the full path
+        r = await request(rn.http_port, "GET", "/metrics")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(r.body.decode())
+            for s in fam.samples
+        }
+        answers = {k[1]: v for k, v in samples.items() if k[0] == "s13eir_answers_total"}
+        assert answers == {
+            (("equipment_status", "whitelisted"), ("result_code", "2001")): 2,
+            (("equipment_status", "blacklisted"), ("result_code", "2001")): 1,
+        }

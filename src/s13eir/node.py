@@ -127,9 +127,8 @@ class Node:
         else:
             lists = load_mapped(shared_lists) if shared_lists else load_snapshot(config)
             self.log.info("lists_loaded", **lists.counts(), memory_bytes=lists.memory_bytes())
-        self.app = MeIdentityCheck(
-            self.local, lists, self._s13_policy(config), self._on_outcome, self.metrics.count_answer
-        )
+        self.app = MeIdentityCheck(self.local, lists, self._s13_policy(config), self._on_outcome)
+        self.metrics.set_fast_whitelisted_source(lambda: self.app.whitelisted_fast)
         # The fast path logs nothing, so it only serves whitelisted answers that are not
         # to be logged; it does not compare Destination-Realm, so it is off when that is checked.
         use_fast = not (config.logging.log_whitelisted or config.policy.check_destination_realm)

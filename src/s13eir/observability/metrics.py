@@ -51,6 +51,7 @@ class Metrics:
     __slots__ = (
         "_bloom_source",
         "_extra_sources",
+        "_fast_whitelisted_source",
         "_lists_source",
         "_peers_source",
         "_registry",
@@ -77,6 +78,7 @@ class Metrics:
         self.connections_total = 0
         self.connections_closed_error = 0
         self._bloom_source: BloomSource | None = None
+        self._fast_whitelisted_source: Callable[[], int] | None = None
         self._peers_source: PeersSource | None = None
         self._lists_source: ListsSource | None = None
         self._registry: CollectorRegistry | None = None
@@ -100,6 +102,19 @@ class Metrics:
     @property
     def latency_count(self) -> int:
         return sum(self.latency_buckets)
+
+    def set_fast_whitelisted_source(self, fn: Callable[[], int]) -> None:
+        """``fn()`` returns the whitelisted answers (2001, WHITELISTED) counted outside
+        ``count_answer``, by the fast path."""
+        self._fast_whitelisted_source = fn
+
+    def answers_total(self) -> dict[tuple[int, int], int]:
+        """Answers by (Result-Code, Equipment-Status or NO_STATUS), both sources together."""
+        out = dict(self.answers)
+        fast = _read(self._fast_whitelisted_source)
+        if fast:
+            out[(2001, 0)] = out.get((2001, 0), 0) + fast
+        return out
 
     def set_bloom_source(self, fn: BloomSource) -> None:
         """``fn()`` returns (positives, negatives, false_positives) since start."""
@@ -152,7 +167,7 @@ class MetricsCollector(Collector):
             "ME-Identity-Check answers sent, by Result-Code and Equipment-Status.",
             labels=["result_code", "equipment_status"],
         )
-        for (code, status), n in sorted(m.answers.items()):
+        for (code, status), n in sorted(m.answers_total().items()):
             answers.add_metric([str(code), _status_label(status)], n)
         yield answers
 
