@@ -39,6 +39,8 @@ _SOFTWARE_VERSION = 1403  # vendor 10415, inside Terminal-Information
 _REQUIRED = 0b111111  # Session-Id, Auth-Session-State, Origin-Host, Origin-Realm, Destination-Realm, TI
 _BIT = {_SESSION_ID: 1, _AUTH_SESSION_STATE: 2, _ORIGIN_HOST: 4, _ORIGIN_REALM: 8, _DESTINATION_REALM: 16}
 _TI_BIT = 32
+_FLAGS_CHECKED = FLAG_REQUEST | FLAG_PROXIABLE | FLAG_ERROR  # T and reserved bits do not matter
+_FLAGS_WANTED = FLAG_REQUEST | FLAG_PROXIABLE
 _USER_BIT = 64
 
 
@@ -59,8 +61,9 @@ class FastEcr(msgspec.Struct, frozen=True, gc=False):
 
 
 def scan_ecr(frame: bytes) -> FastEcr | None:
-    """What S13 needs from the ECR, or None to decline."""
-    if frame[4] & (FLAG_REQUEST | FLAG_PROXIABLE | FLAG_ERROR) != FLAG_REQUEST | FLAG_PROXIABLE:
+    """What S13 needs from the ECR, or None to decline. The caller has checked the
+    command code and application id, framing the version and length."""
+    if frame[4] & _FLAGS_CHECKED != _FLAGS_WANTED:
         return None
     end = len(frame)
     pos = 20
@@ -175,7 +178,10 @@ class Layout:
     def __init__(self, frame: bytes, ecr: FastEcr) -> None:
         self.ecr = ecr
         self.spans = ecr.spans
-        variable = sorted([(12, 20), *zip(ecr.spans[::2], ecr.spans[1::2], strict=True)])
+        # The header is not compared: framing checked version and length (the length is part
+        # of the key), the caller checked command code and application id, the flags are
+        # checked as scan_ecr checks them, and the identifiers vary.
+        variable = sorted([(0, 20), *zip(ecr.spans[::2], ecr.spans[1::2], strict=True)])
         static: list[tuple[int, int, bytes]] = []
         at = 0
         for a, b in variable:
@@ -191,6 +197,8 @@ class Layout:
 
     def match(self, frame: bytes) -> FastEcr | None:
         """``scan_ecr(frame)`` for a frame of this layout, or None when it is not."""
+        if frame[4] & _FLAGS_CHECKED != _FLAGS_WANTED:
+            return None
         for a, b, expect in self._static:
             if frame[a:b] != expect:
                 return None
