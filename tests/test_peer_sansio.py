@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from diameter.message import Message
 from diameter.message.avp.grouped import TerminalInformation, VendorSpecificApplicationId
 from diameter.message.commands import (
@@ -32,7 +33,7 @@ D = dictionary.load()
 LOCAL = LocalIdentity("eir.test", "test", ("127.0.0.1",), origin_state_id=7)
 
 
-def settings(registry: PeerRegistry | None = None, allow_unknown: bool = False) -> PeerSettings:
+def settings(registry: PeerRegistry | None = None, allow_unknown: bool = False, fast: bool = False) -> PeerSettings:
     app = MeIdentityCheck(LOCAL, ListSnapshot.empty(), S13Policy())
     return PeerSettings(
         local=LOCAL,
@@ -48,6 +49,7 @@ def settings(registry: PeerRegistry | None = None, allow_unknown: bool = False) 
         applications={16777252: app},
         registry=registry if registry is not None else PeerRegistry(),
         watchdog_interval=30.0,
+        fast_paths={16777252: app.fast_answer} if fast else {},
     )
 
 
@@ -225,18 +227,40 @@ def test_watchdog_dwr_after_tw_then_close_when_unanswered() -> None:
     assert any(isinstance(e, PeerClosed) for e in events(conn))
 
 
-def test_watchdog_traffic_resets_timer() -> None:
-    conn = opened(0.0)
+@pytest.mark.parametrize("fast", [False, True], ids=["full-path", "fast-path"])
+def test_watchdog_traffic_resets_timer(fast: bool) -> None:
+    s = settings(fast=fast)
+    conn = opened(0.0, s)
     first = conn.get_timer()
     assert first is not None
     conn.receive_data(ecr(), 20.0)
-    conn.data_to_send()
+    assert messages(conn.data_to_send())[0].result_code == 2001
+    app = s.applications[16777252]
+    assert isinstance(app, MeIdentityCheck) and app.whitelisted_fast == (1 if fast else 0)
     # SetWatchdog() on any received message, applied when the old deadline comes:
     # no DWR then, and the new deadline counts from the last message.
     conn.handle_timer(first)
     assert conn.data_to_send() == b""
     t = conn.get_timer()
     assert t is not None and 48.0 <= t <= 52.0
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["full-path", "fast-path"])
+def test_request_returns_suspect_to_okay(fast: bool) -> None:
+    """SUSPECT, Receive non-DWA: Failback(), SetWatchdog() -> OKAY (RFC 3539), also when a
+    fast path answers the request."""
+    conn = opened(0.0, settings(fast=fast))
+    t1 = conn.get_timer() or 0
+    conn.handle_timer(t1)  # OKAY, timer expires -> DWR, pending
+    assert messages(conn.data_to_send())[0].header.command_code == 280
+    conn.handle_timer(conn.get_timer() or 0)  # pending -> SUSPECT
+    assert any(isinstance(e, WatchdogChanged) and e.state == "suspect" for e in events(conn))
+    now = (conn.get_timer() or 0) - 1.0
+    conn.receive_data(ecr(), now)
+    assert messages(conn.data_to_send())[0].result_code == 2001
+    t = conn.get_timer()
+    assert t is not None and now + 28.0 <= t <= now + 32.0  # a fresh Tw from this message
+    assert not conn.should_close
 
 
 def test_dwa_returns_suspect_to_okay() -> None:

@@ -135,6 +135,7 @@ class PeerConnection:
             return
         frames = self._frames
         frames.feed(data)
+        fast_frames = 0
         while not self.should_close:
             frame = frames.next_frame()
             if frame is None:
@@ -142,7 +143,9 @@ class PeerConnection:
             if isinstance(frame, FramingError):
                 self._on_framing_error(frame)
                 break
-            self._on_frame(frame, now)
+            fast_frames += self._on_frame(frame, now)
+        if fast_frames and self._watchdog is not None:
+            self._watchdog.on_traffic(now)  # once per read for what the fast paths answered
 
     def data_to_send(self) -> bytes:
         if not self._out:
@@ -165,6 +168,10 @@ class PeerConnection:
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
+
+    @property
+    def events_pending(self) -> bool:
+        return bool(self._events)
 
     def get_timer(self) -> float | None:
         if self.state is PeerState.OPEN and self._watchdog is not None:
@@ -226,11 +233,13 @@ class PeerConnection:
             self._events.append(ProtocolError(err.result_code, header.command_code, err.detail))
         self._close(f"framing error: {err.detail}")
 
-    def _on_frame(self, frame: bytes, now: float) -> None:
+    def _on_frame(self, frame: bytes, now: float) -> int:
+        """Handle one message; 1 when a fast path answered it (the caller then tells the
+        watchdog of the traffic once for the whole read), else 0."""
         if self.state is PeerState.OPEN and frame[4] & FLAG_REQUEST:
             if self.in_flight >= self.settings.max_in_flight and frame[8:12] != b"\0\0\0\0":
                 self._busy(frame)
-                return
+                return 0
             fast = self._fast.get(frame[8:12])
             if fast is not None:
                 assert self.peer is not None
@@ -241,13 +250,11 @@ class PeerConnection:
                     else:
                         self.in_flight += 1
                         self._deferred.append(answer)
-                    if self._watchdog is not None:
-                        self._watchdog.on_traffic(now)
-                    return
+                    return 1
         header = parse_header(frame)
         if self.state is PeerState.WAIT_CER:
             self._on_first_message(header, frame, now)
-            return
+            return 0
         if self._watchdog is not None:
             if not header.is_request and header.command_code == CMD_DEVICE_WATCHDOG:
                 self._watchdog.on_message(now, True)
@@ -256,18 +263,18 @@ class PeerConnection:
         if not header.is_request:
             if header.command_code == CMD_DISCONNECT_PEER and self.state is PeerState.CLOSING:
                 self._close("DPA received")  # Closing, R-Rcv-DPA -> R-Disc -> Closed
-            return  # DWA handled by the watchdog; other answers are for requests we never send
+            return 0  # DWA handled by the watchdog; other answers are for requests we never send
         if self.state is PeerState.CLOSING:
-            return  # no new work once a disconnect is under way
+            return 0  # no new work once a disconnect is under way
         assert self.peer is not None
         if header.application_id == 0:
             self._on_base_request(header, frame)
-            return
+            return 0
         screened = screen(header, frame, self.settings.screening)
         if isinstance(screened, Rejected):
             self._out.append(screened.answer)
             self._events.append(ProtocolError(screened.result_code, header.command_code, screened.detail))
-            return
+            return 0
         app = self.settings.applications[header.application_id]
         result = app.handle_request(header, frame, screened[1], self.peer)
         if isinstance(result, bytes):
@@ -275,6 +282,7 @@ class PeerConnection:
         else:
             self.in_flight += 1
             self._deferred.append(result)
+        return 0
 
     def _busy(self, frame: bytes) -> None:
         # Back-pressure instead of a silent drop: the MME (or its DRA) can retry elsewhere.

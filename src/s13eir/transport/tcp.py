@@ -116,7 +116,8 @@ class DiameterProtocol(asyncio.Protocol):
         out = core.data_to_send()
         if out and not transport.is_closing():
             transport.write(out)
-        self._drain_events()
+        if core.events_pending:
+            self._drain_events()
         if core.should_close:
             if self._timer is not None:
                 self._timer.cancel()
