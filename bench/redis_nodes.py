@@ -22,36 +22,21 @@ import argparse
 import asyncio
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 
+from run import free_port, ready
 from s13eir.config import RedisConfig
 from s13eir.lists.redis_layout import Change
 from s13eir.lists.redis_store import RedisLists
 from s13eir.sync.redis_client import connect
 from s13eir.sync.writer import ListWriter
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def generate(path: Path, n: int, rng: random.Random) -> list[str]:

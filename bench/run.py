@@ -71,17 +71,23 @@ def wait_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> N
     raise SystemExit(f"nothing listens on {port}")
 
 
+def ready(http: int) -> bool:
+    """True when the node's /readyz on ``http`` says 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 def wait_ready(http: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"s13eir exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
+        if ready(http):
+            return
+        time.sleep(0.2)
     raise SystemExit("s13eir did not become ready")
 
 

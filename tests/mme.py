@@ -446,24 +446,21 @@ def dwr(origin_host: str = MME_HOST, origin_realm: str = MME_REALM, state_id: in
     return msg
 
 
-def dwa_for(request: Answer, origin_host: str = MME_HOST, origin_realm: str = MME_REALM) -> bytes:
-    msg = DeviceWatchdogAnswer()
+def _success_answer(msg: Any, request: Answer, origin_host: str, origin_realm: str) -> bytes:
     msg.header.hop_by_hop_identifier = request.hbh
     msg.header.end_to_end_identifier = request.e2e
     msg.result_code = 2001
     msg.origin_host = origin_host.encode()
     msg.origin_realm = origin_realm.encode()
     return bytes(msg.as_bytes())
+
+
+def dwa_for(request: Answer, origin_host: str = MME_HOST, origin_realm: str = MME_REALM) -> bytes:
+    return _success_answer(DeviceWatchdogAnswer(), request, origin_host, origin_realm)
 
 
 def dpa_for(request: Answer, origin_host: str = MME_HOST, origin_realm: str = MME_REALM) -> bytes:
-    msg = DisconnectPeerAnswer()
-    msg.header.hop_by_hop_identifier = request.hbh
-    msg.header.end_to_end_identifier = request.e2e
-    msg.result_code = 2001
-    msg.origin_host = origin_host.encode()
-    msg.origin_realm = origin_realm.encode()
-    return bytes(msg.as_bytes())
+    return _success_answer(DisconnectPeerAnswer(), request, origin_host, origin_realm)
 
 
 def dpr(origin_host: str = MME_HOST, origin_realm: str = MME_REALM, cause: int = 0) -> DisconnectPeerRequest:

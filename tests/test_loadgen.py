@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
@@ -22,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from s13eir.config import config_from_mapping
-from s13eir.loadgen import add_load_parser, load_main
+from s13eir.loadgen import load_main
 from s13eir.loadgen.client import mme_budget, split_mmes
 from s13eir.loadgen.connection import MmeConnection, Traffic
 from s13eir.loadgen.echo import serve_echo
@@ -50,6 +49,7 @@ from s13eir.loadgen.wire import (
 from s13eir.s13_fastpath import scan_ecr
 
 from .conftest import ROOT, RunningNode, node_config, running_node
+from .load_helpers import JSON_KEYS, load_args, run_load, sample_config
 
 # -- histogram ----------------------------------------------------------------------------
 
@@ -402,35 +402,10 @@ async def test_connection_answers_dwr_and_counts_late_answers() -> None:
 
 # -- end to end ------------------------------------------------------------------------------
 
-JSON_KEYS = {
-    "requests",
-    "answers",
-    "answers_per_s",
-    "latency_us",
-    "result_codes",
-    "equipment_status",
-    "mismatches",
-    "timeouts",
-    "errors",
-    "params",
-}
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="s13eir")
-    add_load_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["load", *argv])
-
 
 @pytest.fixture
 def eir_config(tmp_path: Path) -> Path:
-    """config/eir.yaml with absolute paths to the sample lists (the lists the nodes serve)."""
-    cfg = yaml.safe_load((ROOT / "config" / "eir.yaml").read_text())
-    for entry in cfg["store"]["lists"]:
-        entry["path"] = str(ROOT / "config" / entry["path"])
-    path = tmp_path / "eir.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return sample_config(tmp_path)
 
 
 @pytest.fixture
@@ -438,12 +413,6 @@ async def open_eir() -> Any:
     """A node with the sample lists that accepts any MME."""
     async with running_node(config_from_mapping(node_config(peers={"allow_unknown": True}))) as rn:
         yield rn
-
-
-async def _load(tmp_path: Path, *argv: str) -> tuple[int, dict[str, Any]]:
-    out = tmp_path / "load.json"
-    rc = await load_main(_args(*argv, "--json", str(out), "--no-live", "--seed", "11"))
-    return rc, json.loads(out.read_text())
 
 
 def _check_clean(result: dict[str, Any]) -> None:
@@ -465,7 +434,7 @@ async def test_load_against_an_eir(
     open_eir: RunningNode, eir_config: Path, tmp_path: Path, loop: tuple[str, str]
 ) -> None:
     peer = f"{open_eir.host}:{open_eir.port}"
-    rc, result = await _load(
+    rc, result = await run_load(
         tmp_path, "--peer", peer, "--config", str(eir_config), "--mmes", "2", "--mix", MIX,
         "--duration", "1", "--warmup", "0.2", *loop,
     )  # fmt: skip
@@ -482,7 +451,7 @@ async def test_load_against_an_eir(
 
 async def test_load_with_two_processes(open_eir: RunningNode, eir_config: Path, tmp_path: Path) -> None:
     started = time.monotonic()
-    rc, result = await _load(
+    rc, result = await run_load(
         tmp_path, "--peer", f"{open_eir.host}:{open_eir.port}", "--config", str(eir_config), "--mmes", "3",
         "--procs", "2", "--mix", MIX, "--duration", "1", "--warmup", "0.2", "--concurrency", "4",
     )  # fmt: skip
@@ -498,7 +467,7 @@ async def test_request_cap_and_imeis_file(open_eir: RunningNode, tmp_path: Path,
         "imei,expected,imsi\n352099001761481,BLACKLISTED\n35209900176148,WHITELISTED,001010000000001\n"
         "352906110000017,GREYLISTED,001019999999999\n3545071234567X,5004\n35450712345675,WHITELISTED\n"
     )
-    rc, result = await _load(
+    rc, result = await run_load(
         tmp_path, "--peer", f"{open_eir.host}:{open_eir.port}", "--imeis", str(imeis), "--mmes", "2",
         "--requests", "50", "--duration", "5", "--warmup", "0", *loop,
     )  # fmt: skip
@@ -515,7 +484,7 @@ async def test_restrictive_policy_expects_equipment_unknown(tmp_path: Path, eir_
     eir_config.write_text(yaml.safe_dump(cfg))
     node = node_config(peers={"allow_unknown": True}, policy={"unknown_imei": "unknown"})
     async with running_node(config_from_mapping(node)) as rn:
-        rc, result = await _load(
+        rc, result = await run_load(
             tmp_path, "--peer", f"{rn.host}:{rn.port}", "--config", str(eir_config), "--mix", "black=0.2",
             "--mmes", "2", "--duration", "0.5", "--warmup", "0",
         )  # fmt: skip
@@ -528,7 +497,7 @@ async def test_restrictive_policy_expects_equipment_unknown(tmp_path: Path, eir_
 async def test_wrong_expectations_are_mismatches(open_eir: RunningNode, tmp_path: Path) -> None:
     imeis = tmp_path / "imeis.csv"
     imeis.write_text("35209900176148,WHITELISTED\n")  # it is blacklisted
-    rc, result = await _load(
+    rc, result = await run_load(
         tmp_path, "--peer", f"{open_eir.host}:{open_eir.port}", "--imeis", str(imeis), "--requests", "5",
         "--warmup", "0",
     )  # fmt: skip
@@ -544,7 +513,7 @@ async def test_wrong_expectations_are_mismatches(open_eir: RunningNode, tmp_path
 
 async def test_refused_cer_is_an_error(eir: RunningNode, tmp_path: Path) -> None:
     """The `eir` fixture knows mme2.s13eir.test but not mme1: one MME gets CEA 3010."""
-    rc, result = await _load(
+    rc, result = await run_load(
         tmp_path, "--peer", f"{eir.host}:{eir.port}", "--mmes", "2", "--duration", "0.3", "--warmup", "0",
     )  # fmt: skip
     assert rc == 1
@@ -573,7 +542,7 @@ async def test_unanswered_requests_time_out(tmp_path: Path) -> None:
     server = await asyncio.get_running_loop().create_server(Mute, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        rc, result = await _load(
+        rc, result = await run_load(
             tmp_path, "--peer", f"127.0.0.1:{port}", "--duration", "0.2", "--warmup", "0", "--timeout", "0.3",
             "--concurrency", "4",
         )  # fmt: skip
@@ -585,15 +554,15 @@ async def test_unanswered_requests_time_out(tmp_path: Path) -> None:
 
 
 async def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert await load_main(_args("--mix", "black=0.1", "--no-live")) == 2
+    assert await load_main(load_args("--mix", "black=0.1", "--no-live")) == 2
     assert "need --config" in capsys.readouterr().err
-    assert await load_main(_args("--peer", "nohost", "--no-live")) == 2
+    assert await load_main(load_args("--peer", "nohost", "--no-live")) == 2
     assert "HOST:PORT" in capsys.readouterr().err
-    assert await load_main(_args("--echo", "--mix", "unknown=0.1", "--no-live")) == 2
+    assert await load_main(load_args("--echo", "--mix", "unknown=0.1", "--no-live")) == 2
     with pytest.raises(SystemExit):
-        _args("--rate", "100", "--concurrency", "3")
+        load_args("--rate", "100", "--concurrency", "3")
     with pytest.raises(SystemExit):
-        _args("--mmes", "0")
+        load_args("--mmes", "0")
 
 
 async def test_generator_ceiling_against_an_echo_server(tmp_path: Path) -> None:
@@ -602,7 +571,7 @@ async def test_generator_ceiling_against_an_echo_server(tmp_path: Path) -> None:
     server = await serve_echo()
     port = server.sockets[0].getsockname()[1]
     try:
-        rc, result = await _load(
+        rc, result = await run_load(
             tmp_path, "--peer", f"127.0.0.1:{port}", "--mmes", "2", "--duration", "1", "--warmup", "0.2",
             "--concurrency", "64", "--mix", "",  # only unlisted IMEIs: the echo says WHITELISTED to all
         )  # fmt: skip
@@ -615,6 +584,6 @@ async def test_generator_ceiling_against_an_echo_server(tmp_path: Path) -> None:
 
 
 async def test_echo_option_runs_a_stand_in(tmp_path: Path) -> None:
-    rc, result = await _load(tmp_path, "--echo", "--duration", "0.5", "--warmup", "0.1", "--concurrency", "16")
+    rc, result = await run_load(tmp_path, "--echo", "--duration", "0.5", "--warmup", "0.1", "--concurrency", "16")
     _check_clean(result)
     assert rc == 0 and result["params"]["echo"] is True

@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from s13eir.config import config_from_mapping
-from s13eir.loadgen import add_load_parser, load_main
+from s13eir.loadgen import load_main
 from s13eir.loadgen.amf import SbiUrlError, parse_sbi_url, pei_path
 from s13eir.loadgen.imeis import Combo
 
-from .conftest import ROOT, node_config, running_node
+from .conftest import node_config, running_node
+from .load_helpers import JSON_KEYS, load_args, run_load, sample_config
 
 MIX = "black=0.1,grey=0.1,unknown=0.1,malformed=0.05,exception=0.02"
-JSON_KEYS = {
-    "requests",
-    "answers",
-    "answers_per_s",
-    "latency_us",
-    "result_codes",
-    "equipment_status",
-    "mismatches",
-    "timeouts",
-    "errors",
-    "params",
-}
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="s13eir")
-    add_load_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["load", *argv])
-
-
-def _eir_config(tmp_path: Path, unknown_imei: str) -> Path:
-    """config/eir.yaml with absolute paths to the sample lists (the lists the node serves)."""
-    cfg = yaml.safe_load((ROOT / "config" / "eir.yaml").read_text())
-    cfg["policy"]["unknown_imei"] = unknown_imei
-    for entry in cfg["store"]["lists"]:
-        entry["path"] = str(ROOT / "config" / entry["path"])
-    path = tmp_path / "eir.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 @contextlib.asynccontextmanager
@@ -61,19 +29,13 @@ async def _sbi_eir(unknown_imei: str) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-async def _load(tmp_path: Path, *argv: str) -> tuple[int, dict[str, Any]]:
-    out = tmp_path / "load.json"
-    rc = await load_main(_args(*argv, "--json", str(out), "--no-live", "--seed", "11"))
-    return rc, json.loads(out.read_text())
-
-
 @pytest.mark.parametrize(
     ("loop", "unknown_imei"), [(("--concurrency", "8"), "unknown"), (("--rate", "800"), "whitelisted")]
 )
 async def test_sbi_load_against_an_eir(tmp_path: Path, loop: tuple[str, str], unknown_imei: str) -> None:
-    eir_config = _eir_config(tmp_path, unknown_imei)
+    eir_config = sample_config(tmp_path, unknown_imei)
     async with _sbi_eir(unknown_imei) as url:
-        rc, result = await _load(
+        rc, result = await run_load(
             tmp_path, "--sbi", url, "--config", str(eir_config), "--mmes", "2", "--mix", MIX,
             "--duration", "1.5", "--warmup", "0.2", *loop,
         )  # fmt: skip
@@ -98,10 +60,10 @@ async def test_sbi_load_against_an_eir(tmp_path: Path, loop: tuple[str, str], un
 
 
 async def test_sbi_usage_errors(tmp_path: Path) -> None:
-    assert await load_main(_args("--sbi", "https://127.0.0.1:8080", "--no-live")) == 2
-    assert await load_main(_args("--sbi", "http://127.0.0.1:8080", "--peer", "127.0.0.1:3868", "--no-live")) == 2
-    assert await load_main(_args("--sbi", "http://127.0.0.1:99999", "--no-live")) == 2
-    assert await load_main(_args("--sbi", "http://127.0.0.1:8080", "--echo", "--no-live")) == 2
+    assert await load_main(load_args("--sbi", "https://127.0.0.1:8080", "--no-live")) == 2
+    assert await load_main(load_args("--sbi", "http://127.0.0.1:8080", "--peer", "127.0.0.1:3868", "--no-live")) == 2
+    assert await load_main(load_args("--sbi", "http://127.0.0.1:99999", "--no-live")) == 2
+    assert await load_main(load_args("--sbi", "http://127.0.0.1:8080", "--echo", "--no-live")) == 2
 
 
 def test_sbi_url_and_paths() -> None:
@@ -119,9 +81,9 @@ def test_sbi_url_and_paths() -> None:
 
 
 async def test_sbi_load_with_two_processes(tmp_path: Path) -> None:
-    eir_config = _eir_config(tmp_path, "unknown")
+    eir_config = sample_config(tmp_path, "unknown")
     async with _sbi_eir("unknown") as url:
-        rc, result = await _load(
+        rc, result = await run_load(
             tmp_path, "--sbi", url, "--config", str(eir_config), "--mmes", "2", "--procs", "2", "--mix", MIX,
             "--duration", "0.5", "--warmup", "0.2", "--concurrency", "4",
         )  # fmt: skip

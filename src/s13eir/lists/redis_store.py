@@ -269,8 +269,9 @@ class RedisLists:
         # Deltas may have created meta ids after this node loaded the table.
         missing: dict[str, set[int]] = {}
         it = iter(results)
+        with_exc = [*lists, exc] if exc is not None else lists  # the order of the reply
         for _imei, imsi, _ in batch:
-            for lst in [*lists, *([exc] if exc is not None and imsi else [])]:
+            for lst in with_exc if imsi else lists:
                 ids = next(it)
                 for i in L.decode_ids(ids) if ids else ():
                     if i not in lst.meta:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import Sequence
-from typing import cast
 from urllib.parse import quote, urlsplit
 
 import h2.config
@@ -104,32 +102,16 @@ class AmfConnection(PeerDriver):
         self.h2 = h2.connection.H2Connection(config=_H2_CONFIG)
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self._leaving = False
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = tr = cast(asyncio.Transport, transport)
-        sock = tr.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tr = self._attach(transport)
         self.h2.initiate_connection()
         tr.write(self.h2.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"closed before the server's SETTINGS: {exc or 'EOF'}"))
-        elif not self._leaving:
-            self.stats.error("connection_lost")
-        lost = sum(1 for _, _, measured in self.pending.values() if measured)
-        if lost:
-            self.stats.error("unanswered_connection_lost", lost)
-        self.pending.clear()
-        self.sending = False
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._lost(self.ready, "closed before the server's SETTINGS", exc)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -179,14 +161,10 @@ class AmfConnection(PeerDriver):
     # -- answers ----------------------------------------------------------------------------
 
     def _answer(self, status: int, body: bytes, now: int, entry: tuple[int, int, bool]) -> None:
-        intended, combo, measured = entry
-        stats = self.stats
-        if not measured:
-            stats.warmup_answers += 1
+        if not self._count_answer(now, entry):
             return
-        stats.answers += 1
-        stats.last_answer_ns = now
-        stats.latency.record((now - intended) // 1000)
+        combo = entry[1]
+        stats = self.stats
         stats.http_codes[status] = stats.http_codes.get(status, 0) + 1
         got: int | None = None
         got_name = f"http-{status}"

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 import time
-from typing import cast
 
 from s13eir.diameter.avp import AvpLengthError, decode_avps
 from s13eir.diameter.constants import (
@@ -68,38 +66,21 @@ class MmeConnection(PeerDriver):
         self._bodies = traffic.bodies
         self.encoder: EcrEncoder | None = None
         self.ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # the EIR's realm
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._dpa: asyncio.Future[None] | None = None
         self._out: list[bytes] = []
         self._buf = bytearray()
-        self._leaving = False  # we sent DPR, or the EIR did: the close is expected
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # cast, not isinstance: uvloop's transports do not derive from asyncio.Transport
-        self.transport = tr = cast(asyncio.Transport, transport)
-        sock = tr.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tr = self._attach(transport)
         local_ip = (tr.get_extra_info("sockname") or ("127.0.0.1",))[0]
         tr.write(cer(self.origin_host, self.origin_realm, local_ip, self.state_id, self._hbh0, self._e2e0))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"closed before the CEA: {exc or 'EOF'}"))
-        elif not self._leaving:
-            self.stats.error("connection_lost")
-        lost = sum(1 for _, _, measured in self.pending.values() if measured)
-        if lost:
-            self.stats.error("unanswered_connection_lost", lost)
-        self.pending.clear()
-        self.sending = False
         if self._dpa is not None and not self._dpa.done():
             self._dpa.set_result(None)
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._lost(self.ready, "closed before the CEA", exc)
 
     def data_received(self, data: bytes) -> None:
         if self._buf:
@@ -145,14 +126,10 @@ class MmeConnection(PeerDriver):
     # -- answers ----------------------------------------------------------------------------
 
     def _answer(self, buf: bytes | bytearray, pos: int, end: int, now: int, entry: tuple[int, int, bool]) -> None:
-        intended, combo, measured = entry
-        stats = self.stats
-        if not measured:
-            stats.warmup_answers += 1
+        if not self._count_answer(now, entry):
             return
-        stats.answers += 1
-        stats.last_answer_ns = now
-        stats.latency.record((now - intended) // 1000)
+        combo = entry[1]
+        stats = self.stats
         scanned = scan_answer(buf, pos, end)
         if scanned is None:
             stats.error("unparsable_answer")

@@ -5,7 +5,10 @@ mismatch recording. Subclasses provide ``send`` and the wire protocol."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Sequence
+from typing import Any, cast
 
 from .imeis import Combo
 from .stats import MAX_EXAMPLES, Mismatch, Stats
@@ -40,6 +43,33 @@ class PeerDriver(asyncio.Protocol):
         self.measuring = False  # requests sent now count (False during warm-up)
         self.pending: dict[int, tuple[int, int, bool]] = {}  # request id -> (intended ns, combo, measured)
         self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._leaving = False  # a close now is expected (a disconnect under way)
+
+    def _attach(self, transport: asyncio.BaseTransport) -> asyncio.Transport:
+        """Keep the transport, with Nagle off: requests are small and latency is measured.
+        cast, not isinstance: uvloop's transports do not derive from asyncio.Transport."""
+        self.transport = tr = cast(asyncio.Transport, transport)
+        sock = tr.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return tr
+
+    def _lost(self, ready: asyncio.Future[Any], before_ready: str, exc: Exception | None) -> None:
+        """The connection went away: fail ``ready`` if it was not reached, count an
+        unexpected close and the measured requests left unanswered, and resolve ``closed``."""
+        if not ready.done():
+            ready.set_exception(ConnectionError(f"{before_ready}: {exc or 'EOF'}"))
+        elif not self._leaving:
+            self.stats.error("connection_lost")
+        lost = sum(1 for _, _, measured in self.pending.values() if measured)
+        if lost:
+            self.stats.error("unanswered_connection_lost", lost)
+        self.pending.clear()
+        self.sending = False
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def send(self, intended_ns: int, measured: bool) -> bool:
         raise NotImplementedError
@@ -55,6 +85,18 @@ class PeerDriver(asyncio.Protocol):
                 self.stats.dropped += 1
                 self.stats.timeouts += 1
             return False
+        return True
+
+    def _count_answer(self, now: int, entry: tuple[int, int, bool]) -> bool:
+        """Count one answer; True when it is measured, its latency then recorded."""
+        intended, _, measured = entry
+        stats = self.stats
+        if not measured:
+            stats.warmup_answers += 1
+            return False
+        stats.answers += 1
+        stats.last_answer_ns = now
+        stats.latency.record((now - intended) // 1000)
         return True
 
     def _next_combo(self) -> int:
