@@ -40,6 +40,7 @@ from s13eir.loadgen.stats import Stats
 from s13eir.loadgen.wire import (
     EQUIPMENT_UNKNOWN,
     SESSION_COUNTER_DIGITS,
+    AnswerReader,
     EcrEncoder,
     ecr_body,
     outcome,
@@ -337,6 +338,60 @@ def test_scanner_reads_answers_built_by_python_diameter(
     assert scan_answer(buf, offset, offset + len(frame)) == expected
     r, e, s = expected
     assert outcome(r, e, s) == (status if kind == "status" else code)
+
+
+def _summary(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, int] | None:
+    scanned = scan_answer(buf, pos, end)
+    if scanned is None:
+        return None
+    r, e, s = scanned
+    return (r if r >= 0 else e), s, outcome(r, e, s)
+
+
+@given(
+    kinds=st.lists(st.sampled_from(["status", "experimental", "error", "no-session-id"]), min_size=1, max_size=6),
+    status=st.integers(min_value=0, max_value=2),
+    code=st.sampled_from([5004, 3002, 5422]),
+    flips=st.lists(
+        st.tuples(st.integers(min_value=20, max_value=400), st.integers(min_value=1, max_value=255)), max_size=3
+    ),
+    session=st.text(alphabet="abc;0123456789", min_size=1, max_size=40),
+    limit=st.integers(min_value=0, max_value=3),
+    first_length=st.none() | st.integers(min_value=0, max_value=80),
+)
+def test_answer_reader_says_what_the_scanner_says(
+    kinds: list[str],
+    status: int,
+    code: int,
+    flips: list[tuple[int, int]],
+    session: str,
+    limit: int,
+    first_length: int | None,
+) -> None:
+    """The remembered summary of an answer's tail equals a scan of the whole answer, for
+    well-formed answers with any Session-Id, answers corrupted anywhere after the header,
+    answers without a leading Session-Id, and whether or not the tail was seen before."""
+    reader = AnswerReader(limit)
+    for kind in kinds * 2:  # every tail is read twice: once new, once remembered (or past the limit)
+        if kind == "status":
+            frame = _eca(session_id=session, result_code=2001, equipment_status=status)
+        elif kind == "experimental":
+            exp = ExperimentalResult(vendor_id=10415, experimental_result_code=code)
+            frame = _eca(session_id=session, experimental_result=exp)
+        elif kind == "error":
+            frame = _eca(session_id=session, result_code=code)
+        else:
+            frame = _eca(session_id=session, result_code=2001, equipment_status=status)
+            sid_end = 20 + ((struct.unpack_from("!I", frame, 24)[0] & 0xFFFFFF) + 3 & ~3)
+            frame = frame[:20] + frame[sid_end:] + frame[20:sid_end]  # the Session-Id last
+        mutated = bytearray(frame)
+        for at, xor in flips:
+            if at < len(mutated):
+                mutated[at] ^= xor
+        if first_length is not None:  # the first AVP's length, short, long or off the padding
+            mutated[25:28] = first_length.to_bytes(3, "big")
+        for buf in (bytes(mutated), mutated):
+            assert reader.read(buf, 0, len(buf)) == _summary(buf, 0, len(buf))
 
 
 def test_scanner_refuses_bad_lengths() -> None:

@@ -39,6 +39,7 @@ _SPIN_NS = 2_000_000  # open loop: closer than this to the next send, yield inst
 _WAKE_EARLY_NS = 1_000_000
 _MAX_BATCH = 4096  # open loop: sends per loop turn at most, so that answers keep being read
 _DPA_WAIT_S = 5.0
+_NS = 1_000_000_000
 
 Conn = MmeConnection | AmfConnection
 
@@ -259,29 +260,35 @@ class ProcessRun:
             stats.measure_end_ns = start + sched.offset_ns(end_slot)
         limit = sched.own_slots_before(end_slot)
         conns = self.conns
-        first, total = share.first, p.mmes
+        # Slot m of this process is global slot k, sent by conns[r]: walked incrementally
+        # (sched.global_slot(m) and sched.offset_ns(k), inlined: this loop runs per request).
+        skip = p.mmes - share.mmes
+        own = share.mmes
+        k, r = share.first, 0
         m = 0
         next_sweep = start
+        record_lag = stats.send_lag.record
         while m < limit and not stop.is_set():
             now = time.monotonic_ns()
             rel = now - start
-            self.phase = "measuring" if sched.global_slot(m) >= warm_slots else "warmup"
+            self.phase = "measuring" if k >= warm_slots else "warmup"
             batch_end = min(limit, m + _MAX_BATCH)
             touched: set[Conn] = set()  # with many MMEs, most have nothing due this turn
             while m < batch_end:
-                k = sched.global_slot(m)
-                offset = sched.offset_ns(k)
+                offset = int(k * _NS / rate)
                 if offset > rel:
                     break
-                conn = conns[k % total - first]
-                m += 1
-                if conn is None:
-                    continue
-                measured = k >= warm_slots
-                if conn.send(start + offset, measured):
+                conn = conns[r]
+                if conn is not None and conn.send(start + offset, k >= warm_slots):
                     touched.add(conn)
-                    if measured:
-                        stats.send_lag.record((rel - offset) // 1000)
+                    if k >= warm_slots:
+                        record_lag((rel - offset) // 1000)
+                m += 1
+                k += 1
+                r += 1
+                if r == own:
+                    r = 0
+                    k += skip
             for c in touched:
                 c.flush()
             if now >= next_sweep:
@@ -292,7 +299,7 @@ class ProcessRun:
                     break
             if m >= limit:
                 break
-            wait = start + sched.offset_ns(sched.global_slot(m)) - time.monotonic_ns()
+            wait = start + sched.offset_ns(k) - time.monotonic_ns()
             if wait > _SPIN_NS:
                 await asyncio.sleep(min(wait - _WAKE_EARLY_NS, _SWEEP_NS) / 1e9)
             else:

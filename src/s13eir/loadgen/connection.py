@@ -1,7 +1,8 @@
 """One simulated MME: a TCP connection to the EIR, as an asyncio Protocol.
 
 CER first; then ECRs written in one batch per loop turn, answers read straight out of
-the receive buffer with the struct scanner (no copy per frame, no message objects),
+the receive buffer (``AnswerReader``: no message objects, a walk of the AVPs only for
+an answer not seen before),
 DWRs from the EIR answered with DWA, and a DPR at the end. Requests are tracked by
 hop-by-hop id in a dict kept in send order, so the oldest are always at its front:
 expiring timeouts looks only at the requests that have actually expired.
@@ -29,7 +30,7 @@ from s13eir.diameter.constants import (
 
 from .driver import PeerDriver, Traffic
 from .stats import Stats
-from .wire import NO_OUTCOME, EcrEncoder, base_answer, cer, dpr, outcome, outcome_name, scan_answer
+from .wire import NO_OUTCOME, AnswerReader, EcrEncoder, base_answer, cer, dpr, outcome_name
 
 __all__ = ["CerRefused", "MmeConnection", "Traffic"]
 
@@ -69,6 +70,7 @@ class MmeConnection(PeerDriver):
         self._dpa: asyncio.Future[None] | None = None
         self._out: list[bytes] = []
         self._buf = bytearray()
+        self._reader = AnswerReader()
 
     # -- asyncio callbacks ----------------------------------------------------------------
 
@@ -130,16 +132,14 @@ class MmeConnection(PeerDriver):
             return
         combo = entry[1]
         stats = self.stats
-        scanned = scan_answer(buf, pos, end)
-        if scanned is None:
+        summary = self._reader.read(buf, pos, end)
+        if summary is None:
             stats.error("unparsable_answer")
             return
-        result, exp, status = scanned
-        code = result if result >= 0 else exp
+        code, status, got = summary
         stats.result_codes[code] = stats.result_codes.get(code, 0) + 1
         if status >= 0:
             stats.equipment_status[status] = stats.equipment_status.get(status, 0) + 1
-        got = outcome(result, exp, status)
         if got == NO_OUTCOME:
             stats.error("answer_without_result")
         elif got != self._expected[combo]:
