@@ -301,16 +301,19 @@ def main() -> None:
     # Ratios are taken within a round (the machine's speed drifts between rounds), then
     # summarised across rounds: the median, with the range in brackets.
     print(f"{'scenario':62} {'answers/s':>22} {'vs ceiling':>17} {'vs Bloom-neg':>17} "
-          f"{'p50 µs':>7} {'p99 µs':>19} {'p99.9 µs':>9} {'lost':>5}")  # fmt: skip
+          f"{'p50 µs':>7} {'p99 µs':>19} {'p99.9 µs':>9} {'lost':>5} {'send lag p99 µs':>16}")  # fmt: skip
     for name in rounds[0]:
         rs = [r[name] for r in rounds if name in r]
         rates = [float(r["answers_per_s"]) for r in rs]
         vs_ceiling = [float(r[name]["answers_per_s"]) / (float(r[CEILING]["answers_per_s"]) or 1) for r in rounds]
         vs_neg = [float(r[name]["answers_per_s"]) / (float(r[NEGATIVE]["answers_per_s"]) or 1) for r in rounds]
         lost = sum(int(r["requests"]) - int(r["answers"]) - int(r["timeouts"]) for r in rs)
+        # Open loop: how late the generator itself wrote requests (part of every latency).
+        lags = [float(r["send_lag_us"]["p99"]) for r in rs if r.get("send_lag_us")]
+        lag = format(median(lags), ".0f") if lags else ""
         print(f"{name:62} {spread(rates, '.0f'):>22} {spread(vs_ceiling, '.2f'):>17} {spread(vs_neg, '.2f'):>17} "
               f"{median([p(r, 'p50') for r in rs]):7.0f} {spread([p(r, 'p99') for r in rs], '.0f'):>19} "
-              f"{median([p(r, 'p999') for r in rs]):9.0f} {lost:5d}")  # fmt: skip
+              f"{median([p(r, 'p999') for r in rs]):9.0f} {lost:5d} {lag:>16}")  # fmt: skip
     for i, r in enumerate(rounds, 1):
         for name, res in r.items():
             if res["mismatches"] or res["timeouts"] or res["errors"]:
