@@ -12,13 +12,13 @@ import enum
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import msgspec
 
-from .decision.engine import decide
+from .decision.engine import decide, policy_verdict
 from .decision.imei import normalize_imei
-from .decision.model import REMOTE, EquipmentStatus, Facts, NeedRemote, Reason, Rule, UnknownPolicy, Verdict
+from .decision.model import NO_FACTS, REMOTE, EquipmentStatus, Facts, NeedRemote, Reason, Rule, UnknownPolicy, Verdict
 from .diameter import avp as avpcodec
 from .diameter.answers import answer, error_answer, proxy_info_avps, session_id_avp
 from .diameter.avp import Avp, decode_avps
@@ -60,6 +60,7 @@ _U32 = struct.Struct("!I")
 _ANSWER_HEAD = struct.Struct("!II")
 _ECA_FLAGS_CODE = (FLAG_PROXIABLE << 24) | CMD_ME_IDENTITY_CHECK
 _ECR_CODE_APP = CMD_ME_IDENTITY_CHECK.to_bytes(3, "big") + APP_S13.to_bytes(4, "big")
+_WHITELISTED = EquipmentStatus.WHITELISTED
 _MAX_LAYOUT_KEYS = 4096
 _LAYOUTS_PER_KEY = 4
 
@@ -217,13 +218,18 @@ class MeIdentityCheck:
                 layouts.insert(0, Layout(frame, ecr))
                 del layouts[_LAYOUTS_PER_KEY:]
         facts = self.lists.facts(ecr.imei14, ecr.imsi)
-        if facts is REMOTE:
+        if facts is NO_FACTS:  # on no list: what decide() would say, without the walk
+            verdict = policy_verdict(self.policy.unknown_imei)
+        elif facts is REMOTE:
             return Deferred(frame, _query(ecr), peer, ecr.session_id_avp)
-        assert isinstance(facts, Facts)
-        verdict = decide(facts, ecr.imsi, self.policy.unknown_imei, ecr.imei14)
-        if verdict.status is EquipmentStatus.WHITELISTED:
+        else:
+            verdict = decide(cast(Facts, facts), ecr.imsi, self.policy.unknown_imei, ecr.imei14)
+        if verdict.status is _WHITELISTED:
             self.whitelisted_fast += 1
-            return self._eca_from_template(frame, ecr.session_id_avp, verdict)
+            sid = ecr.session_id_avp
+            body = self._bodies[_WHITELISTED]
+            head = _ANSWER_HEAD.pack(0x01000000 | (20 + len(sid) + len(body)), _ECA_FLAGS_CODE)
+            return b"".join((head, frame[8:20], sid, body))
         return self._fast_answer(frame, ecr.session_id_avp, _query(ecr), verdict, peer)
 
     def _eca_from_template(self, frame: bytes, session_id_avp: bytes, verdict: Verdict) -> bytes:

@@ -135,15 +135,33 @@ class PeerConnection:
             return
         frames = self._frames
         frames.feed(data)
+        next_frame = frames.next_frame
+        fast_paths = self._fast
+        limit = self.settings.max_in_flight
         fast_frames = 0
         while not self.should_close:
-            frame = frames.next_frame()
+            frame = next_frame()
             if frame is None:
                 break
             if isinstance(frame, FramingError):
                 self._on_framing_error(frame)
                 break
-            fast_frames += self._on_frame(frame, now)
+            # A request of an application with a fast path, from an open peer under its
+            # in-flight limit: answered here, per frame, without the generic handling.
+            if fast_paths and self.state is PeerState.OPEN and frame[4] & FLAG_REQUEST and self.in_flight < limit:
+                fast = fast_paths.get(frame[8:12])
+                if fast is not None:
+                    assert self.peer is not None
+                    answer = fast(frame, self.peer)
+                    if answer is not None:
+                        if isinstance(answer, bytes):
+                            self._out.append(answer)
+                        else:
+                            self.in_flight += 1
+                            self._deferred.append(answer)
+                        fast_frames += 1
+                        continue
+            self._on_frame(frame, now)
         if fast_frames and self._watchdog is not None:
             self._watchdog.on_traffic(now)  # once per read for what the fast paths answered
 
@@ -233,28 +251,20 @@ class PeerConnection:
             self._events.append(ProtocolError(err.result_code, header.command_code, err.detail))
         self._close(f"framing error: {err.detail}")
 
-    def _on_frame(self, frame: bytes, now: float) -> int:
-        """Handle one message; 1 when a fast path answered it (the caller then tells the
-        watchdog of the traffic once for the whole read), else 0."""
-        if self.state is PeerState.OPEN and frame[4] & FLAG_REQUEST:
-            if self.in_flight >= self.settings.max_in_flight and frame[8:12] != b"\0\0\0\0":
-                self._busy(frame)
-                return 0
-            fast = self._fast.get(frame[8:12])
-            if fast is not None:
-                assert self.peer is not None
-                answer = fast(frame, self.peer)
-                if answer is not None:
-                    if isinstance(answer, bytes):
-                        self._out.append(answer)
-                    else:
-                        self.in_flight += 1
-                        self._deferred.append(answer)
-                    return 1
+    def _on_frame(self, frame: bytes, now: float) -> None:
+        """Handle one message that no fast path answered."""
+        if (
+            self.state is PeerState.OPEN
+            and frame[4] & FLAG_REQUEST
+            and self.in_flight >= self.settings.max_in_flight
+            and frame[8:12] != b"\0\0\0\0"
+        ):
+            self._busy(frame)
+            return
         header = parse_header(frame)
         if self.state is PeerState.WAIT_CER:
             self._on_first_message(header, frame, now)
-            return 0
+            return
         if self._watchdog is not None:
             if not header.is_request and header.command_code == CMD_DEVICE_WATCHDOG:
                 self._watchdog.on_message(now, True)
@@ -263,18 +273,18 @@ class PeerConnection:
         if not header.is_request:
             if header.command_code == CMD_DISCONNECT_PEER and self.state is PeerState.CLOSING:
                 self._close("DPA received")  # Closing, R-Rcv-DPA -> R-Disc -> Closed
-            return 0  # DWA handled by the watchdog; other answers are for requests we never send
+            return  # DWA handled by the watchdog; other answers are for requests we never send
         if self.state is PeerState.CLOSING:
-            return 0  # no new work once a disconnect is under way
+            return  # no new work once a disconnect is under way
         assert self.peer is not None
         if header.application_id == 0:
             self._on_base_request(header, frame)
-            return 0
+            return
         screened = screen(header, frame, self.settings.screening)
         if isinstance(screened, Rejected):
             self._out.append(screened.answer)
             self._events.append(ProtocolError(screened.result_code, header.command_code, screened.detail))
-            return 0
+            return
         app = self.settings.applications[header.application_id]
         result = app.handle_request(header, frame, screened[1], self.peer)
         if isinstance(result, bytes):
@@ -282,7 +292,6 @@ class PeerConnection:
         else:
             self.in_flight += 1
             self._deferred.append(result)
-        return 0
 
     def _busy(self, frame: bytes) -> None:
         # Back-pressure instead of a silent drop: the MME (or its DRA) can retry elsewhere.
