@@ -279,9 +279,10 @@ class ProcessRun:
                 if offset > rel:
                     break
                 conn = conns[r]
-                if conn is not None and conn.send(start + offset, k >= warm_slots):
+                measured = k >= warm_slots
+                if conn is not None and conn.send(start + offset, measured):
                     touched.add(conn)
-                    if k >= warm_slots:
+                    if measured:
                         record_lag((rel - offset) // 1000)
                 m += 1
                 k += 1
