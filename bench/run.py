@@ -91,6 +91,28 @@ def wait_ready(http: int, proc: subprocess.Popen[bytes], timeout: float = 60) ->
     raise SystemExit("s13eir did not become ready")
 
 
+def loop_lag_buckets(http: int) -> dict[str, float]:
+    """The node's s13eir_event_loop_lag_seconds buckets (cumulative, by "le")."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    prefix = 's13eir_event_loop_lag_seconds_bucket{le="'
+    return {
+        line[len(prefix) :].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    }
+
+
+def lag_during(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Probe ticks during a run, and those late by more than 1 ms and 5 ms."""
+    ticks = after["+Inf"] - before["+Inf"]
+    return {
+        "ticks": ticks,
+        "over_1ms": ticks - (after["0.001"] - before["0.001"]),
+        "over_5ms": ticks - (after["0.005"] - before["0.005"]),
+    }
+
+
 def write_config(tmp: Path, port: int, http: int, **store: Any) -> Path:
     cfg: dict[str, Any] = {
         "node": {"origin_host": "eir.bench.test", "origin_realm": "bench.test"},
@@ -107,7 +129,8 @@ def write_config(tmp: Path, port: int, http: int, **store: Any) -> Path:
         },
         # Verdict log lines would be measured instead of the lookup: keep them out.
         "logging": {"level": "warning"},
-        "metrics": {"enabled": True, "address": "127.0.0.1", "port": http},
+        # The event-loop lag probe every 5 ms: how often s13eir's loop is held during a run.
+        "metrics": {"enabled": True, "address": "127.0.0.1", "port": http, "loop_lag_interval_ms": 5},
     }
     path = tmp / f"eir-{port}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -227,7 +250,9 @@ def one_round(tmp: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, 
         top = float(neg["answers_per_s"])
         for share in (0.5, 0.8):
             rate = str(int(top * share))
+            before = loop_lag_buckets(http)
             opened = load(tmp, port, args, "--rate", rate, "--mix", "unknown=1.0", "--config", str(config))
+            opened["loop_lag"] = lag_during(before, loop_lag_buckets(http))
             rows.append((f"open loop at {int(share * 100)}% of max", opened))
     finally:
         server.stop()
@@ -314,6 +339,15 @@ def main() -> None:
         print(f"{name:62} {spread(rates, '.0f'):>22} {spread(vs_ceiling, '.2f'):>17} {spread(vs_neg, '.2f'):>17} "
               f"{median([p(r, 'p50') for r in rs]):7.0f} {spread([p(r, 'p99') for r in rs], '.0f'):>19} "
               f"{median([p(r, 'p999') for r in rs]):9.0f} {lost:5d} {lag:>16}")  # fmt: skip
+    # How often s13eir's event loop was held during the open-loop runs (its lag probe, every
+    # 5 ms): a held loop delays every answer queued behind it.
+    for name in rounds[0]:
+        lags = [r[name]["loop_lag"] for r in rounds if "loop_lag" in r.get(name, {})]
+        if lags:
+            share1 = [lag["over_1ms"] / (lag["ticks"] or 1) for lag in lags]
+            share5 = [lag["over_5ms"] / (lag["ticks"] or 1) for lag in lags]
+            print(f"{name}: event-loop probe ticks late by > 1 ms {spread([100 * x for x in share1], '.1f')} %, "
+                  f"> 5 ms {spread([100 * x for x in share5], '.2f')} %")  # fmt: skip
     for i, r in enumerate(rounds, 1):
         for name, res in r.items():
             if res["mismatches"] or res["timeouts"] or res["errors"]:

@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from s13eir.config import config_from_mapping
 from s13eir.observability import http
 from s13eir.observability.http import start_http
 from s13eir.observability.logs import configure_logging, get_logger, mask_imsi
+from s13eir.observability.loop_lag import LAG_BUCKETS, LoopLag, LoopLagProbe
 from s13eir.observability.metrics import LATENCY_BUCKETS, NO_STATUS, Metrics, render
 
 # --- logs ---------------------------------------------------------------------------------
@@ -170,6 +172,42 @@ def test_rendered_text() -> None:
     assert f["s13eir_answer_latency_seconds_count"] == {(): 2}
     assert f["s13eir_answer_latency_seconds_sum"][()] == pytest.approx(0.0044)
     assert "process_cpu_seconds_total" in f
+
+
+def test_loop_lag_buckets_and_exposition() -> None:
+    m = Metrics()
+    for lag in (-0.0002, 0.0004, 0.001, 0.003, 0.3, 2.5):
+        m.loop_lag.record(lag)
+    assert m.loop_lag.buckets[0] == 3  # early (counted as 0), sub-ms, and the 1 ms bound itself
+    assert m.loop_lag.buckets[LAG_BUCKETS.index(5e-3)] == 1
+    assert m.loop_lag.buckets[LAG_BUCKETS.index(0.5)] == 1
+    assert m.loop_lag.buckets[-1] == 1
+    assert m.loop_lag.count == 6
+    assert m.loop_lag.max == 2.5
+    f = families(m)
+    buckets = {dict(k)["le"]: v for k, v in f["s13eir_event_loop_lag_seconds_bucket"].items()}
+    assert (buckets["0.001"], buckets["0.002"], buckets["0.005"], buckets["1.0"], buckets["+Inf"]) == (3, 3, 4, 5, 6)
+    assert f["s13eir_event_loop_lag_seconds_count"] == {(): 6}
+    assert f["s13eir_event_loop_lag_seconds_sum"][()] == pytest.approx(2.8044)
+
+
+async def test_loop_lag_probe_sees_a_held_loop() -> None:
+    """A callback that holds the loop for 60 ms makes the next tick of a 10 ms probe at least
+    50 ms late: a lower bound set by the hold, not a measure of speed."""
+    lag = LoopLag()
+    probe = LoopLagProbe(lag, 0.01)
+    probe.start()
+    try:
+        await asyncio.sleep(0.03)
+        asyncio.get_running_loop().call_soon(time.sleep, 0.06)
+        await asyncio.sleep(0.05)
+    finally:
+        probe.stop()
+    assert lag.count >= 2
+    assert lag.max >= 0.05
+    assert sum(lag.buckets[LAG_BUCKETS.index(0.05) :]) >= 1
+    with pytest.raises(ValueError):
+        LoopLagProbe(lag, 0)
 
 
 def test_failing_source_is_left_out_of_the_scrape() -> None:
@@ -332,3 +370,23 @@ async def test_node_metrics_count_fast_path_and_full_path_answers() -> None:
             (("equipment_status", "whitelisted"), ("result_code", "2001")): 2,
             (("equipment_status", "blacklisted"), ("result_code", "2001")): 1,
         }
+
+
+@pytest.mark.parametrize("interval_ms", [5, 0])
+async def test_node_runs_the_loop_lag_probe_as_configured(interval_ms: int) -> None:
+    from .conftest import node_config, running_node
+
+    cfg = config_from_mapping(node_config(metrics={"loop_lag_interval_ms": interval_ms}))
+    async with running_node(cfg) as rn:
+        await asyncio.sleep(0.05)
+        r = await request(rn.http_port, "GET", "/metrics")
+        count = next(
+            s.value
+            for fam in text_string_to_metric_families(r.body.decode())
+            for s in fam.samples
+            if s.name == "s13eir_event_loop_lag_seconds_count"
+        )
+        if interval_ms:
+            assert count >= 1  # ticks every 5 ms over at least 50 ms
+        else:
+            assert count == 0  # turned off: the family is there, empty

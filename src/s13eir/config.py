@@ -211,6 +211,9 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     enabled: bool = True
     address: NonEmptyStr = "127.0.0.1"
     port: Port = 9100
+    # Event-loop lag probe: a timer every this many ms, its lateness in
+    # s13eir_event_loop_lag_seconds; 0 turns it off.
+    loop_lag_interval_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 100
 
 
 # --- N5g-eir (5G SBI, TS 29.511): see src/s13eir/sbi/README.md ---------------------------

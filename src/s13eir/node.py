@@ -35,6 +35,7 @@ from .lists.snapshot import ListSnapshot
 from .node_errors import StartError
 from .observability.http import start_http
 from .observability.logs import get_logger, mask_imsi
+from .observability.loop_lag import LoopLagProbe
 from .observability.metrics import Metrics
 from .s13 import (
     AUTH_SESSION_STATE_AVP,
@@ -101,6 +102,7 @@ class Node:
         self.config_path = config_path
         self.log = get_logger("s13eir.node")  # after configure_logging(), which the CLI calls first
         self.metrics = Metrics()
+        self._loop_lag: LoopLagProbe | None = None
         self.dictionary = dictionary_mod.load(config.diameter.dictionaries)
         self.local = LocalIdentity(
             origin_host=config.node.origin_host,
@@ -334,6 +336,9 @@ class Node:
                 addr = s.getsockname()
                 self.bound.append((listen.transport, str(addr[0]), int(addr[1])))
         if self.config.metrics.enabled:
+            if self.config.metrics.loop_lag_interval_ms:
+                self._loop_lag = LoopLagProbe(self.metrics.loop_lag, self.config.metrics.loop_lag_interval_ms / 1000)
+                self._loop_lag.start()
             http = await start_http(self.config.metrics.address, self.config.metrics.port, self.metrics, self.ready)
             self.servers.append(http)
             addr = http.sockets[0].getsockname()
@@ -397,6 +402,8 @@ class Node:
             return
         self._stopping = True
         self.log.info("stopping", peers=len(self.registry))
+        if self._loop_lag is not None:
+            self._loop_lag.stop()
         for server in self.servers:
             server.close()
         for conn in list(self.connections):

@@ -10,7 +10,7 @@ into metric families when Prometheus asks.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,6 +20,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from s13eir.decision.model import EquipmentStatus
+
+from .loop_lag import LAG_BUCKETS, LoopLag
 
 __all__ = ["LATENCY_BUCKETS", "NO_STATUS", "Metrics", "MetricsCollector", "render"]
 
@@ -60,6 +62,7 @@ class Metrics:
         "connections_total",
         "latency_buckets",
         "latency_sum",
+        "loop_lag",
         "protocol_errors",
         "reloads_failed",
         "reloads_ok",
@@ -73,6 +76,7 @@ class Metrics:
         # One slot per bound plus a last one for anything above 1 s (the +Inf bucket).
         self.latency_buckets: list[int] = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        self.loop_lag = LoopLag()  # recorded by a LoopLagProbe when the node runs one
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.connections_total = 0
@@ -171,18 +175,19 @@ class MetricsCollector(Collector):
             answers.add_metric([str(code), _status_label(status)], n)
         yield answers
 
-        cumulative: list[tuple[str, float]] = []
-        total = 0
-        for bound, n in zip(LATENCY_BUCKETS, m.latency_buckets, strict=False):
-            total += n
-            cumulative.append((repr(bound), total))  # "5e-05", "0.001", "1.0"
-        total += m.latency_buckets[-1]
-        cumulative.append(("+Inf", total))
-        yield HistogramMetricFamily(
+        yield _histogram(
             "s13eir_answer_latency_seconds",
-            "Time from a request's arrival to its answer being queued.",
-            buckets=cumulative,
-            sum_value=m.latency_sum,
+            "Time from a read of requests to their answers being queued.",
+            LATENCY_BUCKETS,
+            m.latency_buckets,
+            m.latency_sum,
+        )
+        yield _histogram(
+            "s13eir_event_loop_lag_seconds",
+            "How late a periodic timer fired: the event loop was held (busy, or the process not running).",
+            LAG_BUCKETS,
+            m.loop_lag.buckets,
+            m.loop_lag.sum,
         )
 
         errors = CounterMetricFamily(
@@ -242,6 +247,17 @@ class MetricsCollector(Collector):
             families = _read(lambda src=source: list(src()))  # type: ignore[misc]
             if families is not None:
                 yield from families
+
+
+def _histogram(name: str, doc: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> Metric:
+    """A histogram family from per-bucket counts (one more count than bounds: +Inf)."""
+    cumulative: list[tuple[str, float]] = []
+    n = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        n += count
+        cumulative.append((repr(bound), n))  # "5e-05", "0.001", "1.0"
+    cumulative.append(("+Inf", n + counts[-1]))
+    return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=total)
 
 
 def _read(source: Callable[[], _T] | None) -> _T | None:
