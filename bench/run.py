@@ -10,7 +10,9 @@ against, in turn:
 4. s13eir with the lists in Redis, every phone on the blacklist (Bloom positives
    confirmed in Redis, micro-batched), when redis-server is installed;
 5. open loop at 50% and 80% of the 1-worker maximum: p99 and p99.9 latency, and the
-   echo server at the same rates (the latency floor of this machine at that rate).
+   echo server at the same rates (the latency floor of this machine at that rate);
+6. the machine itself (bench/stalls.py): how often a CPU-bound loop on CPU 0 does not
+   run for over 1 ms, with CPU 1 idle and with CPU 1 busy as in the open-loop runs.
 
 The whole set runs ``--rounds`` times (3 by default), interleaved; ratios are taken
 within a round and the table shows their median and range across rounds.
@@ -310,18 +312,26 @@ def spread(values: list[float], fmt: str) -> str:
 
 
 def main() -> None:
+    from stalls import describe, stalls  # it imports from this module
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per scenario")
     ap.add_argument("--rounds", type=int, default=3, help="times every scenario is measured, interleaved")
     ap.add_argument("--mmes", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--stall-seconds", type=float, default=5.0, help="length of each machine stall probe")
     ap.add_argument("--json", default=None, help="write all results here")
     args = ap.parse_args()
     rounds: list[dict[str, dict[str, Any]]] = []
+    # The machine itself, once per round: gaps a CPU-bound loop on CPU 0 sees while CPU 1 is
+    # busy (as in the open-loop runs), and once with CPU 1 idle (see bench/stalls.py).
+    machine: list[dict[str, Any]] = []
+    idle = stalls(args.stall_seconds, other_core_busy=False)
     with tempfile.TemporaryDirectory() as t:
         for i in range(args.rounds):
             print(f"round {i + 1} of {args.rounds}", file=sys.stderr)
             rounds.append(dict(one_round(Path(t), args)))
+            machine.append(stalls(args.stall_seconds, other_core_busy=True))
 
     # Ratios are taken within a round (the machine's speed drifts between rounds), then
     # summarised across rounds: the median, with the range in brackets.
@@ -348,6 +358,9 @@ def main() -> None:
             share5 = [lag["over_5ms"] / (lag["ticks"] or 1) for lag in lags]
             print(f"{name}: event-loop probe ticks late by > 1 ms {spread([100 * x for x in share1], '.1f')} %, "
                   f"> 5 ms {spread([100 * x for x in share5], '.2f')} %")  # fmt: skip
+    print(describe("machine: CPU-bound loop on CPU 0, CPU 1 idle", idle, args.stall_seconds))
+    for i, m in enumerate(machine, 1):
+        print(describe(f"machine: CPU-bound loop on CPU 0, CPU 1 busy (after round {i})", m, args.stall_seconds))
     for i, r in enumerate(rounds, 1):
         for name, res in r.items():
             if res["mismatches"] or res["timeouts"] or res["errors"]:
@@ -355,7 +368,7 @@ def main() -> None:
                       f"{res['errors']} errors;", res.get("mismatch_examples", [])[:2],
                       res.get("error_examples", [])[:2])  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"rounds": rounds}, indent=2))
+        Path(args.json).write_text(json.dumps({"rounds": rounds, "machine": {"idle": idle, "busy": machine}}, indent=2))
 
 
 if __name__ == "__main__":
