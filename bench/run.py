@@ -11,6 +11,8 @@ against, in turn:
    confirmed in Redis, micro-batched), when redis-server is installed;
 5. open loop at 50% and 80% of the 1-worker maximum: p99 and p99.9 latency, and the
    echo server at the same rates (the latency floor of this machine at that rate);
+   then 50% again with the load generator napping between turns (--nap-us 10)
+   instead of polling, which leaves CPU 1 idle part of the time;
 6. the machine itself (bench/stalls.py): how often a CPU-bound loop on CPU 0 does not
    run for over 1 ms, with CPU 1 idle and with CPU 1 busy as in the open-loop runs.
 
@@ -232,6 +234,17 @@ CEILING = "ceiling: framed echo server"
 NEGATIVE = "s13eir 1 worker, Bloom negative"
 
 
+# Open-loop runs: share of the 1-worker maximum, and the generator's nap between turns in
+# µs ("0": it polls, keeping CPU 1 busy; see --nap-us and bench/stalls.py).
+OPEN_LOOPS = ((0.5, "0"), (0.8, "0"), (0.5, "10"))
+
+
+def open_loop_name(share: float, nap: str, echo: bool = False) -> str:
+    pct = int(share * 100)
+    name = f"  echo server, same open-loop rate ({pct}%)" if echo else f"open loop at {pct}% of max"
+    return name if nap == "0" else f"{name}, generator naps {nap} µs"
+
+
 def one_round(tmp: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     """Every scenario once, in a fixed order."""
     # Phones on no list only (expected WHITELISTED), so that the echo server's fixed
@@ -250,22 +263,24 @@ def one_round(tmp: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, 
         rows.append((NEGATIVE, neg))
         rows.append(("s13eir 1 worker, Bloom positive (embedded)", load(tmp, port, args, *positive)))
         top = float(neg["answers_per_s"])
-        for share in (0.5, 0.8):
+        for share, nap in OPEN_LOOPS:
             rate = str(int(top * share))
             before = loop_lag_buckets(http)
-            opened = load(tmp, port, args, "--rate", rate, "--mix", "unknown=1.0", "--config", str(config))
+            opened = load(
+                tmp, port, args, "--rate", rate, "--nap-us", nap, "--mix", "unknown=1.0", "--config", str(config)
+            )
             opened["loop_lag"] = lag_during(before, loop_lag_buckets(http))
-            rows.append((f"open loop at {int(share * 100)}% of max", opened))
+            rows.append((open_loop_name(share, nap), opened))
     finally:
         server.stop()
 
     # The same open-loop rates against the echo server: what sockets, event loop and load
     # generator alone cost in latency at that rate on this machine.
     with echo_server() as port:
-        for share in (0.5, 0.8):
+        for share, nap in OPEN_LOOPS:
             rate = str(int(top * share))
-            rows.append((f"  echo server, same open-loop rate ({int(share * 100)}%)",
-                         load(tmp, port, args, "--rate", rate, "--mix", "unknown=1.0")))  # fmt: skip
+            rows.append((open_loop_name(share, nap, echo=True),
+                         load(tmp, port, args, "--rate", rate, "--nap-us", nap, "--mix", "unknown=1.0")))  # fmt: skip
 
     # N5g-eir (HTTP/2) from the same node and lists, next to S13.
     port, http, sbi = free_port(), free_port(), free_port()

@@ -484,9 +484,9 @@ def _check_clean(result: dict[str, Any]) -> None:
 MIX = "black=0.1,grey=0.1,unknown=0.1,malformed=0.05,exception=0.02"
 
 
-@pytest.mark.parametrize("loop", [("--concurrency", "8"), ("--rate", "800")])
+@pytest.mark.parametrize("loop", [("--concurrency", "8"), ("--rate", "800"), ("--rate", "800", "--nap-us", "50")])
 async def test_load_against_an_eir(
-    open_eir: RunningNode, eir_config: Path, tmp_path: Path, loop: tuple[str, str]
+    open_eir: RunningNode, eir_config: Path, tmp_path: Path, loop: tuple[str, ...]
 ) -> None:
     peer = f"{open_eir.host}:{open_eir.port}"
     rc, result = await run_load(
@@ -499,9 +499,10 @@ async def test_load_against_an_eir(
     assert "5004" in result["result_codes"]
     assert result["params"]["mmes"] == 2 and result["params"]["mode"] == ("open" if loop[0] == "--rate" else "closed")
     assert result["warmup"]["requests"] > 0
-    if loop[0] == "--rate":  # open loop: the rate is kept, whatever the answers do
+    if loop[0] == "--rate":  # open loop: the rate is kept, whatever the answers do (napping or polling)
         assert 700 <= result["requests"] <= 801
         assert result["send_lag_us"] is not None
+        assert result["params"]["nap_us"] == (50.0 if "--nap-us" in loop else 0.0)
 
 
 async def test_load_with_two_processes(open_eir: RunningNode, eir_config: Path, tmp_path: Path) -> None:

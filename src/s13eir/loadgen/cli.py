@@ -72,6 +72,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _nap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of microseconds") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 10000 µs)")
+    return value
+
+
 def add_load_parser(subparsers: Any) -> None:
     """Add ``load`` to the ``s13eir`` sub-commands (``subparsers`` from add_subparsers)."""
     p = subparsers.add_parser(
@@ -117,6 +127,14 @@ def add_load_parser(subparsers: Any) -> None:
         metavar="R",
         help="open loop: R requests/s in total, at fixed intended times spread over the MMEs; "
         "latency counts from the intended time, so a generator or EIR falling behind shows as latency",
+    )
+    p.add_argument(
+        "--nap-us",
+        type=_nap,
+        default=0.0,
+        metavar="N",
+        help="open loop: sleep N µs between loop turns instead of polling, leaving the core idle part of the "
+        "time; costs tens of µs of send lag and answer reading, both counted in the latency (default 0: poll)",
     )
     p.add_argument("--duration", type=_seconds(False), default=10.0, metavar="S", help="measured seconds (default 10)")
     p.add_argument(
@@ -242,6 +260,7 @@ def _params(args: argparse.Namespace, host: str, port: int, seed: int) -> LoadPa
         procs=args.procs,
         seed=seed,
         sbi=args.sbi,
+        nap_us=args.nap_us,
     )
 
 
@@ -254,6 +273,7 @@ def _described(params: LoadParams, args: argparse.Namespace, workload: Workload)
         "mode": "closed" if params.rate is None else "open",
         "concurrency": params.concurrency if params.rate is None else None,
         "rate": params.rate,
+        "nap_us": params.nap_us if params.rate is not None else None,
         "duration_s": params.duration,
         "warmup_s": params.warmup,
         "procs": min(params.procs, params.mmes),

@@ -9,8 +9,14 @@ every request that is due in one batch per MME per loop turn. Between sends it s
 when the next one is more than ~2 ms away and otherwise only yields to the event loop:
 asyncio timers (uvloop's especially) have millisecond granularity, and oversleeping
 would add the generator's own lateness to every latency measured. That costs a busy
-core at high rates, as any open-loop generator does; ``send_lag`` in the report shows
-how closely the schedule was kept.
+core, as any polling open-loop generator does; ``send_lag`` in the report shows how
+closely the schedule was kept. ``--nap-us N`` sleeps N µs between turns instead (a
+blocking sleep with fine timer slack: it ends within tens of µs, where an event-loop
+timer rounds to ms): requests then leave in somewhat larger batches and answers are
+read up to a nap late, both counted in the latency, and the core is left idle part of
+the time. On a shared virtual machine whose two cores are both kept busy, the host
+takes a core away for milliseconds now and then (bench/stalls.py shows it), which
+reaches the measured tail; napping avoids provoking that.
 
 Every phase is bounded in time: connecting and the CER by --timeout, the run by
 --warmup + --duration, the drain by --timeout, the DPR/DPA exchange by min(--timeout, 5 s).
@@ -19,7 +25,10 @@ Every phase is bounded in time: connecting and the CER by --timeout, the run by
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +49,7 @@ _WAKE_EARLY_NS = 1_000_000
 _MAX_BATCH = 4096  # open loop: sends per loop turn at most, so that answers keep being read
 _DPA_WAIT_S = 5.0
 _NS = 1_000_000_000
+_PR_SET_TIMERSLACK = 29
 
 Conn = MmeConnection | AmfConnection
 
@@ -59,6 +69,7 @@ class LoadParams:
     procs: int = 1
     seed: int = 0
     sbi: str | None = None  # http://HOST:PORT[/prefix]: AMFs over N5g-eir (HTTP/2) instead of MMEs over S13
+    nap_us: float = 0.0  # open loop: sleep this long between loop turns instead of polling (0: poll)
 
     def origin_host(self, mme: int) -> str:
         return f"mme{mme + 1}.{self.realm}"
@@ -83,6 +94,15 @@ def split_mmes(mmes: int, procs: int) -> list[Share]:
         shares.append(Share(first, n))
         first += n
     return shares
+
+
+def fine_timer_slack() -> None:
+    """Let this thread's short sleeps end on time (Linux: timer slack 1 ns instead of the
+    default 50 µs, PR_SET_TIMERSLACK); elsewhere, or if refused, sleeps are just coarser."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
 def mme_budget(mme: int, mmes: int, cap: int | None) -> int:
@@ -268,6 +288,9 @@ class ProcessRun:
         m = 0
         next_sweep = start
         record_lag = stats.send_lag.record
+        nap = p.nap_us / 1e6
+        if nap:
+            fine_timer_slack()
         while m < limit and not stop.is_set():
             now = time.monotonic_ns()
             rel = now - start
@@ -304,6 +327,8 @@ class ProcessRun:
             if wait > _SPIN_NS:
                 await asyncio.sleep(min(wait - _WAKE_EARLY_NS, _SWEEP_NS) / 1e9)
             else:
+                if nap:
+                    time.sleep(nap)  # blocks the loop: answers are read when it ends
                 await asyncio.sleep(0)
         if stop.is_set():
             stats.measure_end_ns = min(stats.measure_end_ns, max(stats.measure_start_ns, time.monotonic_ns()))
