@@ -183,7 +183,6 @@ def test_loop_lag_buckets_and_exposition() -> None:
     assert m.loop_lag.buckets[LAG_BUCKETS.index(0.5)] == 1
     assert m.loop_lag.buckets[-1] == 1
     assert m.loop_lag.count == 6
-    assert m.loop_lag.max == 2.5
     f = families(m)
     buckets = {dict(k)["le"]: v for k, v in f["s13eir_event_loop_lag_seconds_bucket"].items()}
     assert (buckets["0.001"], buckets["0.002"], buckets["0.005"], buckets["1.0"], buckets["+Inf"]) == (3, 3, 4, 5, 6)
@@ -204,8 +203,7 @@ async def test_loop_lag_probe_sees_a_held_loop() -> None:
     finally:
         probe.stop()
     assert lag.count >= 2
-    assert lag.max >= 0.05
-    assert sum(lag.buckets[LAG_BUCKETS.index(0.05) :]) >= 1
+    assert sum(lag.buckets[LAG_BUCKETS.index(0.05) :]) >= 1  # a tick in the (20 ms, 50 ms] bucket or above
     with pytest.raises(ValueError):
         LoopLagProbe(lag, 0)
 

@@ -23,21 +23,18 @@ LAG_BUCKETS: tuple[float, ...] = (1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 0.1, 0.
 
 
 class LoopLag:
-    """Lateness samples: counts per bucket (the last above 1 s), their sum and the largest."""
+    """Lateness samples: counts per bucket (the last above 1 s) and their sum."""
 
-    __slots__ = ("buckets", "max", "sum")
+    __slots__ = ("buckets", "sum")
 
     def __init__(self) -> None:
         self.buckets = [0] * (len(LAG_BUCKETS) + 1)
         self.sum = 0.0
-        self.max = 0.0
 
     def record(self, lag: float) -> None:
         lag = max(lag, 0.0)  # a timer that fires early is not late
         self.buckets[bisect_left(LAG_BUCKETS, lag)] += 1
         self.sum += lag
-        if lag > self.max:
-            self.max = lag
 
     @property
     def count(self) -> int:
