@@ -226,10 +226,7 @@ class MeIdentityCheck:
             verdict = decide(cast(Facts, facts), ecr.imsi, self.policy.unknown_imei, ecr.imei14)
         if verdict.status is _WHITELISTED:
             self.whitelisted_fast += 1
-            sid = ecr.session_id_avp
-            body = self._bodies[_WHITELISTED]
-            head = _ANSWER_HEAD.pack(0x01000000 | (20 + len(sid) + len(body)), _ECA_FLAGS_CODE)
-            return b"".join((head, frame[8:20], sid, body))
+            return self._eca_from_template(frame, ecr.session_id_avp, verdict)
         return self._fast_answer(frame, ecr.session_id_avp, _query(ecr), verdict, peer)
 
     def _eca_from_template(self, frame: bytes, session_id_avp: bytes, verdict: Verdict) -> bytes:
