@@ -86,3 +86,43 @@ def test_bad_lengths() -> None:
         buf.feed(head)
         err = buf.next_frame()
         assert isinstance(err, FramingError) and err.result_code == 5015, length
+
+
+def stepwise(buf: FrameBuffer, data: bytes) -> list[bytes | FramingError]:
+    buf.feed(data)
+    out: list[bytes | FramingError] = []
+    while (f := buf.next_frame()) is not None:
+        out.append(f)
+        if isinstance(f, FramingError):
+            break
+    return out
+
+
+@given(
+    st.lists(st.binary(max_size=48).map(lambda b: b + b"\0" * (-len(b) % 4)), max_size=12),
+    st.lists(st.tuples(st.integers(0, 10_000), st.binary(min_size=1, max_size=4)), max_size=2),
+    st.data(),
+)
+def test_frames_is_feed_then_next_frame(
+    bodies: list[bytes], damage: list[tuple[int, bytes]], data: st.DataObject
+) -> None:
+    """``frames(data)`` returns what ``feed`` followed by ``next_frame`` until None (or the
+    terminal error) returns, for any cut of a stream of messages, damaged or not, and
+    leaves the buffer in the same state."""
+    stream = bytearray(b"".join(frame(b, hbh=i) for i, b in enumerate(bodies)))
+    for at, junk in damage:  # overwrite a few bytes: bad versions, lengths, whatever follows
+        if stream:
+            at %= len(stream)
+            stream[at : at + len(junk)] = junk
+    whole = bytes(stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=8)))
+    fast, slow = FrameBuffer(max_message_size=256), FrameBuffer(max_message_size=256)
+    prev = 0
+    for c in [*cuts, len(whole)]:
+        chunk = whole[prev:c]
+        prev = c
+        got, want = fast.frames(chunk), stepwise(slow, chunk)
+        assert got == want
+        assert fast.buffered == slow.buffered
+        if want and isinstance(want[-1], FramingError):
+            break

@@ -49,6 +49,40 @@ class FrameBuffer:
             self._pos = 0
         self._buf += data
 
+    def frames(self, data: bytes) -> list[bytes | FramingError]:
+        """``feed(data)``, then every whole message now buffered, in order, with the
+        terminal framing error last if there is one: one call per read, not per message.
+        A read that starts on a message boundary is walked in place; anything else (a
+        partial message left from the last read) goes through ``feed``/``next_frame``."""
+        if self._error is not None or self._pos < len(self._buf) or type(data) is not bytes:
+            return self._slow_frames(data)
+        end = len(data)
+        pos = 0
+        out: list[bytes | FramingError] = []
+        limit = self.max_message_size
+        unpack = _U32.unpack_from
+        while end - pos >= 4:
+            head = unpack(data, pos)[0]
+            length = head & 0xFFFFFF
+            if head >> 24 != 1 or length < HEADER_LENGTH or length % 4 or length > limit or end - pos < length:
+                break  # an error, or a partial message: the general path takes it from here
+            out.append(data if length == end else data[pos : pos + length])
+            pos += length
+        self._buf, self._pos = data, pos
+        if pos < end:
+            out.extend(self._slow_frames(b""))
+        return out
+
+    def _slow_frames(self, data: bytes) -> list[bytes | FramingError]:
+        if data:
+            self.feed(data)
+        out: list[bytes | FramingError] = []
+        while (frame := self.next_frame()) is not None:
+            out.append(frame)
+            if isinstance(frame, FramingError):
+                break
+        return out
+
     @property
     def buffered(self) -> int:
         return len(self._buf) - self._pos

@@ -133,15 +133,11 @@ class PeerConnection:
     def receive_data(self, data: bytes, now: float) -> None:
         if self.state is PeerState.CLOSED:
             return
-        frames = self._frames
-        frames.feed(data)
-        next_frame = frames.next_frame
         fast_paths = self._fast
         limit = self.settings.max_in_flight
         fast_frames = 0
-        while not self.should_close:
-            frame = next_frame()
-            if frame is None:
+        for frame in self._frames.frames(data):
+            if self.should_close:
                 break
             if isinstance(frame, FramingError):
                 self._on_framing_error(frame)
