@@ -188,6 +188,18 @@ def test_open_r_rcv_dpr_answers_dpa_and_closes() -> None:
     assert conn.should_close
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_nothing_after_dpr_in_the_same_read_is_answered(fast: bool) -> None:
+    # The connection goes down with the DPA: requests read after the DPR get no answer.
+    conn = opened(s=settings(fast=fast))
+    dpr = DisconnectPeerRequest()
+    dpr.origin_host, dpr.origin_realm, dpr.disconnect_cause = b"mme.test", b"test", 0
+    conn.receive_data(ecr(hbh=5) + dpr.as_bytes() + ecr(hbh=6), 1.0)
+    eca, dpa = messages(conn.data_to_send())
+    assert eca.header.hop_by_hop_identifier == 5 and isinstance(dpa, DisconnectPeerAnswer)
+    assert conn.should_close
+
+
 def test_stop_sends_dpr_and_closes_on_dpa_or_timeout() -> None:
     # R-Open  Stop  R-Snd-DPR  Closing;  Closing  R-Rcv-DPA  R-Disc  Closed
     conn = opened()
