@@ -223,3 +223,24 @@ async def test_batched_confirmation_agrees_with_the_layout(redis_server: RedisSe
             assert kinds == want, (scripted, imei)
             assert (facts.exception is not None) == ((imei, imsi) in pairs), (scripted, imei, imsi)
             assert all(e.key == imei and e.source == "test-feed" for e in facts.imei)
+
+
+async def test_entries_added_after_start_carry_their_source_and_reason(redis_server: RedisServer) -> None:
+    """A delta can reference a metadata id the node did not load at start: the node fetches
+    it with the lookup, so the entry carries the delta's source and reason (what the verdict
+    log and the sighting events report), not placeholders."""
+    r = seed(redis_server)
+    store = RedisLists(aioredis.Redis.from_url(redis_server.url), "s13eir", timeout_s=5)
+    await store.start()
+    try:
+        append_change(r, L.Change("add", "black", UNLISTED, reason="reported stolen at the counter", source="shop-7"))
+        append_change(r, L.Change("add", "exceptions", BLACK, imsi="001010000000002", source="court-order"))
+        facts = await store.fetch(UNLISTED, None)  # a confirmation always asks Redis
+        assert [(e.list.value, e.source, e.detail) for e in facts.imei] == [
+            ("black", "shop-7", "reported stolen at the counter")
+        ]
+        pair = await store.fetch(BLACK, "001010000000002")
+        assert pair.exception is not None and pair.exception.source == "court-order"
+        assert [e.source for e in pair.imei] == ["test-feed"]  # loaded at start
+    finally:
+        await store.stop()

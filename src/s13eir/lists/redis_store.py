@@ -214,30 +214,51 @@ class RedisLists:
                     results = await self._lookup(batch, lists, exc)
                 except RedisConnectionError:
                     results = await self._lookup(batch, lists, exc)
-                missing = self._missing_meta(results, lists, batch, exc)
+                found, missing = self._decode(results, lists, batch, exc)
                 if missing:
                     await self._load_meta_ids(missing)
         except (TimeoutError, RedisError, OSError) as e:
             self._unavailable(batch, f"{type(e).__name__}: {e}")
             return
-        it = iter(results)
-        for imei14, imsi, done in batch:
+        for (imei14, imsi, done), hits in zip(batch, found, strict=True):
             entries: list[Entry] = []
-            for lst in lists:
-                ids = next(it)
-                if ids:
-                    entries.extend(self._entries(lst, imei14, ids))
             exception = None
-            if exc is not None and imsi:
-                ids = next(it)
-                if ids:
-                    _, source, _ = self._meta(exc, L.decode_ids(ids)[0])
-                    exception = ExceptionEntry(imei14, imsi, source)
+            for lst, ids in hits:
+                if lst is exc:
+                    exception = ExceptionEntry(imei14, imsi or "", self._meta(exc, ids[0])[1])
+                else:
+                    entries.extend(self._entries(lst, imei14, ids))
             facts = self._with_rules(imei14, exception, tuple(entries))
             if facts is NO_FACTS:
                 self.stats.remote_empty += 1
             self._remember(imei14, imsi, facts)
             self._call(done, facts)
+
+    def _decode(
+        self, results: list[Any], lists: list[_List], batch: list[Any], exc: _List | None
+    ) -> tuple[list[list[tuple[_List, list[int]]]], dict[str, set[int]]]:
+        """Per lookup, the lists that hold it with their meta ids (each reply value decoded
+        once), and the meta ids this node has not loaded yet: deltas may have created them
+        after it loaded the table."""
+        found: list[list[tuple[_List, list[int]]]] = []
+        missing: dict[str, set[int]] = {}
+        it = iter(results)
+        with_exc = [*lists, exc] if exc is not None else lists  # the order of the reply
+        for _imei, imsi, _ in batch:
+            hits: list[tuple[_List, list[int]]] = []
+            for lst in with_exc if imsi else lists:
+                value = next(it)
+                if not value:
+                    continue
+                ids = L.decode_ids(value)
+                if ids:
+                    hits.append((lst, ids))
+                    meta = lst.meta
+                    for i in ids:
+                        if i not in meta:
+                            missing.setdefault(lst.name, set()).add(i)
+            found.append(hits)
+        return found, missing
 
     async def _lookup(
         self, batch: list[tuple[str, str | None, Confirmed]], lists: list[_List], exc: _List | None
@@ -263,21 +284,6 @@ class RedisLists:
         results: list[Any] = await pipe.execute()
         return results
 
-    def _missing_meta(
-        self, results: list[Any], lists: list[_List], batch: list[Any], exc: _List | None
-    ) -> dict[str, set[int]]:
-        # Deltas may have created meta ids after this node loaded the table.
-        missing: dict[str, set[int]] = {}
-        it = iter(results)
-        with_exc = [*lists, exc] if exc is not None else lists  # the order of the reply
-        for _imei, imsi, _ in batch:
-            for lst in with_exc if imsi else lists:
-                ids = next(it)
-                for i in L.decode_ids(ids) if ids else ():
-                    if i not in lst.meta:
-                        missing.setdefault(lst.name, set()).add(i)
-        return missing
-
     async def _load_meta_ids(self, missing: Mapping[str, set[int]]) -> None:
         for name, ids in missing.items():
             lst = self._lists[name]
@@ -290,9 +296,9 @@ class RedisLists:
     def _meta(self, lst: _List, i: int) -> tuple[str, str, str]:
         return lst.meta.get(i, (lst.name, "", ""))
 
-    def _entries(self, lst: _List, imei14: str, ids: bytes | str) -> list[Entry]:
+    def _entries(self, lst: _List, imei14: str, ids: list[int]) -> list[Entry]:
         out = []
-        for i in L.decode_ids(ids):
+        for i in ids:
             _, source, detail = self._meta(lst, i)
             out.append(Entry(_KINDS[lst.name], source, imei14, detail))
         return out
