@@ -235,6 +235,8 @@ def p(result: dict[str, Any], key: str) -> float:
 
 CEILING = "ceiling: framed echo server"
 NEGATIVE = "s13eir 1 worker, Bloom negative"
+REDIS_CACHED = "s13eir 1 worker, Bloom positive (Redis, node cache on)"
+REDIS_EVERY_LOOKUP = "s13eir 1 worker, Bloom positive (Redis, every lookup to Redis)"
 
 
 # Open-loop runs: share of the 1-worker maximum, and the generator's nap between turns in
@@ -308,10 +310,10 @@ def one_round(tmp: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, 
     finally:
         server.stop()
 
-    for cache, label in ((100_000, "Redis, node cache on"), (0, "Redis, every lookup to Redis")):
+    for cache, name in ((100_000, REDIS_CACHED), (0, REDIS_EVERY_LOOKUP)):
         redis_result = redis_scenario(tmp, args, cache)
         if redis_result is not None:
-            rows.append((f"s13eir 1 worker, Bloom positive ({label})", redis_result))
+            rows.append((name, redis_result))
     return rows
 
 
@@ -319,9 +321,6 @@ def median(values: list[float]) -> float:
     v = sorted(values)
     mid = len(v) // 2
     return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
-
-
-REDIS_EVERY_LOOKUP = "s13eir 1 worker, Bloom positive (Redis, every lookup to Redis)"
 
 
 def targets(rounds: list[dict[str, dict[str, Any]]]) -> list[str]:
