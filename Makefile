@@ -1,34 +1,45 @@
 # s13eir: `make run` serves the example configuration; `make test` runs the whole suite.
-# Both work on a fresh Debian/Ubuntu machine with Python >= 3.11.
+# Both work on a fresh Debian/Ubuntu machine with Python >= 3.11 and install exactly the
+# set pinned in uv.lock (hash-checked): a new release upstream never changes what they get.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/eir.yaml
+# uv installs the locked set; it is itself pinned, with hashes, in tools/uv-requirements.txt.
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+LOWEST := .venv-lowest
 
-.PHONY: run test lint typecheck unit services install install-test bench clean
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+# Never fetch an interpreter of uv's own: use the machine's Python.
+export UV_PYTHON_DOWNLOADS := never
 
-$(BIN)/python:
+.PHONY: run test lint typecheck unit services install install-test bench clean \
+	lock lock-check upgrade test-lowest image image-test
+
+$(UV): tools/uv-requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "s13eir needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
-	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	@$(PYTHON) -m venv $(TOOLS) 2>/dev/null || { \
 	  echo "python3 -m venv failed; on Debian/Ubuntu: apt-get install python3-venv"; exit 1; }
-	$(BIN)/python -m pip install -q --upgrade pip
-
-$(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[uvloop]'
+	$(TOOLS)/bin/python -m pip install -q --require-hashes --no-deps -r tools/uv-requirements.txt
 	@touch $@
 
-$(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[uvloop,test]'
+$(STAMP_RUN): pyproject.toml uv.lock | $(UV)
+	$(UV) sync -q --locked --python $(PYTHON) --extra uvloop
+	@touch $@
+
+$(STAMP_TEST): pyproject.toml uv.lock | $(UV)
+	$(UV) sync -q --locked --python $(PYTHON) --extra uvloop --extra test
 	@touch $@ $(STAMP_RUN)
 
 install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
 
-## run: serve config/eir.yaml (Diameter on 127.0.0.1:3868, metrics on 127.0.0.1:9100)
+## run: serve config/eir.yaml (Diameter on 127.0.0.1:3868, N5g-eir on :8080, metrics on :9100)
 run: $(STAMP_RUN)
 	$(BIN)/s13eir serve --config $(CONFIG)
 
@@ -59,9 +70,38 @@ unit: $(STAMP_TEST)
 ## test: lint, type-check, then the whole pytest suite
 test: services lint typecheck unit
 
+## lock: bring uv.lock in step with pyproject.toml, keeping every pin that still fits
+lock: | $(UV)
+	$(UV) lock
+
+## lock-check: fail if uv.lock is not in step with pyproject.toml
+lock-check: | $(UV)
+	$(UV) lock --check --offline
+
+## upgrade: move the pins to the newest allowed releases (PACKAGE=name for one package)
+upgrade: | $(UV)
+	$(UV) lock $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade)
+
+## test-lowest: the suite on the lowest versions pyproject.toml allows (keeps its bounds honest)
+test-lowest: services | $(UV)
+	rm -rf $(LOWEST)
+	$(UV) venv -q --python $(PYTHON) $(LOWEST)
+	$(UV) pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[uvloop,test]'
+	$(UV) pip list --python $(LOWEST)/bin/python
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider
+
+## image: build the container image (see README, Container image)
+image:
+	sh deploy/image/build.sh
+
+## image-test: build the image, run a node from it, ask it over S13, N5g-eir and /healthz
+image-test: $(STAMP_TEST)
+	sh deploy/image/build.sh
+	$(BIN)/python deploy/image/smoke.py
+
 ## bench: throughput and latency measurements (see README, Performance)
 bench: $(STAMP_TEST)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) $(TOOLS) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

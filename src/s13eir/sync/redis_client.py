@@ -148,8 +148,7 @@ def connect(cfg: RedisConfig, *, timeout_s: float | None = None) -> AnyRedis:
         if cfg.cluster:
             raise ValueError("store.redis: a sentinel url cannot name a Redis Cluster (cluster: true)")
         s = parse_sentinel_url(url)
-        # redis-py leaves Sentinel.__init__ unannotated.
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             s.hosts,
             sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": max(timeout, 1.0)},
             **opts,
