@@ -1,23 +1,24 @@
-"""The ``s13eir`` command: serve, check, config check."""
+"""The ``s13eir`` command: serve, check, config check, load, lists, sync.
+
+Start-up time matters here (``--version``, ``check`` and ``config check`` are run by hand
+and by scripts), so this module imports only the standard library at the top: each
+command imports what it needs when it runs, ``check`` no more than s13eir's own Diameter
+codec. ``load``, ``lists`` and ``sync`` define their options in their own modules, which
+are imported only when that command is the one on the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-from collections.abc import Sequence
-
-import msgspec
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import Config, ConfigError, load_config
-from .diameter.dictionary import DictionaryError
-from .lists.formats import ListFormatError
-from .loadgen.cli import add_load_parser, cmd_load
-from .node_errors import StartError
-from .sync.lists_cli import add_lists_parser, cmd_lists
-from .sync.process import add_sync_parser, cmd_sync
+
+if TYPE_CHECKING:
+    from .config import Config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the EIR could not be asked, or answered with an error
@@ -25,7 +26,54 @@ EXIT_CONFIG = 2  # bad configuration or usage
 DEFAULT_CONFIG = "config/eir.yaml"
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Command:
+    """A sub-command whose options are defined by the module that runs it."""
+
+    def __init__(self, module: str, add_parser: str, handler: str, help: str) -> None:
+        self.module = module
+        self.add_parser = add_parser
+        self.handler = handler
+        self.help = help  # what the module's parser says: the line shown by ``s13eir --help``
+
+    def add_to(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        getattr(import_module(self.module), self.add_parser)(subparsers)
+
+    def run(self, args: argparse.Namespace) -> int:
+        handler: Callable[[argparse.Namespace], int] = getattr(import_module(self.module), self.handler)
+        return handler(args)
+
+
+MODULE_COMMANDS = {
+    "load": _Command(
+        "s13eir.loadgen.cli",
+        "add_load_parser",
+        "cmd_load",
+        "load-test an EIR with simulated MMEs and check every answer",
+    ),
+    "lists": _Command(
+        "s13eir.sync.lists_cli",
+        "add_lists_parser",
+        "cmd_lists",
+        "the lists in Redis shared by the EIR nodes (store.backend: redis)",
+    ),
+    "sync": _Command(
+        "s13eir.sync.process",
+        "add_sync_parser",
+        "cmd_sync",
+        "keep the lists in Redis in step with the master list (snapshots + MQTT feed)",
+    ),
+}
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line: the first word that is not an option
+    (the top level has no option that takes a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The whole parser for the ``s13eir`` built-in commands; of ``load``, ``lists`` and
+    ``sync`` only the one named in ``argv`` gets its options (the others are listed)."""
     p = argparse.ArgumentParser(prog="s13eir", description="Equipment Identity Register for S13/S13' (TS 29.272)")
     p.add_argument("--version", action="version", version=f"s13eir {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -51,9 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=5.0)
     check.add_argument("--json", action="store_true", help="print the answer as JSON")
 
-    add_load_parser(sub)
-    add_lists_parser(sub)
-    add_sync_parser(sub)
+    chosen = _command_word(argv)
+    for name, command in MODULE_COMMANDS.items():
+        if name == chosen:
+            command.add_to(sub)
+        else:
+            sub.add_parser(name, help=command.help)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -64,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str) -> Config:
+    from .config import load_config
+
     return load_config(path)
 
 
@@ -77,22 +130,28 @@ def _peer(args: argparse.Namespace) -> tuple[str, int]:
         return host, first.port
     host, sep, port = spec.rpartition(":")
     if not sep or not port.isdigit():
+        from .config import ConfigError
+
         raise ConfigError("--peer", f"expected HOST:PORT, got {spec!r}")
     return host.strip("[]"), int(port)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .client import ClientError, check_once
+    import asyncio
+
+    from .checker import ClientError, check_imei
 
     host, port = _peer(args)
     try:
         result = asyncio.run(
-            check_once(host, port, args.imei, args.imsi, args.sv, args.origin_host, args.origin_realm, args.timeout)
+            check_imei(host, port, args.imei, args.imsi, args.sv, args.origin_host, args.origin_realm, args.timeout)
         )
     except ClientError as exc:
         print(f"s13eir check: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
+        import json
+
         print(json.dumps({"imei": args.imei, "imsi": args.imsi, **result.as_dict()}))
     else:
         print(f"{args.imei}: {result.verdict}")
@@ -101,12 +160,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from .diameter import dictionary
-    from .node import load_snapshot
+    from .lists.formats import ListSpec, load_lists
 
     path = args.path or args.config_opt or DEFAULT_CONFIG
     config = _load(path)
     d = dictionary.load(config.diameter.dictionaries)
-    snapshot = load_snapshot(config)
+    # What the node loads at start-up (node.load_snapshot), without importing the node.
+    specs = [ListSpec(s.path, s.format, s.list) for s in config.store.lists]
+    snapshot = load_lists(specs, config.store.bloom_fp_rate)
     counts = ", ".join(f"{k} {v}" for k, v in snapshot.counts().items())
     print(f"{path}: ok")
     print(f"  node {config.node.origin_host} / {config.node.origin_realm}")
@@ -128,6 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return Supervisor(config, args.config, args.workers, ["--no-uvloop"] if args.no_uvloop else []).run()
     if args.worker_index:
+        import msgspec
+
         # Worker i serves its own metrics on port + i: scrapes must not land on a random worker.
         metrics = msgspec.structs.replace(config.metrics, port=config.metrics.port + args.worker_index)
         config = msgspec.structs.replace(config, metrics=metrics)
@@ -143,28 +206,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
     try:
         if args.command == "serve":
             return cmd_serve(args)
         if args.command == "check":
             return cmd_check(args)
-        if args.command == "load":
-            return cmd_load(args)
-        if args.command == "lists":
-            return cmd_lists(args)
-        if args.command == "sync":
-            return cmd_sync(args)
+        if args.command in MODULE_COMMANDS:
+            return MODULE_COMMANDS[args.command].run(args)
         return cmd_config_check(args)
-    except (ConfigError, ListFormatError, DictionaryError) as exc:
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
         print(f"s13eir: {exc}", file=sys.stderr)
+        return code
+
+
+def _exit_code(exc: Exception) -> int | None:
+    """The exit status for an error the commands report in one line; None for a bug.
+    (Imported here, on the error path: a command that never loaded these modules
+    cannot have raised their errors, and should not pay for importing them.)"""
+    from .config import ConfigError
+    from .diameter.dictionary import DictionaryError
+    from .lists.formats import ListFormatError
+    from .node_errors import StartError
+
+    if isinstance(exc, ConfigError | ListFormatError | DictionaryError):
         return EXIT_CONFIG
-    except StartError as exc:
-        print(f"s13eir: {exc}", file=sys.stderr)
+    if isinstance(exc, StartError | OSError):  # e.g. the listen port is taken
         return EXIT_FAILURE
-    except OSError as exc:  # e.g. the listen port is taken
-        print(f"s13eir: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    return None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""A one-shot S13 client, as an MME would behave: CER, ECR, DPR.
+"""An S13 client, as an MME would behave: CER, ECRs, DPR.
 
-Used by ``s13eir check`` (ops) and by the tests as an independent MME: every
-message it sends is built, and every answer decoded, with python-diameter.
+The tests' independent MME: every message it sends is built, and every answer decoded,
+with python-diameter, not with s13eir's own codec. ``s13eir check`` uses
+:mod:`s13eir.checker` instead (same results, without python-diameter's import time).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import contextlib
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from diameter.message import Message
 from diameter.message.avp.grouped import TerminalInformation, VendorSpecificApplicationId
@@ -23,7 +22,7 @@ from diameter.message.commands import (
     MeIdentityCheckRequest,
 )
 
-from .decision.model import EquipmentStatus
+from .checker import CheckResult, ClientError
 from .diameter.constants import (
     APP_S13,
     AVP_ERROR_MESSAGE,
@@ -36,40 +35,7 @@ from .diameter.constants import (
 from .diameter.framing import FrameBuffer, FramingError
 from .diameter.header import parse_header
 
-
-class ClientError(Exception):
-    """The EIR could not be asked: connection, CER or protocol failure."""
-
-
-@dataclass
-class CheckResult:
-    result_code: int | None
-    experimental_result_code: int | None
-    equipment_status: int | None
-    error_message: str | None
-    e_bit: bool
-    raw: bytes = field(repr=False)
-
-    @property
-    def verdict(self) -> str:
-        if self.result_code == SUCCESS and self.equipment_status is not None:
-            try:
-                return EquipmentStatus(self.equipment_status).name
-            except ValueError:
-                return f"status {self.equipment_status}"
-        if self.experimental_result_code == 5422:
-            return "EQUIPMENT_UNKNOWN"
-        code = self.result_code if self.result_code is not None else self.experimental_result_code
-        return f"ERROR {code}" + (f" ({self.error_message})" if self.error_message else "")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "result_code": self.result_code,
-            "experimental_result_code": self.experimental_result_code,
-            "equipment_status": self.equipment_status,
-            "error_message": self.error_message,
-        }
+__all__ = ["CheckResult", "ClientError", "S13Client", "check_once"]
 
 
 def _error_message(msg: Message) -> str | None:

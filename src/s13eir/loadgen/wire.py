@@ -190,7 +190,16 @@ def _address(ip: str) -> bytes:
     return (b"\x00\x01" if addr.version == 4 else b"\x00\x02") + addr.packed
 
 
-def cer(origin_host: str, origin_realm: str, host_ip: str, state_id: int, hbh: int, e2e: int) -> bytes:
+def cer(
+    origin_host: str,
+    origin_realm: str,
+    host_ip: str,
+    state_id: int,
+    hbh: int,
+    e2e: int,
+    *,
+    product: str = "s13eir-load",
+) -> bytes:
     """CER advertising S13 (RFC 6733 §5.3.1, TS 29.272 §7.1)."""
     vsai = enc.grouped(
         AVP_VENDOR_SPECIFIC_APPLICATION_ID,
@@ -206,7 +215,7 @@ def cer(origin_host: str, origin_realm: str, host_ip: str, state_id: int, hbh: i
             enc.utf8(AVP_ORIGIN_REALM, origin_realm),
             enc.encode(AVP_HOST_IP_ADDRESS, _address(host_ip)),
             enc.u32(AVP_VENDOR_ID, 0),
-            enc.utf8(AVP_PRODUCT_NAME, "s13eir-load", mandatory=False),
+            enc.utf8(AVP_PRODUCT_NAME, product, mandatory=False),
             enc.u32(AVP_ORIGIN_STATE_ID, state_id),
             enc.u32(AVP_SUPPORTED_VENDOR_ID, VENDOR_3GPP),
             vsai,
