@@ -1,5 +1,5 @@
-"""The ``s13eir`` command itself: what each command imports, and ``check``'s own
-client."""
+"""The ``s13eir`` command itself: what each command imports, ``check``'s own client, and
+``python -m s13eir``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 import pytest
 
+import s13eir
 from s13eir import cli
 from s13eir.checker import CheckResult, check_imei
 from s13eir.client import S13Client
@@ -80,6 +81,12 @@ def test_command_help_lines_are_the_modules_own() -> None:
     listed = help_lines(cli._parser([]))
     for name in cli.MODULE_COMMANDS:
         assert help_lines(cli._parser([name]))[name] == listed[name]
+
+
+def test_python_m_s13eir_prints_the_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "s13eir", "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"s13eir {s13eir.__version__}"
 
 
 # --- check's own client against the python-diameter one ----------------------------------
