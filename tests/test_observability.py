@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import logging
+import platform
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
+from s13eir import __version__
 from s13eir.config import config_from_mapping
 from s13eir.observability import http
 from s13eir.observability.http import start_http
@@ -172,6 +174,7 @@ def test_rendered_text() -> None:
     assert f["s13eir_answer_latency_seconds_count"] == {(): 2}
     assert f["s13eir_answer_latency_seconds_sum"][()] == pytest.approx(0.0044)
     assert "process_cpu_seconds_total" in f
+    assert f["s13eir_build_info"] == {(("python", platform.python_version()), ("version", __version__)): 1}
 
 
 def test_loop_lag_buckets_and_exposition() -> None:
@@ -368,6 +371,19 @@ async def test_node_metrics_count_fast_path_and_full_path_answers() -> None:
             (("equipment_status", "whitelisted"), ("result_code", "2001")): 2,
             (("equipment_status", "blacklisted"), ("result_code", "2001")): 1,
         }
+
+
+async def test_node_metrics_say_which_build_runs() -> None:
+    from .conftest import node_config, running_node
+
+    async with running_node(config_from_mapping(node_config())) as rn:
+        r = await request(rn.http_port, "GET", "/metrics")
+    assert r.status == 200
+    (family,) = (f for f in text_string_to_metric_families(r.body.decode()) if f.name == "s13eir_build_info")
+    assert family.type == "gauge"
+    assert [(s.labels, s.value) for s in family.samples] == [
+        ({"version": __version__, "python": platform.python_version()}, 1)
+    ]
 
 
 @pytest.mark.parametrize("interval_ms", [5, 0])

@@ -9,6 +9,7 @@ into metric families when Prometheus asks.
 
 from __future__ import annotations
 
+import platform
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
@@ -19,11 +20,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from s13eir import __version__
 from s13eir.decision.model import EquipmentStatus
 
 from .loop_lag import LAG_BUCKETS, LoopLag
 
-__all__ = ["LATENCY_BUCKETS", "NO_STATUS", "Metrics", "MetricsCollector", "render"]
+__all__ = ["BUILD_INFO", "LATENCY_BUCKETS", "NO_STATUS", "Metrics", "MetricsCollector", "render"]
 
 # Upper bounds (seconds) of the answer latency buckets, 1-2-5 steps from 50 µs to 1 s.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -33,6 +35,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.1, 0.2, 0.5,
     1.0,
 )  # fmt: skip
+
+# s13eir_build_info's labels: which release and which Python a scraped process runs.
+BUILD_INFO: tuple[tuple[str, str], ...] = (("version", __version__), ("python", platform.python_version()))
 
 # ``status`` for an answer that carries no Equipment-Status (an error or EQUIPMENT_UNKNOWN).
 NO_STATUS = -1
@@ -165,6 +170,14 @@ class MetricsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self._m
+
+        info = GaugeMetricFamily(
+            "s13eir_build_info",
+            "Always 1; the labels say which s13eir version and Python version this process runs.",
+            labels=[name for name, _ in BUILD_INFO],
+        )
+        info.add_metric([value for _, value in BUILD_INFO], 1)
+        yield info
 
         answers = CounterMetricFamily(
             "s13eir_answers",
