@@ -1,5 +1,5 @@
-"""The ``s13eir`` command itself: what each command imports, ``check``'s own client, and
-``python -m s13eir``."""
+"""The ``s13eir`` command itself: what each command imports, ``check``'s own client,
+``python -m s13eir``, and the files a configuration names checked before anything starts."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import argparse
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 import s13eir
 from s13eir import cli
@@ -17,7 +22,7 @@ from s13eir.checker import CheckResult, check_imei
 from s13eir.client import S13Client
 from s13eir.config import config_from_mapping
 
-from .conftest import MME_HOST, MME_REALM, EirProcess, RunningNode, node_config, running_node
+from .conftest import MME_HOST, MME_REALM, ROOT, EirProcess, RunningNode, free_port, node_config, running_node
 from .test_smoke_e2e import SAMPLES
 
 # Third-party packages that only some commands need; each costs tens to hundreds of ms.
@@ -129,3 +134,89 @@ async def test_checker_reports_equipment_unknown() -> None:
     assert ours.verdict == "EQUIPMENT_UNKNOWN"
     assert ours.experimental_result_code == 5422
     assert _fields(ours) == _fields(theirs)
+
+
+# --- files named by the configuration ---------------------------------------------------
+
+
+def s13eir_cli(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "s13eir", *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def config_naming(tmp_path: Path, **sbi: Any) -> Path:
+    """A configuration on free ports whose ``sbi`` section is ``sbi``."""
+    cfg = node_config(sbi={"address": "127.0.0.1", "port": free_port(), **sbi})
+    cfg["listen"] = [{"transport": "tcp", "address": "127.0.0.1", "port": free_port()}]
+    cfg["metrics"] = {"enabled": True, "address": "127.0.0.1", "port": free_port()}
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_config_check_names_a_missing_certificate(tmp_path: Path) -> None:
+    (tmp_path / "eir.key").write_text("key")
+    path = config_naming(tmp_path, tls=True, certfile="/nonexistent/tls/eir.pem", keyfile="eir.key")
+    out = s13eir_cli("config", "check", str(path))
+    assert out.returncode == 2, out.stdout
+    assert out.stderr == f"s13eir: {path}: sbi.certfile: /nonexistent/tls/eir.pem: no such file\n"
+    assert out.stdout == ""
+
+
+def test_config_check_names_every_missing_file(tmp_path: Path) -> None:
+    path = config_naming(tmp_path, tls=True, certfile="tls/eir.pem", keyfile="tls/eir.key")
+    out = s13eir_cli("config", "check", str(path))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [  # relative names: from the configuration's directory
+        f"s13eir: {path}: sbi.certfile: {tmp_path / 'tls' / 'eir.pem'}: no such file",
+        f"s13eir: {path}: sbi.keyfile: {tmp_path / 'tls' / 'eir.key'}: no such file",
+    ]
+
+
+def test_config_check_counts_the_files_it_checked() -> None:
+    out = s13eir_cli("config", "check", str(ROOT / "config" / "eir.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert "  files: 4 named, all readable" in out.stdout.splitlines()
+
+
+def test_serve_names_a_missing_certificate_before_starting(tmp_path: Path) -> None:
+    (tmp_path / "eir.key").write_text("key")
+    path = config_naming(tmp_path, tls=True, certfile="/nonexistent/tls/eir.pem", keyfile="eir.key")
+    out = s13eir_cli("serve", "--config", str(path))
+    assert out.returncode == 2
+    assert out.stderr == f"s13eir: {path}: sbi.certfile: /nonexistent/tls/eir.pem: no such file\n"
+    assert "Errno" not in out.stderr
+
+
+def test_serve_ignores_files_only_sync_reads(tmp_path: Path) -> None:
+    """A missing snapshot of ``sync.snapshots`` is for ``s13eir sync`` to report: the node
+    never reads it. (``config check`` reports it.)"""
+    cfg = node_config()
+    cfg["listen"] = [{"transport": "tcp", "address": "127.0.0.1", "port": free_port()}]
+    cfg["metrics"] = {"enabled": True, "address": "127.0.0.1", "port": free_port()}
+    cfg["sync"] = {"snapshots": [{"path": "snap/black.csv", "format": "dirbs-blacklist", "list": "black"}]}
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    check = s13eir_cli("config", "check", str(path))
+    assert check.returncode == 2
+    assert f"sync.snapshots[0].path: {tmp_path / 'snap' / 'black.csv'}: no such file" in check.stderr
+    log = tmp_path / "eir.log"
+    with open(log, "wb") as out:  # serve starts; stopped with SIGTERM once ready
+        proc = subprocess.Popen([sys.executable, "-m", "s13eir", "serve", "--config", str(path)],
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        assert _ready(proc, cfg["metrics"]["port"]), log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _ready(proc: subprocess.Popen[bytes], http_port: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False

@@ -9,9 +9,15 @@ import pytest
 from s13eir.config import (
     Config,
     ConfigError,
+    FilesMissing,
     ListenConfig,
+    NamedFile,
+    check_files,
     config_from_mapping,
+    file_problem,
     load_config,
+    missing_files,
+    named_files,
 )
 from s13eir.decision.model import ListKind, UnknownPolicy
 
@@ -307,3 +313,111 @@ def test_config_from_mapping_resolves_against_base_dir() -> None:
     data = minimal(store={"lists": [{"path": "x/y.csv", "format": "csv"}]})
     assert config_from_mapping(data, base_dir="/srv/eir").store.lists[0].path == "/srv/eir/x/y.csv"
     assert config_from_mapping(data).store.lists[0].path == "x/y.csv"
+
+
+def test_relative_sbi_paths_resolve_against_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "eir.yaml").write_text(
+        "node: {origin_host: a, origin_realm: b}\n"
+        "sbi: {tls: true, certfile: tls/eir.pem, keyfile: /abs/eir.key, oauth2: {key_file: ../nrf.pem}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    sbi = load_config("etc/eir.yaml", environ={}).sbi
+    assert sbi is not None
+    assert (sbi.certfile, sbi.keyfile, sbi.oauth2.key_file) == (
+        str(conf / "tls" / "eir.pem"),
+        "/abs/eir.key",
+        str(tmp_path / "nrf.pem"),
+    )
+
+
+# --- the files a configuration names ------------------------------------------------------
+
+
+def test_named_files_give_every_file_with_its_key() -> None:
+    data = minimal(
+        diameter={"dictionaries": ["/d/vendor.yaml", "/d/more"]},
+        store={"lists": [{"path": "/l/black.csv", "format": "dirbs-blacklist"}, {"path": "/l/g.csv", "format": "csv"}]},
+        sync={"snapshots": [{"path": "/s/black.csv", "format": "dirbs-blacklist", "list": "black"}]},
+        sbi={
+            "tls": True,
+            "certfile": "/t/eir.pem",
+            "keyfile": "/t/eir.key",
+            "cafile": "/t/ca.pem",
+            "oauth2": {"enabled": True, "algorithms": ["RS256"], "key_file": "/t/nrf.pem"},
+            "nrf": {"url": "https://nrf.example", "cafile": "/t/nrf-ca.pem"},
+        },
+    )
+    assert named_files(config_from_mapping(data)) == [
+        NamedFile("diameter.dictionaries[0]", "/d/vendor.yaml", True, True),
+        NamedFile("diameter.dictionaries[1]", "/d/more", True, True),
+        NamedFile("store.lists[0].path", "/l/black.csv", True),
+        NamedFile("store.lists[1].path", "/l/g.csv", True),
+        NamedFile("sync.snapshots[0].path", "/s/black.csv", False),  # only `s13eir sync` reads it
+        NamedFile("sbi.certfile", "/t/eir.pem", True),
+        NamedFile("sbi.keyfile", "/t/eir.key", True),
+        NamedFile("sbi.cafile", "/t/ca.pem", True),
+        NamedFile("sbi.oauth2.key_file", "/t/nrf.pem", True),
+        NamedFile("sbi.nrf.cafile", "/t/nrf-ca.pem", True),
+    ]
+
+
+def test_named_files_the_node_does_not_read() -> None:
+    """Named, but not read by `s13eir serve`: lists of a Redis-backed node, TLS files with
+    tls off, the key of oauth2 turned off, the CA of an NRF that is not configured."""
+    data = minimal(
+        store={"backend": "redis", "lists": [{"path": "/l/black.csv", "format": "dirbs-blacklist"}]},
+        sbi={"certfile": "/t/eir.pem", "oauth2": {"key_file": "/t/nrf.pem"}, "nrf": {"cafile": "/t/nrf-ca.pem"}},
+    )
+    files = named_files(config_from_mapping(data))
+    assert [f.key for f in files] == ["store.lists[0].path", "sbi.certfile", "sbi.oauth2.key_file", "sbi.nrf.cafile"]
+    assert not any(f.read_by_node for f in files)
+    assert named_files(config_from_mapping(minimal())) == []
+
+
+def test_the_example_configs_name_only_readable_files() -> None:
+    for name in ("eir.yaml", "eir-lab.yaml"):
+        assert missing_files(load_config(CONFIG_DIR / name, environ={})) == [], name
+
+
+def test_file_problem(tmp_path: Path) -> None:
+    (tmp_path / "ok.pem").write_text("x")
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    assert file_problem(str(tmp_path / "ok.pem")) is None
+    assert file_problem(str(tmp_path / "fifo")) is None  # opened without blocking
+    assert file_problem(str(tmp_path / "nope.pem")) == "no such file"
+    assert file_problem(str(tmp_path / "ok.pem" / "x")) == "no such file"
+    assert file_problem(str(tmp_path / "dir")) == "is a directory, not a file"
+    assert file_problem(str(tmp_path / "dir"), directory_ok=True) is None
+    assert file_problem(str(tmp_path / "nope"), directory_ok=True) == "no such file or directory"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_file_problem_unreadable(tmp_path: Path) -> None:
+    key = tmp_path / "eir.key"
+    key.write_text("secret")
+    key.chmod(0)
+    assert file_problem(str(key)) == "permission denied"
+
+
+def test_check_files_names_each_missing_file_with_its_key(tmp_path: Path) -> None:
+    (tmp_path / "eir.key").write_text("k")
+    data = minimal(
+        store={"lists": [{"path": str(tmp_path / "black.csv"), "format": "dirbs-blacklist"}]},
+        sync={"snapshots": [{"path": str(tmp_path / "snap.csv"), "format": "dirbs-blacklist", "list": "black"}]},
+        sbi={"tls": True, "certfile": "/etc/tls/eir.pem", "keyfile": str(tmp_path / "eir.key")},
+    )
+    cfg = config_from_mapping(data)
+    with pytest.raises(FilesMissing) as info:
+        check_files(cfg, "config/eir.yaml")
+    assert str(info.value).splitlines() == [
+        f"config/eir.yaml: store.lists[0].path: {tmp_path / 'black.csv'}: no such file",
+        f"config/eir.yaml: sync.snapshots[0].path: {tmp_path / 'snap.csv'}: no such file",
+        "config/eir.yaml: sbi.certfile: /etc/tls/eir.pem: no such file",
+    ]
+    assert isinstance(info.value, ConfigError)
+    with pytest.raises(FilesMissing) as info:
+        check_files(cfg, "config/eir.yaml", node_only=True)  # the node does not read sync's snapshots
+    assert [p.file.key for p in info.value.problems] == ["store.lists[0].path", "sbi.certfile"]

@@ -108,7 +108,9 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
-    cfg_check = cfg_sub.add_parser("check", help="validate a configuration, its dictionaries and its lists")
+    cfg_check = cfg_sub.add_parser(
+        "check", help="validate a configuration, the files it names, its dictionaries and its lists"
+    )
     cfg_check.add_argument("path", nargs="?", default=None)
     cfg_check.add_argument("--config", dest="config_opt", default=None, help="same as PATH")
     return p
@@ -159,11 +161,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from .config import check_files, named_files
     from .diameter import dictionary
     from .lists.formats import ListSpec, load_lists
 
     path = args.path or args.config_opt or DEFAULT_CONFIG
     config = _load(path)
+    check_files(config, path)  # every file it names, including those only `s13eir sync` reads
     d = dictionary.load(config.diameter.dictionaries)
     # What the node loads at start-up (node.load_snapshot), without importing the node.
     specs = [ListSpec(s.path, s.format, s.list) for s in config.store.lists]
@@ -175,14 +179,21 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"  peers {len(config.peers.list)} configured, allow_unknown={config.peers.allow_unknown}")
     print(f"  dictionary {len(d.avps)} AVPs, {len(d.commands)} commands")
     print(f"  lists: {counts}")
+    print(f"  files: {len(named_files(config))} named, all readable")
     return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .config import check_files
+
+    config = _load(args.config)
+    # Before anything starts: a missing certificate is named here, not met as a bare
+    # "[Errno 2]" once the lists are loaded and the Diameter port is open.
+    check_files(config, args.config, node_only=True)
+
     from .node import run_node
     from .observability.logs import configure_logging
 
-    config = _load(args.config)
     configure_logging(config.logging.level, config.logging.format)
     if args.workers > 1 and args.worker_index is None:
         from .supervisor import Supervisor
@@ -220,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _exit_code(exc)
         if code is None:
             raise
-        print(f"s13eir: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # several files missing: one line each
+            print(f"s13eir: {line}", file=sys.stderr)
         return code
 
 
