@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import operator
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -421,6 +422,18 @@ class ClusterNode(RedisServer):
             check=True,
             capture_output=True,
         )
+        # The slots are served once the node says cluster_state:ok; before, every command
+        # gets CLUSTERDOWN (newer redis-py clients retry that, older ones do not).
+        deadline = time.monotonic() + 10
+        while True:
+            out = subprocess.run(
+                ["redis-cli", "-p", str(self.port), "cluster", "info"], capture_output=True, text=True, check=True
+            ).stdout
+            if "cluster_state:ok" in out:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"one-node cluster not ok after 10 s: {out}")
+            time.sleep(0.05)
 
 
 @pytest.fixture
