@@ -1,5 +1,16 @@
 """The composition root: builds an EIR node from its configuration and owns
-every listener, task and signal handler. Policy lives in the modules it wires."""
+every listener, task and signal handler. Policy lives in the modules it wires.
+
+Start-up order (:meth:`Node.start`): the metrics/health server first, then the
+lists, then the S13 (Diameter) and N5g-eir listeners. Loading ten million IMEIs
+can take a minute; meanwhile ``/healthz`` answers 200, ``/readyz`` answers 503
+``loading: ...`` (which file, how many entries so far), ``/metrics`` works, and
+the Diameter and N5g-eir ports are not open yet, so a peer is refused rather than
+left waiting. List files are parsed in a thread (see :mod:`s13eir.lists.loading`),
+so the event loop keeps answering; Redis-backed lists load on the loop, which
+awaits Redis between steps. A load that fails closes the health server again and
+the error ends the process, as before.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +40,7 @@ from .diameter.traffic import Screening
 from .events.publisher import SightingPublisher
 from .events.sighting import Sighting, verdict_name
 from .lists.formats import ListFormatError, ListSpec, load_lists
+from .lists.loading import LoadProgress, in_thread
 from .lists.redis_store import RedisLists, StoreUnavailable
 from .lists.shared import load_mapped
 from .lists.snapshot import ListSnapshot
@@ -60,9 +72,12 @@ def list_specs(config: Config) -> list[ListSpec]:
     return [ListSpec(s.path, s.format, s.list) for s in config.store.lists]
 
 
-def load_snapshot(config: Config) -> ListSnapshot:
-    """Parse every configured list file into a new snapshot (raises ListFormatError)."""
-    return load_lists(list_specs(config), config.store.bloom_fp_rate)
+def load_snapshot(config: Config, progress: LoadProgress | None = None) -> ListSnapshot:
+    """Parse every configured list file into a new snapshot (raises ListFormatError).
+
+    ``progress`` follows the load, for another thread to report (``/readyz``).
+    """
+    return load_lists(list_specs(config), config.store.bloom_fp_rate, progress)
 
 
 def _local_addresses(config: Config) -> tuple[str, ...]:
@@ -115,6 +130,9 @@ class Node:
             origin_state_id=int(time.time()) & 0xFFFFFFFF,
         )
         self.redis_lists: RedisLists | None = None
+        # Set until start() has loaded the lists: /readyz reports it. Until then the
+        # embedded store answers from an empty snapshot, which no listener can reach.
+        self._loading: LoadProgress | None = LoadProgress()
         lists: ListSnapshot | RedisLists
         if config.store.backend == "redis":
             r = config.store.redis
@@ -127,8 +145,7 @@ class Node:
                 bloom_fp_rate=config.store.bloom_fp_rate,
             )
         else:
-            lists = load_mapped(shared_lists) if shared_lists else load_snapshot(config)
-            self.log.info("lists_loaded", **lists.counts(), memory_bytes=lists.memory_bytes())
+            lists = ListSnapshot.empty()  # replaced by start() once the files are loaded
         self.app = MeIdentityCheck(self.local, lists, self._s13_policy(config), self._on_outcome)
         self.metrics.set_fast_whitelisted_source(lambda: self.app.whitelisted_fast)
         # The fast path logs nothing, so it only serves whitelisted answers that are not
@@ -292,12 +309,68 @@ class Node:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Open the metrics/health server, load the lists, then open the listeners.
+
+        The order lets an orchestrator see the process alive (``/healthz``) while a
+        large list loads, and keeps peers off until there is something to answer
+        with (see the module docstring). If any step fails, what was opened is
+        closed and the error propagates: the caller exits non-zero.
+        """
+        try:
+            await self._start_http()
+            await self._load_lists()
+            await self._start_serving()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_http(self) -> None:
+        if not self.config.metrics.enabled:
+            return
+        if self.config.metrics.loop_lag_interval_ms:
+            self._loop_lag = LoopLagProbe(self.metrics.loop_lag, self.config.metrics.loop_lag_interval_ms / 1000)
+            self._loop_lag.start()
+        http = await start_http(self.config.metrics.address, self.config.metrics.port, self.metrics, self.ready)
+        self.servers.append(http)
+        addr = http.sockets[0].getsockname()
+        self.bound.append(("http", str(addr[0]), int(addr[1])))
+
+    async def _load_lists(self) -> None:
+        progress = self._loading
+        assert progress is not None
+        started = time.perf_counter()
         if self.redis_lists is not None:
+            progress.set_phase("reading the lists from Redis")
+            self.log.info("lists_loading", store="redis", health=self._http_url())
             try:
                 await self.redis_lists.start()
             except (RedisError, OSError) as e:
                 raise StartError(f"cannot load the lists from Redis ({self.config.store.redis.url}): {e}") from e
+        else:
+            shared, config = self.shared_lists, self.config
+            if shared:
+                progress.set_phase(f"mapping the shared list snapshot {shared}")
+                self.log.info("lists_loading", store="shared", path=shared, health=self._http_url())
+                snapshot = await in_thread(lambda: load_mapped(shared), "s13eir-lists")
+            else:
+                self.log.info("lists_loading", store="embedded", files=len(config.store.lists), health=self._http_url())
+                snapshot = await in_thread(lambda: load_snapshot(config, progress), "s13eir-lists")
+            # The thread is done with the snapshot, which is never modified after build():
+            # from here it belongs to the loop, like a reload's.
+            self.app.lists = snapshot
+            self.log.info(
+                "lists_loaded",
+                **snapshot.counts(),
+                memory_bytes=snapshot.memory_bytes(),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+        self._loading = None
+
+    def _http_url(self) -> str | None:
+        return next((f"http://{a}:{p}" for t, a, p in self.bound if t == "http"), None)
+
+    async def _start_serving(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.sightings is not None:
             self.sightings.start()
         if self.config.sbi is not None:
@@ -335,14 +408,6 @@ class Node:
             for s in server.sockets:
                 addr = s.getsockname()
                 self.bound.append((listen.transport, str(addr[0]), int(addr[1])))
-        if self.config.metrics.enabled:
-            if self.config.metrics.loop_lag_interval_ms:
-                self._loop_lag = LoopLagProbe(self.metrics.loop_lag, self.config.metrics.loop_lag_interval_ms / 1000)
-                self._loop_lag.start()
-            http = await start_http(self.config.metrics.address, self.config.metrics.port, self.metrics, self.ready)
-            self.servers.append(http)
-            addr = http.sockets[0].getsockname()
-            self.bound.append(("http", str(addr[0]), int(addr[1])))
         self.log.info(
             "started",
             origin_host=self.local.origin_host,
@@ -356,8 +421,14 @@ class Node:
         return DiameterProtocol(self.settings, self._on_event, self.connections, self.metrics.observe_latency, resolve)
 
     def ready(self) -> tuple[bool, str]:
+        """(ready, reason) for ``/readyz``: not while loading the lists (``loading: ...``),
+        before the S13 listeners are bound, while shutting down, or, with Redis, while
+        Redis is away."""
         if self._stopping:
             return False, "shutting down"
+        loading = self._loading
+        if loading is not None:
+            return False, f"loading: {loading.describe()}"
         if not any(t in ("tcp", "sctp") for t, _, _ in self.bound):
             return False, "not listening yet"
         if self.redis_lists is not None:

@@ -7,7 +7,13 @@ supervisor restarts a worker that dies (with a growing delay if it keeps dying),
 forwards SIGHUP (list reload) to every worker, and on SIGTERM/SIGINT stops them
 all, each sending DPR to its peers.
 
-Worker i serves metrics on ``metrics.port + i``.
+Worker i serves metrics on ``metrics.port + i``. Before any worker exists, while
+the supervisor parses the list files at start (about a minute for ten million
+IMEIs), the supervisor answers on ``metrics.port`` itself, as a node does while it
+loads: ``/healthz`` 200, ``/readyz`` 503 ``loading: ...``, ``/metrics`` with its
+process metrics. It closes that port just before it starts worker 0, which opens
+it again first thing (the gap is the worker's interpreter start, about a second);
+a worker maps the parsed file rather than parsing, so its own loading phase is short.
 
 With the embedded store, the supervisor parses the list files once and writes
 the snapshot to a file that every worker maps (``lists.shared``): the IMEI
@@ -19,6 +25,7 @@ they were.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -31,8 +38,11 @@ from types import FrameType
 
 from .config import Config
 from .lists.formats import ListFormatError
+from .lists.loading import LoadProgress, in_thread
 from .lists.shared import save_snapshot
+from .observability.http import start_http
 from .observability.logs import get_logger
+from .observability.metrics import Metrics
 
 MAX_BACKOFF_S = 30.0
 HEALTHY_AFTER_S = 10.0  # a worker that lived this long resets its restart delay
@@ -77,23 +87,44 @@ class Supervisor:
         if self.config.store.backend == "embedded":
             directory = tempfile.mkdtemp(prefix="s13eir-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
             self.shared_path = os.path.join(directory, "lists.snap")
-            if not self._write_lists():
-                return 2
         try:
+            if self.shared_path is not None and not self._first_load():
+                return 2
             return self._supervise(on_stop, on_hup)
         finally:
             if self.shared_path is not None:
                 shutil.rmtree(os.path.dirname(self.shared_path), ignore_errors=True)
 
-    def _write_lists(self) -> bool:
+    def _first_load(self) -> bool:
+        """The first parse of the list files, with the health endpoints answering on
+        ``metrics.port`` meanwhile (see the module docstring)."""
+        if not self.config.metrics.enabled:
+            return self._write_lists()
+        return asyncio.run(self._load_serving_health())
+
+    async def _load_serving_health(self) -> bool:
+        progress = LoadProgress()
+        cfg = self.config.metrics
+        http = await start_http(cfg.address, cfg.port, Metrics(), lambda: (False, f"loading: {progress.describe()}"))
+        self.log.info("lists_loading", store="embedded", files=len(self.config.store.lists), port=cfg.port)
+        try:
+            return await in_thread(lambda: self._write_lists(progress), "s13eir-lists")
+        finally:
+            # Closed before worker 0 starts, which listens on this port.
+            http.close()
+            await http.wait_closed()
+
+    def _write_lists(self, progress: LoadProgress | None = None) -> bool:
         from .node import load_snapshot
 
         assert self.shared_path is not None
         try:
-            snapshot = load_snapshot(self.config)
+            snapshot = load_snapshot(self.config, progress)
         except (ListFormatError, OSError) as exc:
             self.log.error("lists_reload_failed", error=str(exc))
             return False
+        if progress is not None:
+            progress.set_phase("writing the shared list snapshot")
         save_snapshot(snapshot, self.shared_path)
         self.log.info("lists_shared", path=self.shared_path, **snapshot.counts(), memory_bytes=snapshot.memory_bytes())
         return True

@@ -37,6 +37,7 @@ import yaml
 from s13eir.decision.imei import normalize_imei, normalize_list_imei
 from s13eir.decision.model import ListKind
 from s13eir.lists.bloom import DEFAULT_FP_RATE
+from s13eir.lists.loading import LoadProgress
 from s13eir.lists.snapshot import ListSnapshot, SnapshotBuilder
 
 __all__ = [
@@ -347,9 +348,21 @@ def parse_list(spec: ListSpec, sink: ListSink) -> int:
     return parser(spec, sink)
 
 
-def load_lists(specs: Sequence[ListSpec], bloom_fp_rate: float = DEFAULT_FP_RATE) -> ListSnapshot:
-    """Parse every file into a new snapshot; raises ListFormatError on the first bad row."""
+def load_lists(
+    specs: Sequence[ListSpec], bloom_fp_rate: float = DEFAULT_FP_RATE, progress: LoadProgress | None = None
+) -> ListSnapshot:
+    """Parse every file into a new snapshot; raises ListFormatError on the first bad row.
+
+    ``progress``, when given, follows the load (file, entries so far, indexing) for
+    another thread to report: see :mod:`s13eir.lists.loading`.
+    """
     builder = SnapshotBuilder()
-    for spec in specs:
+    if progress is not None:
+        progress.begin(len(specs), builder)
+    for i, spec in enumerate(specs):
+        if progress is not None:
+            progress.reading(i, spec.path)
         parse_list(spec, builder)
+    if progress is not None:
+        progress.indexing()
     return builder.build(bloom_fp_rate)

@@ -53,6 +53,11 @@ _MAX_IMSI_LEN = 15
 # Rough cost of one TAC/range/meta entry (tuple, Entry, key string); only for the
 # log line, the arrays and the filter dominate.
 _SMALL_ENTRY_BYTES = 200
+# build() hands its bulk passes (deduplication, per-list counts, the Bloom filter) this
+# many keys at a time: each pass is one C call that keeps the interpreter to itself, and
+# between chunks another thread (the event loop, while a node loads or reloads its lists
+# in a thread) gets its turn. 2**16 keys take a few milliseconds a pass.
+_BUILD_CHUNK = 1 << 16
 
 _Meta = tuple[ListKind, str, str]  # (list, source, detail)
 
@@ -275,6 +280,15 @@ class SnapshotBuilder:
         self._ranges: dict[tuple[int, int, ListKind, str, str], None] = {}
         self._built = False
 
+    def added(self) -> int:
+        """Rows added so far (duplicates included); cheap, and callable from another
+        thread while this one adds (it reads lengths only). Raises RuntimeError in
+        the unlikely case that the bucket table grows while it is being read."""
+        buckets = sum(map(len, tuple(self._buckets.values())))
+        overflow = sum(map(len, tuple(self._overflow.values())))
+        tac = sum(map(len, tuple(self._tac.values())))
+        return buckets + overflow + tac + len(self._exc_imei) + len(self._ranges)
+
     def _meta(self, kind: ListKind, source: str, detail: str) -> int:
         meta = (kind, source, detail)
         idx = self._meta_index.get(meta)
@@ -337,14 +351,19 @@ class SnapshotBuilder:
         self._built = True
         # Buckets cover disjoint, increasing key ranges: sorting each and
         # concatenating them in bucket order sorts everything. compress() drops
-        # adjacent duplicates at C speed.
+        # adjacent duplicates at C speed, a chunk at a time.
         keys: array[int] = array("q")
         for bucket_id in sorted(self._buckets):
             ordered = sorted(self._buckets.pop(bucket_id))
-            keys.extend(compress(ordered, chain((True,), map(operator.ne, islice(ordered, 1, None), ordered))))
+            for start in range(0, len(ordered), _BUILD_CHUNK):
+                chunk = ordered[start : start + _BUILD_CHUNK]
+                first = start == 0 or ordered[start - 1] != chunk[0]
+                keys.extend(compress(chunk, chain((first,), map(operator.ne, islice(chunk, 1, None), chunk))))
             del ordered
 
-        per_meta = Counter(map(operator.and_, keys, repeat(_META_MASK)))
+        per_meta: Counter[int] = Counter()
+        for start in range(0, len(keys), _BUILD_CHUNK):
+            per_meta.update(map(operator.and_, keys[start : start + _BUILD_CHUNK], repeat(_META_MASK)))
         overflow = {n: tuple(sorted(idxs)) for n, idxs in self._overflow.items()}
         for idxs in overflow.values():
             per_meta.update(idxs)
@@ -364,8 +383,9 @@ class SnapshotBuilder:
             for (first, last, k, s, d) in self._ranges
         ]
 
-        bloom_keys = chain(map(operator.rshift, keys, repeat(_META_BITS)), overflow, exc_imei)
-        bloom = new_bloom(len(keys) + len(overflow) + len(exc_imei), bloom_fp_rate, bloom_keys)
+        bloom = new_bloom(len(keys) + len(overflow) + len(exc_imei), bloom_fp_rate, chain(overflow, exc_imei))
+        for start in range(0, len(keys), _BUILD_CHUNK):
+            bloom.update(map(operator.rshift, keys[start : start + _BUILD_CHUNK], repeat(_META_BITS)))
 
         counts = {
             "black": per_kind[ListKind.BLACK],

@@ -1,5 +1,16 @@
 """A minimal HTTP/1.1 server for /metrics, /healthz and /readyz on asyncio streams.
 
+* ``/healthz`` is liveness: 200 ``ok`` whenever the server can answer at all. It
+  runs on the node's own event loop, so an answer shows that the process is alive
+  and its loop turns; a loop held by long work answers late or not at all, which
+  the probe's timeout sees. It checks nothing else (lists, Redis, peers), does no
+  I/O and takes no lock: a node that is loading its lists or has lost Redis must
+  not be restarted for it. The node opens this server before it loads its lists.
+* ``/readyz`` is readiness: 200 or 503 as the ``ready`` callable says, with its
+  reason as the body (the node's: ``loading: ...``, ``not listening yet``, Redis
+  away, ``shutting down``).
+* ``/metrics`` is the Prometheus text exposition of a :class:`Metrics`.
+
 One request per connection, then close: a scraper or probe opens a connection per
 request anyway, and it keeps the server free of keep-alive state. The request head is
 capped and must arrive within a deadline, so slow or oversized clients cannot pile up.
@@ -91,7 +102,7 @@ def _route(path: bytes, metrics: Metrics, ready: Ready) -> tuple[int, str, bytes
         except Exception as exc:  # a broken collector must not kill the endpoint
             return 500, TEXT, f"cannot render metrics: {exc}\n".encode()
     if path == b"/healthz":
-        return 200, TEXT, b"ok\n"
+        return 200, TEXT, b"ok\n"  # liveness: answering is the check (module docstring)
     if path == b"/readyz":
         try:
             is_ready, reason = ready()
