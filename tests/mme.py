@@ -364,6 +364,10 @@ def _touch(a: PdAvp) -> None:
     value = a.value  # raises AvpDecodeError when python-diameter cannot read it
     if isinstance(value, list) and a.code != AVP_FAILED_AVP:  # Failed-AVP may legitimately hold broken AVPs
         for inner in value:
+            # Inside Proxy-Info only Proxy-Host and Proxy-State are the EIR's to check: the
+            # relay's own AVPs are echoed byte for byte (RFC 6733 §6.2), whatever they hold.
+            if a.code == AVP_PROXY_INFO and inner.code not in (AVP_PROXY_HOST, AVP_PROXY_STATE):
+                continue
             _touch(inner)
 
 

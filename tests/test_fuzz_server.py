@@ -357,6 +357,11 @@ _PROXY_HOST_LENGTH_BIT = 8 * (BASE.index(struct.pack("!I", M.AVP_PROXY_INFO)) + 
 @pytest.mark.parametrize("base", [BASE, BASE_WHITE], ids=["full-path", "fast-path"])
 @given(ops=st.lists(st.one_of(structural, byte_level), min_size=1, max_size=4))
 @example(ops=[("flip", _PROXY_HOST_LENGTH_BIT)])
+# Found by this test: a second Proxy-Info without Proxy-Host, holding a 3GPP AVP that is not
+# UTF-8 (Wildcarded-PSI 0x80); the 5005 answer echoed it and could not be decoded.
+@example(
+    ops=[("insert", 0, b"\x00\x00\x01\x1c\x00\x00\x00\x18\x00\x00\x02z\x80\x00\x00\r\x00\x00(\xaf\x80\x00\x00\x00")]
+)
 def test_fuzz_mutated_ecr(server: ServerThread, base: bytes, ops: list[tuple[Any, ...]]) -> None:
     run_example(server, mutate(ops, base), original_head=base[:20])
 

@@ -10,7 +10,9 @@ from .avp import Avp, AvpLengthError, decode_avps
 from .constants import (
     AVP_ERROR_MESSAGE,
     AVP_FAILED_AVP,
+    AVP_PROXY_HOST,
     AVP_PROXY_INFO,
+    AVP_PROXY_STATE,
     AVP_RESULT_CODE,
     AVP_SESSION_ID,
     FLAG_ERROR,
@@ -52,15 +54,27 @@ def session_id_avp(avps: Sequence[Avp]) -> bytes:
 def proxy_info_avps(avps: Sequence[Avp]) -> bytes:
     """Every well-formed Proxy-Info of the request, in order and byte for byte (RFC 6733
     §6.2). A malformed one is not copied: it would make the answer malformed too."""
-    out = []
-    for a in avps:
-        if a.code == AVP_PROXY_INFO and a.vendor == 0:
-            try:
-                decode_avps(a.data)
-            except AvpLengthError:
-                continue
-            out.append(avpcodec.pad(a.raw))
-    return b"".join(out)
+    return b"".join(
+        avpcodec.pad(a.raw) for a in avps if a.code == AVP_PROXY_INFO and a.vendor == 0 and _proxy_info_ok(a)
+    )
+
+
+def _proxy_info_ok(a: Avp) -> bool:
+    # Proxy-Info ::= < AVP Header: 284 > { Proxy-Host } { Proxy-State } * [ AVP ]: a relay
+    # needs exactly one of each to route the answer back; the rest is its own, echoed as is.
+    try:
+        children = decode_avps(a.data)
+    except AvpLengthError:
+        return False
+    hosts = [c for c in children if c.code == AVP_PROXY_HOST and c.vendor == 0]
+    states = [c for c in children if c.code == AVP_PROXY_STATE and c.vendor == 0]
+    if len(hosts) != 1 or len(states) != 1 or not hosts[0].data:
+        return False
+    try:
+        hosts[0].data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def error_answer(
