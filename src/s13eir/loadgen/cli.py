@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from s13eir.config import ConfigError, load_config
+from s13eir.config import Config, ConfigError, load_config
 from s13eir.decision.model import UnknownPolicy
 from s13eir.lists.formats import ListFormatError
 
@@ -238,11 +238,29 @@ def _workload(args: argparse.Namespace, rng: random.Random) -> Workload:
     if args.imeis:
         return read_imeis(args.imeis, rng)
     if args.config:
-        _, oracle = load_oracle(args.config, rng)
+        config, oracle = load_oracle(args.config, rng)
+        if args.sbi is None:
+            _check_peers_listed(config, args)
         return generate_workload(parse_mix(args.mix if args.mix is not None else DEFAULT_MIX_LISTED), rng, oracle)
     expectations = Expectations(UnknownPolicy(args.unknown_imei), args.malformed_imei)
     mix = parse_mix(args.mix if args.mix is not None else DEFAULT_MIX_UNLISTED)
     return generate_workload(mix, rng, None, expectations)
+
+
+def _check_peers_listed(config: Config, args: argparse.Namespace) -> None:
+    """Refuse to start MMEs the EIR of --config would refuse (3010 DIAMETER_UNKNOWN_PEER)."""
+    if config.peers.allow_unknown:
+        return
+    listed = {p.origin_host.lower() for p in config.peers.list}
+    hosts = [f"mme{i + 1}.{args.realm}" for i in range(args.mmes)]
+    missing = [h for h in hosts if h.lower() not in listed]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise UsageError(
+            f"--config {args.config}: peers.list does not name {shown}; the EIR would refuse "
+            f"{'them' if len(missing) > 1 else 'it'} with 3010 DIAMETER_UNKNOWN_PEER. "
+            "Add the simulated MMEs (mmeN.REALM, see --realm) to peers.list or set peers.allow_unknown"
+        )
 
 
 def _params(args: argparse.Namespace, host: str, port: int, seed: int) -> LoadParams:
