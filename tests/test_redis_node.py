@@ -244,3 +244,30 @@ async def test_entries_added_after_start_carry_their_source_and_reason(redis_ser
         assert [e.source for e in pair.imei] == ["test-feed"]  # loaded at start
     finally:
         await store.stop()
+
+
+async def test_live_adds_to_lists_of_different_sizes_reach_the_node(redis_server: RedisServer) -> None:
+    """Regression: a live add compared rbloom filters with ==, which raises ValueError for
+    filters of different sizes; the change follower died and the black add after a grey add
+    was answered WHITELISTED for good, while /readyz stayed 200."""
+    r = redis.Redis.from_url(redis_server.url)
+    seed_list(r, "black", [(f"35209901{i:06d}", "stolen") for i in range(500)])
+    seed_list(r, "grey", [(f"35290612{i:06d}", "review") for i in range(3)])
+    new_grey, new_black = "35441208700018", "35332011045072"
+    async with running_node(config_from_mapping(redis_config(redis_server))) as rn:
+        assert await verdicts(rn, [(new_grey, None), (new_black, None)]) == ["WHITELISTED", "WHITELISTED"]
+        append_change(r, L.Change("add", "grey", new_grey, reason="review", source="feed"))
+        append_change(r, L.Change("add", "black", new_black, reason="stolen", source="feed"))
+        deadline = time.monotonic() + 5.0
+        while (got := await verdicts(rn, [(new_grey, None), (new_black, None)])) != ["GREYLISTED", "BLACKLISTED"]:
+            assert time.monotonic() < deadline, f"the live adds did not reach the node: {got}"
+            await asyncio.sleep(0.05)
+        store = rn.node.redis_lists
+        assert store is not None and store.stats.follower_failures == 0
+        # The follower still moves: one more add gets through.
+        append_change(r, L.Change("add", "black", UNLISTED, reason="stolen", source="feed"))
+        deadline = time.monotonic() + 5.0
+        while (await verdicts(rn, [(UNLISTED, None)]))[0] != "BLACKLISTED":
+            assert time.monotonic() < deadline, "the follower stopped after the live adds"
+            await asyncio.sleep(0.05)
+        assert await readyz(rn) == 200

@@ -288,6 +288,11 @@ class Node:
                 "s13eir_redis_cache_hits", "Bloom positives answered from the cache.", value=st.cache_hits
             ),
             CounterMetricFamily("s13eir_changes_applied", "Change-stream records applied.", value=st.changes_applied),
+            CounterMetricFamily(
+                "s13eir_change_follower_failures",
+                "Unexpected errors of the change-stream follower (each one reloads the lists from Redis).",
+                value=st.follower_failures,
+            ),
             GaugeMetricFamily("s13eir_change_seq", "Last change-stream sequence applied.", value=store.seq),
             GaugeMetricFamily("s13eir_redis_up", "1 while Redis answers.", value=1 if store.healthy else 0),
         ]

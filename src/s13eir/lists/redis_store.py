@@ -105,6 +105,7 @@ class StoreStats:
     cache_hits: int = 0
     changes_applied: int = 0
     reloads: int = 0
+    follower_failures: int = 0  # the change follower hit an unexpected error and reloaded
 
 
 class RedisLists:
@@ -485,6 +486,16 @@ class RedisLists:
                 self.last_error = f"{type(e).__name__}: {e}"
                 await asyncio.sleep(backoff)
                 backoff = min(_BACKOFF_MAX_S, backoff * 2)
+            except Exception as e:
+                # A bug must not end the follower: a dead follower leaves the node answering
+                # from a view that no longer moves, while it looks healthy. The view may be
+                # half-applied: count it, say so on /readyz, and rebuild it from Redis.
+                self.stats.follower_failures += 1
+                self.log.exception("change_follower_failed", seq=self.seq)
+                self.healthy = False
+                self.last_error = f"change follower failed: {type(e).__name__}: {e}"
+                await asyncio.sleep(backoff)
+                backoff = min(_BACKOFF_MAX_S, backoff * 2)
 
     async def _apply(self, fields: Mapping[str, str]) -> bool:
         """Apply one stream record; False when the view had to be reloaded instead."""
@@ -509,7 +520,8 @@ class RedisLists:
                     if lst.bloom is None:
                         lst.bloom = new_bloom(1024, self.bloom_fp_rate)
                     lst.bloom.add(n)
-                    if lst.bloom not in self._blooms:
+                    # By identity: rbloom's == raises ValueError for filters of different sizes.
+                    if not any(b is lst.bloom for b in self._blooms):
                         self._blooms = (*self._blooms, lst.bloom)
                     lst.count += 1
                 else:
