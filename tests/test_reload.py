@@ -55,3 +55,36 @@ def test_sighup_applies_a_good_file_and_keeps_lists_on_a_bad_one(tmp_path: Path)
         assert p.proc.poll() is None
     finally:
         stop_eir_process(p)
+
+
+def test_sighup_guards_refuse_an_emptied_or_shrunk_list_and_sigusr1_forces(tmp_path: Path) -> None:
+    """Regression: a header-only blacklist emptied the list on SIGHUP, and a file 90% smaller
+    was accepted, both logged at info. Now sync.guards refuse them (error log, counted), the
+    lists in force stay, and SIGUSR1 loads the files anyway."""
+    black = tmp_path / "blacklist.csv"
+    rows = [f"35209901{i:06d}" for i in range(300)]
+    header = "imei,block_date,reasons\n"
+    black.write_text(header + "".join(f"{imei},20261128,stolen\n" for imei in rows))
+    p = start_eir_process(tmp_path, store={"lists": [{"path": str(black), "format": "dirbs-blacklist"}]})
+    try:
+        assert verdict(p.port, rows[0]) == verdict(p.port, rows[-1]) == "BLACKLISTED"
+        black.write_text(header)  # header only: would unblock all 300
+        p.proc.send_signal(signal.SIGHUP)
+        log = wait_for_log(p, '"lists_reload_refused"')
+        assert "black: size: 300 -> 0 entries" in log
+        assert verdict(p.port, rows[-1]) == "BLACKLISTED"
+
+        black.write_text(header + "".join(f"{imei},20261128,stolen\n" for imei in rows[:30]))  # 90% smaller
+        p.proc.send_signal(signal.SIGHUP)
+        wait_for_log(p, "300 -> 30 entries")
+        assert verdict(p.port, rows[-1]) == "BLACKLISTED"
+        assert '"lists_reloaded"' not in p.log()
+
+        p.proc.send_signal(signal.SIGUSR1)  # the operator decides
+        wait_for_log(p, '"lists_reload_forced"')
+        wait_for_log(p, '"lists_reloaded"')
+        assert verdict(p.port, rows[-1]) == "WHITELISTED"
+        assert verdict(p.port, rows[0]) == "BLACKLISTED"
+        assert p.proc.poll() is None
+    finally:
+        stop_eir_process(p)

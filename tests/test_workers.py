@@ -88,3 +88,47 @@ def test_two_workers_share_the_port_and_are_restarted(tmp_path: Path) -> None:
             sup.kill()
             sup.wait(5)
     assert sup.returncode == 0
+
+
+def test_supervisor_applies_the_reload_guards_and_sigusr1_forces(tmp_path: Path) -> None:
+    port, http = free_port(), free_port()
+    while http + 1 == port:
+        http = free_port()
+    black = tmp_path / "blacklist.csv"
+    header = "imei,block_date,reasons\n"
+    rows = [f"35209901{i:06d}" for i in range(300)]
+    black.write_text(header + "".join(f"{imei},20261128,stolen\n" for imei in rows))
+    cfg = node_config(store={"lists": [{"path": str(black), "format": "dirbs-blacklist"}]})
+    cfg["listen"] = [{"transport": "tcp", "address": "127.0.0.1", "port": port}]
+    cfg["metrics"] = {"enabled": True, "address": "127.0.0.1", "port": http}
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    sup = subprocess.Popen([sys.executable, "-m", "s13eir.cli", "serve", "--config", str(path), "--workers", "2"])
+
+    def verdicts() -> set[str]:
+        return {asyncio.run(check_once("127.0.0.1", port, rows[-1])).verdict for _ in range(6)}
+
+    try:
+        deadline = time.monotonic() + 30
+        while not (_ready(http) and _ready(http + 1)):
+            assert time.monotonic() < deadline, "workers did not become ready"
+            assert sup.poll() is None
+            time.sleep(0.1)
+        assert verdicts() == {"BLACKLISTED"}
+        black.write_text(header)  # header only: refused by the guards, no worker changes
+        sup.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert verdicts() == {"BLACKLISTED"}
+        sup.send_signal(signal.SIGUSR1)  # forced
+        deadline = time.monotonic() + 15
+        while (got := verdicts()) != {"WHITELISTED"}:
+            assert time.monotonic() < deadline, got
+            time.sleep(0.2)
+    finally:
+        sup.terminate()
+        try:
+            sup.wait(20)
+        except subprocess.TimeoutExpired:
+            sup.kill()
+            sup.wait(5)
+    assert sup.returncode == 0

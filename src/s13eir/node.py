@@ -443,17 +443,20 @@ class Node:
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        # SIGUSR1: the operator's --force for a reload the guards refused.
+        loop.add_signal_handler(signal.SIGUSR1, lambda: self.request_reload(force=True))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
 
-    def request_reload(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload())
+    def request_reload(self, force: bool = False) -> None:
+        asyncio.get_running_loop().create_task(self.reload(force=force))
 
     def request_stop(self) -> None:
         asyncio.get_running_loop().create_task(self.stop())
 
-    async def reload(self) -> bool:
-        """Re-read every list file; swap the lists in one step, or keep them on any error."""
+    async def reload(self, force: bool = False) -> bool:
+        """Re-read every list file; swap the lists in one step, or keep them on any error
+        or when ``sync.guards`` refuse the change (``force`` overrides the guards)."""
         if self.redis_lists is not None:
             self.log.info("reload_ignored", reason="store.backend is redis: lists follow the change stream")
             return True
@@ -466,6 +469,22 @@ class Node:
             self.metrics.reloads_failed += 1
             self.log.error("lists_reload_failed", error=str(exc), kept=self.app_snapshot.counts())
             return False
+        if not self.shared_lists:  # with --workers the supervisor applied the guards
+            from .lists.reload_guard import reload_refusals
+
+            refusals = reload_refusals(self.app_snapshot.counts(), snapshot.counts(), self.config.sync.guards)
+            if refusals and not force:
+                self.metrics.reloads_refused += 1
+                self.log.error(
+                    "lists_reload_refused",
+                    refused=refusals,
+                    kept=self.app_snapshot.counts(),
+                    offered=snapshot.counts(),
+                    override="send SIGUSR1 to load these files anyway",
+                )
+                return False
+            if refusals:
+                self.log.warning("lists_reload_forced", overridden=refusals)
         self.app.lists = snapshot
         self.metrics.reloads_ok += 1
         self.log.info("lists_reloaded", **snapshot.counts(), memory_bytes=snapshot.memory_bytes())

@@ -53,6 +53,7 @@ class Supervisor:
         self.config = config
         self.config_path = config_path
         self.shared_path: str | None = None
+        self._counts: dict[str, int] | None = None  # the lists in force, for the reload guards
         self.workers = workers
         self.extra_args = list(extra_args)
         self.log = get_logger("s13eir.supervisor")
@@ -80,8 +81,9 @@ class Supervisor:
             self.stopping = True
             self._signal(signum)
 
-        def on_hup(_signum: int, _frame: FrameType | None) -> None:
-            if self.shared_path is None or self._write_lists():
+        def on_hup(signum: int, _frame: FrameType | None) -> None:
+            # SIGUSR1: the same reload, with sync.guards overridden (the operator's --force).
+            if self.shared_path is None or self._write_lists(force=signum == signal.SIGUSR1):
                 self._signal(signal.SIGHUP)
 
         if self.config.store.backend == "embedded":
@@ -114,7 +116,8 @@ class Supervisor:
             http.close()
             await http.wait_closed()
 
-    def _write_lists(self, progress: LoadProgress | None = None) -> bool:
+    def _write_lists(self, progress: LoadProgress | None = None, force: bool = False) -> bool:
+        from .lists.reload_guard import reload_refusals
         from .node import load_snapshot
 
         assert self.shared_path is not None
@@ -123,6 +126,20 @@ class Supervisor:
         except (ListFormatError, OSError) as exc:
             self.log.error("lists_reload_failed", error=str(exc))
             return False
+        if self._counts is not None:
+            refusals = reload_refusals(self._counts, snapshot.counts(), self.config.sync.guards)
+            if refusals and not force:
+                self.log.error(
+                    "lists_reload_refused",
+                    refused=refusals,
+                    kept=self._counts,
+                    offered=snapshot.counts(),
+                    override="send SIGUSR1 to load these files anyway",
+                )
+                return False
+            if refusals:
+                self.log.warning("lists_reload_forced", overridden=refusals)
+        self._counts = snapshot.counts()
         if progress is not None:
             progress.set_phase("writing the shared list snapshot")
         save_snapshot(snapshot, self.shared_path)
@@ -134,6 +151,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGUSR1, on_hup)
         for i in range(self.workers):
             self._spawn(i)
         restart_at: dict[int, float] = {}

@@ -71,6 +71,7 @@ class Metrics:
         "protocol_errors",
         "reloads_failed",
         "reloads_ok",
+        "reloads_refused",
         "requests_rejected_busy",
     )
 
@@ -84,6 +85,7 @@ class Metrics:
         self.loop_lag = LoopLag()  # recorded by a LoopLagProbe when the node runs one
         self.reloads_ok = 0
         self.reloads_failed = 0
+        self.reloads_refused = 0  # refused by sync.guards (too big a change), not by a parse error
         self.connections_total = 0
         self.connections_closed_error = 0
         self._bloom_source: BloomSource | None = None
@@ -221,6 +223,7 @@ class MetricsCollector(Collector):
         reloads = CounterMetricFamily("s13eir_list_reloads", "List reloads, by outcome.", labels=["outcome"])
         reloads.add_metric(["ok"], m.reloads_ok)
         reloads.add_metric(["failed"], m.reloads_failed)
+        reloads.add_metric(["refused"], m.reloads_refused)
         yield reloads
 
         yield CounterMetricFamily("s13eir_connections", "Diameter connections accepted.", value=m.connections_total)
