@@ -158,7 +158,11 @@ def test_rendered_text() -> None:
     assert answers[(("equipment_status", "none"), ("result_code", "5422"))] == 1
     assert f["s13eir_protocol_errors_total"] == {(("result_code", "3007"),): 1}
     assert f["s13eir_busy_answers_total"] == {(): 3}
-    assert f["s13eir_list_reloads_total"] == {(("outcome", "ok"),): 2, (("outcome", "failed"),): 1}
+    assert f["s13eir_list_reloads_total"] == {
+        (("outcome", "ok"),): 2,
+        (("outcome", "failed"),): 1,
+        (("outcome", "refused"),): 0,
+    }
     assert f["s13eir_connections_total"] == {(): 5}
     assert f["s13eir_peers_up"] == {(): 2}
     assert f["s13eir_bloom_positives_total"] == {(): 10}
