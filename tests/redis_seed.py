@@ -20,12 +20,15 @@ def seed_list(
     prefix: str = "s13eir",
     source: str = "test-feed",
     with_bloom: bool = True,
+    epoch: str = "seed-epoch",
 ) -> int:
-    """Write one list as a new current generation; returns the generation."""
+    """Write one list as a new current generation; returns the generation. The store's
+    epoch is created as the writer does, at the first generation."""
     rows = list(rows)
     gen = int(r.incr(L.k_nextgen(prefix)))
     meta: dict[tuple[str, str, str], int] = {}
     bloom = new_bloom(max(len(rows), 1))
+    r.set(L.k_epoch(prefix), epoch, nx=True)
     pipe = r.pipeline()
     for imei, value in rows:
         n = int(imei)
@@ -39,7 +42,7 @@ def seed_list(
     for (lst, src, detail), mid in meta.items():
         pipe.hset(L.k_meta(prefix, gen), str(mid), L.encode_meta(lst, src, detail))
     pipe.hset(L.k_info(prefix, gen), mapping={"list": list_name, "state": "ready", "count": len(rows),
-                                              "created": int(time.time())})  # fmt: skip
+                                              "created": int(time.time()), "epoch": epoch})  # fmt: skip
     if with_bloom:
         pipe.set(L.k_bloom(prefix, gen), bloom.save_bytes())
     pipe.hset(L.k_current(prefix), list_name, gen)

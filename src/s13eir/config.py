@@ -66,7 +66,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Transport = Literal["tcp", "sctp"]
 MalformedPolicy = Literal["reject", "blacklisted", "greylisted", "whitelisted"]
 ImeisvInImeiPolicy = Literal["reject", "split"]
-StoreUnavailablePolicy = Literal["last_known", "greylisted", "too_busy", "unable_to_comply"]
+StoreUnavailablePolicy = Literal["last_known", "greylisted", "bloom", "too_busy", "unable_to_comply"]
 ListFormat = Literal["dirbs-blacklist", "dirbs-exceptions", "csv", "tac-csv", "range-csv", "rules-yaml"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -138,9 +138,11 @@ class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     imeisv_in_imei: ImeisvInImeiPolicy = "reject"
     check_destination_realm: bool = False
     # Redis store only: how to answer an IMEI that the Bloom filter says may be listed
-    # while Redis cannot be asked. last_known: the last answer confirmed from Redis for
-    # that IMEI (else greylisted); greylisted; too_busy (3004: the MME tries another EIR);
-    # unable_to_comply (5012: the MME applies its own policy).
+    # while Redis cannot be asked (or the store regressed). last_known: the last answer
+    # confirmed from Redis for that IMEI (else greylisted); greylisted; bloom: the last
+    # answer, else a blacklist Bloom positive is blacklisted (and the rest greylisted);
+    # too_busy (3004: the MME tries another EIR); unable_to_comply (5012: the MME applies
+    # its own policy). Never whitelisted for a black or grey Bloom positive. README: Outages.
     store_unavailable: StoreUnavailablePolicy = "last_known"
 
 

@@ -30,7 +30,8 @@ from redis.exceptions import RedisError
 
 from .config import Config, RedisConfig
 from .decision.engine import decide
-from .decision.model import EquipmentStatus, Facts, Reason, Rule, Verdict
+from .decision.model import EquipmentStatus, Facts, Verdict
+from .decision.outage import StoreUnavailablePolicy, outage_verdict
 from .diameter import dictionary as dictionary_mod
 from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy
 from .diameter.constants import APP_S13, DISCONNECT_REBOOTING
@@ -57,7 +58,6 @@ from .s13 import (
     MeIdentityCheck,
     Outcome,
     S13Policy,
-    StoreUnavailablePolicy,
 )
 from .sbi.n5g_eir import SbiOutcome
 from .sbi.report import outcome_logger
@@ -235,13 +235,10 @@ class Node:
         try:
             return decide(await self.redis_lists.fetch(imei14, imsi), imsi, unknown, imei14)
         except StoreUnavailable as e:
-            mode = self.config.policy.store_unavailable
-            if mode == "last_known" and e.last_known is not None:
-                return decide(e.last_known, imsi, unknown, imei14)
-            if mode in ("last_known", "greylisted"):
-                reason = Reason(Rule.POLICY, "", "policy.store_unavailable", mode, "list store unavailable")
-                return Verdict(EquipmentStatus.GREYLISTED, reason)
-            return None  # too_busy / unable_to_comply: 500 SYSTEM_FAILURE, the AMF applies its policy
+            mode = StoreUnavailablePolicy(self.config.policy.store_unavailable)
+            outcome = outage_verdict(mode, e.last_known, e.positives, imsi, unknown, imei14)
+            # None (too_busy / unable_to_comply): 500 SYSTEM_FAILURE, the AMF applies its policy.
+            return None if outcome is None else outcome[0]
 
     def _sbi_sighting(self, outcome: SbiOutcome) -> None:
         verdict = outcome.verdict
@@ -295,7 +292,27 @@ class Node:
             ),
             GaugeMetricFamily("s13eir_change_seq", "Last change-stream sequence applied.", value=store.seq),
             GaugeMetricFamily("s13eir_redis_up", "1 while Redis answers.", value=1 if store.healthy else 0),
+            CounterMetricFamily(
+                "s13eir_store_regressions",
+                "Times the store was found empty, replaced or gone back (the node kept its lists).",
+                value=st.regressions,
+            ),
+            CounterMetricFamily(
+                "s13eir_confirm_failures",
+                "Unexpected errors confirming Bloom positives (the batch was answered per policy).",
+                value=st.confirm_failures,
+            ),
         ]
+        state = GaugeMetricFamily(
+            "s13eir_store_state",
+            "1 for the list store's state: ok, unavailable (Redis away: degraded, answering per "
+            "policy.store_unavailable), regressed (the store went back; lists kept), empty (none loaded).",
+            labels=["state"],
+        )
+        current = store.state()
+        for name in ("ok", "unavailable", "regressed", "empty"):
+            state.add_metric([name], 1 if name == current else 0)
+        out.append(state)
         return out
 
     def _resolve(self, token: object, deliver: Callable[[bytes], None]) -> None:
@@ -307,7 +324,7 @@ class Node:
             if isinstance(result, Facts):
                 deliver(app.complete(token, result))
             else:
-                deliver(app.complete(token, None, result.last_known))
+                deliver(app.complete(token, None, result.last_known, result.positives))
 
         self.redis_lists.confirm(token.query.imei14, token.query.imsi, done)
 

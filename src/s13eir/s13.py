@@ -19,6 +19,7 @@ import msgspec
 from .decision.engine import decide, policy_verdict
 from .decision.imei import normalize_imei
 from .decision.model import NO_FACTS, REMOTE, EquipmentStatus, Facts, NeedRemote, Reason, Rule, UnknownPolicy, Verdict
+from .decision.outage import OUTAGE_DETAIL, StoreUnavailablePolicy, outage_verdict
 from .diameter import avp as avpcodec
 from .diameter.answers import answer, error_answer, proxy_info_avps, session_id_avp
 from .diameter.avp import Avp, decode_avps
@@ -75,15 +76,6 @@ class MalformedImeiPolicy(enum.Enum):
 class ImeisvInImeiPolicy(enum.Enum):
     REJECT = "reject"  # 16 digits in the IMEI AVP is malformed
     SPLIT = "split"  # read it as IMEI (14) + SVN (2), as some MMEs send it
-
-
-class StoreUnavailablePolicy(enum.Enum):
-    """How to answer when only the (unreachable) remote store could decide."""
-
-    LAST_KNOWN = "last_known"  # the last answer confirmed for that IMEI here, else greylisted
-    GREYLISTED = "greylisted"
-    TOO_BUSY = "too_busy"  # 3004: the MME (or DRA) may try another EIR
-    UNABLE_TO_COMPLY = "unable_to_comply"  # 5012: the MME applies its own policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,21 +259,25 @@ class MeIdentityCheck:
         verdict = decide(facts, query.imsi, self.policy.unknown_imei, query.imei14)
         return self._answer(header, avps, query, verdict, peer)
 
-    def complete(self, d: Deferred, facts: Facts | None, last_known: Facts | None = None) -> bytes:
+    def complete(
+        self,
+        d: Deferred,
+        facts: Facts | None,
+        last_known: Facts | None = None,
+        positives: frozenset[str] = frozenset(),
+    ) -> bytes:
         """Answer a deferred ECR with what the remote store said, or, when it could not
-        be asked (``facts`` None), as ``policy.store_unavailable`` says."""
+        be asked (``facts`` None), as ``policy.store_unavailable`` says
+        (``decision.outage``; ``positives``: the lists whose Bloom filters hold the IMEI)."""
         q = d.query
         assert q.imei14 is not None
         if facts is not None:
             return self._verdict_answer(d, decide(facts, q.imsi, self.policy.unknown_imei, q.imei14))
         mode = self.policy.store_unavailable
-        detail = "list store unavailable"
-        if mode is StoreUnavailablePolicy.LAST_KNOWN and last_known is not None:
-            verdict = decide(last_known, q.imsi, self.policy.unknown_imei, q.imei14)
-            return self._verdict_answer(d, verdict, f"{detail}: last known state")
-        if mode in (StoreUnavailablePolicy.LAST_KNOWN, StoreUnavailablePolicy.GREYLISTED):
-            reason = Reason(Rule.POLICY, "", "policy.store_unavailable", mode.value, detail)
-            return self._verdict_answer(d, Verdict(EquipmentStatus.GREYLISTED, reason), detail)
+        outcome = outage_verdict(mode, last_known, positives, q.imsi, self.policy.unknown_imei, q.imei14)
+        if outcome is not None:
+            return self._verdict_answer(d, *outcome)
+        detail = OUTAGE_DETAIL
         code = TOO_BUSY if mode is StoreUnavailablePolicy.TOO_BUSY else UNABLE_TO_COMPLY
         if self.on_outcome is not None:
             self.on_outcome(Outcome(code, None, q, detail), d.peer)

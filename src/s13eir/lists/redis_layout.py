@@ -18,7 +18,8 @@ generation number (unique across lists, from ``INCR P:nextgen``).
 ``P:g:{g}:info`` (hash)
     ``list``, ``state`` (loading | ready), ``count`` (entries), ``checksum`` (see
     :func:`entry_checksum`), ``source``, ``created`` (epoch seconds), ``seq`` (the
-    change-log sequence number the generation was made current at).
+    change-log sequence number the generation was made current at), ``epoch`` (the
+    store's ``P:epoch`` when it was made current).
 ``P:g:{g}:m`` (hash)
     Entry metadata: id -> ``"<list>\t<source>\t<detail>"``. Ids are small integers
     shared by every entry with the same list, source and reason.
@@ -42,6 +43,13 @@ generation number (unique across lists, from ``INCR P:nextgen``).
     a ``generation`` record when a list's generation changes (import or rollback).
 ``P:seq`` (string)
     The last sequence number written to the stream.
+``P:epoch`` (string)
+    The store's identity, written (``SET NX``) when the first generation becomes
+    current, and copied into each generation's ``info.epoch``. Together with ``P:seq``
+    it lets a node tell a store that moved on from one that went back: a Redis that
+    restarted empty, restored an old dump or failed over to a replica that lost writes
+    has a new (or no) epoch, or a lower seq. A node that sees that keeps its lists and
+    answers as if Redis were away until a valid store is back (``redis_store``).
 ``P:feed:{name}`` (hash)
     Per master-list feed (e.g. an MQTT topic): ``seq`` of the last change set
     applied from it, for exactly-once application.
@@ -126,6 +134,10 @@ def k_changes(p: str) -> str:
 
 def k_seq(p: str) -> str:
     return f"{p}:seq"
+
+
+def k_epoch(p: str) -> str:
+    return f"{p}:epoch"
 
 
 def k_feed(p: str, name: str) -> str:

@@ -12,6 +12,17 @@ carrying the last answer confirmed for that phone, and the caller applies
 ``policy.store_unavailable``. The follower reconnects with backoff; a gap in the
 change stream's sequence numbers (a trimmed stream, a failover that lost writes)
 makes it reload everything rather than trust a partial view.
+
+A node never trusts a store that went backwards. Every load checks the store's
+identity (``P:epoch``, ``P:seq``, ``P:current``, each current generation's info)
+against what the node last read. An empty store where the node had lists, a
+sequence that went back, an epoch that changed while lists the node held are
+missing, a current generation that vanished: the node keeps its Bloom filters, rules,
+metadata and cache, asks Redis nothing more (its answers would be wrong), answers
+Bloom positives per ``policy.store_unavailable``, reports ``regressed`` on
+``/readyz`` (503) and in ``s13eir_store_state``, logs at error, and checks again
+with backoff until a valid store is back (the lists re-imported). A node started
+against a store without lists is not ready either and says which prefix it read.
 """
 
 from __future__ import annotations
@@ -70,11 +81,17 @@ Confirmed = Callable[["Facts | StoreUnavailable"], None]
 
 class StoreUnavailable(Exception):
     """Redis could not confirm a Bloom positive; ``last_known`` is this node's last
-    confirmed answer for the same IMEI and IMSI, if any."""
+    confirmed answer for the same IMEI and IMSI, if any; ``positives`` the lists whose
+    Bloom filters hold the IMEI (what the outage policy may go by)."""
 
-    def __init__(self, reason: str, last_known: Facts | None) -> None:
+    def __init__(self, reason: str, last_known: Facts | None, positives: frozenset[str] = frozenset()) -> None:
         super().__init__(reason)
         self.last_known = last_known
+        self.positives = positives
+
+
+class StoreRegressed(Exception):
+    """The store is not the one this node read, or went back (see the module docstring)."""
 
 
 @dataclass
@@ -106,6 +123,8 @@ class StoreStats:
     changes_applied: int = 0
     reloads: int = 0
     follower_failures: int = 0  # the change follower hit an unexpected error and reloaded
+    regressions: int = 0  # times the store was found empty, replaced or gone back
+    confirm_failures: int = 0  # unexpected errors while confirming a batch (answered per policy)
 
 
 class RedisLists:
@@ -130,12 +149,15 @@ class RedisLists:
         self.stats = StoreStats()
         self.log = get_logger("s13eir.redis_store")
         self.seq = 0
+        self.epoch: str | None = None  # the store's P:epoch as last loaded
         self.healthy = False
         self.loaded = False
+        self.regressed = ""  # why the store is not trusted, "" while it is
         self.last_error = "not started"
         self._lists: dict[str, _List] = {}
         self._blooms: tuple[Bloom, ...] = ()
         self._rules = ListSnapshot.empty()
+        self._rules_gen: int | None = None
         self._cache: OrderedDict[tuple[str, str], Facts] = OrderedDict()
         self._cache_keys: dict[str, set[str]] = {}
         self._batch: list[tuple[str, str | None, Confirmed]] = []
@@ -158,7 +180,9 @@ class RedisLists:
             self.stats.bloom_negatives += 1
             return self._rules.facts(imei14, None)
         self.stats.bloom_positives += 1
-        cached = self._cache.get((imei14, imsi or ""))
+        # While the store is away the cache is only a last known state, and goes through
+        # the outage policy (which never whitelists a black or grey positive).
+        cached = self._cache.get((imei14, imsi or "")) if self.healthy else None
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
@@ -195,8 +219,12 @@ class RedisLists:
     def _start_flush(self) -> None:
         self._flush_scheduled = False
         batch, self._batch = self._batch, []
-        if batch:
-            self._spawn(self._flush(batch))
+        if not batch:
+            return
+        if self.regressed:  # what Redis holds now is not the lists: do not ask it
+            self._unavailable(batch, self.regressed)
+            return
+        self._spawn(self._flush(batch))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -218,22 +246,34 @@ class RedisLists:
                 found, missing = self._decode(results, lists, batch, exc)
                 if missing:
                     await self._load_meta_ids(missing)
+            answers = [
+                self._facts_of(imei14, imsi, hits, exc) for (imei14, imsi, _), hits in zip(batch, found, strict=True)
+            ]
         except (TimeoutError, RedisError, OSError) as e:
             self._unavailable(batch, f"{type(e).__name__}: {e}")
             return
-        for (imei14, imsi, done), hits in zip(batch, found, strict=True):
-            entries: list[Entry] = []
-            exception = None
-            for lst, ids in hits:
-                if lst is exc:
-                    exception = ExceptionEntry(imei14, imsi or "", self._meta(exc, ids[0])[1])
-                else:
-                    entries.extend(self._entries(lst, imei14, ids))
-            facts = self._with_rules(imei14, exception, tuple(entries))
+        except Exception as e:
+            # A bug here must not leave the batch's requests unanswered: they get the outage
+            # policy, and the error is logged with its traceback and counted.
+            self.stats.confirm_failures += 1
+            self.log.exception("confirm_failed", lookups=len(batch))
+            self._unavailable(batch, f"confirmation failed: {type(e).__name__}: {e}", mark_unhealthy=False)
+            return
+        for (imei14, imsi, done), facts in zip(batch, answers, strict=True):
             if facts is NO_FACTS:
                 self.stats.remote_empty += 1
             self._remember(imei14, imsi, facts)
             self._call(done, facts)
+
+    def _facts_of(self, imei14: str, imsi: str | None, hits: list[tuple[_List, list[int]]], exc: _List | None) -> Facts:
+        entries: list[Entry] = []
+        exception = None
+        for lst, ids in hits:
+            if lst is exc:
+                exception = ExceptionEntry(imei14, imsi or "", self._meta(exc, ids[0])[1])
+            else:
+                entries.extend(self._entries(lst, imei14, ids))
+        return self._with_rules(imei14, exception, tuple(entries))
 
     def _decode(
         self, results: list[Any], lists: list[_List], batch: list[Any], exc: _List | None
@@ -310,14 +350,24 @@ class RedisLists:
             return rules
         return Facts(exception=exception, imei=entries, range=rules.range, tac=rules.tac)
 
-    def _unavailable(self, batch: list[tuple[str, str | None, Confirmed]], reason: str) -> None:
+    def _unavailable(
+        self, batch: list[tuple[str, str | None, Confirmed]], reason: str, *, mark_unhealthy: bool = True
+    ) -> None:
         self.stats.remote_failures += len(batch)
-        if self.healthy:
-            self.log.error("redis_unavailable", error=reason)
-        self.healthy = False
-        self.last_error = reason
+        if mark_unhealthy and not self.regressed:
+            if self.healthy:
+                self.log.error("redis_unavailable", error=reason)
+            self.healthy = False
+            self.last_error = reason
         for imei14, imsi, done in batch:
-            self._call(done, StoreUnavailable(reason, self.last_known(imei14, imsi)))
+            self._call(done, StoreUnavailable(reason, self.last_known(imei14, imsi), self.positives(imei14)))
+
+    def positives(self, imei14: str) -> frozenset[str]:
+        """The lists whose Bloom filters hold ``imei14``."""
+        n = int(imei14)
+        return frozenset(
+            name for name, lst in self._lists.items() if lst.bloom is not None and lst.count and n in lst.bloom
+        )
 
     def _call(self, done: Confirmed, result: Facts | StoreUnavailable) -> None:
         # One failing callback must not cost the rest of the batch their answers.
@@ -348,7 +398,8 @@ class RedisLists:
     # -- loading -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every list (Bloom filters, metadata, rules), then follow the change stream."""
+        """Load every list (Bloom filters, metadata, rules), then follow the change stream.
+        A store without lists leaves the node not ready; the follower keeps checking."""
         await self._load_all()
         self._follower = asyncio.get_running_loop().create_task(self._follow())
 
@@ -369,29 +420,117 @@ class RedisLists:
             if t.done() and not t.cancelled():
                 t.exception()  # retrieved: a task that ended with an error at shutdown is not news
 
-    async def _load_all(self) -> None:
+    def _held(self) -> list[str]:
+        """The lists this node holds entries of (what a valid store must still have)."""
+        held = [name for name, lst in self._lists.items() if lst.count]
+        if any(self._rules.counts().get(k) for k in ("tac", "ranges")):
+            held.append(L.RULES)
+        return held
+
+    async def _identity(self) -> tuple[str | None, int]:
+        p = self.prefix
+        epoch = _text(await self.redis.get(L.k_epoch(p))) or None
+        return epoch, int(_text(await self.redis.get(L.k_seq(p))) or 0)
+
+    async def _moved_back(self) -> bool:
+        """Whether the store's identity or current generations differ from what this
+        node follows, with no change record to say so (three small reads)."""
+        epoch, seq = await self._identity()
+        if epoch != self.epoch or seq < self.seq:
+            return True
+        current = {_text(k): int(v) for k, v in (await self.redis.hgetall(L.k_current(self.prefix))).items()}
+        ours = {name: lst.gen for name, lst in self._lists.items()}
+        if self._rules_gen is not None:
+            ours[L.RULES] = self._rules_gen
+        return any(current.get(name) != gen for name, gen in ours.items())
+
+    def _judge(self, epoch: str | None, seq: int, current: Mapping[str, int]) -> str:
+        """Why the store cannot be trusted against what this node read last; "" if it can."""
+        p = self.prefix
+        if not any(name in current for name in L.ALL_LISTS):
+            where = f"no lists in Redis under prefix {p!r} ({L.k_current(p)} is empty or missing)"
+            held = self._held()
+            if held:
+                return f"the store is empty: {where}, where this node read {', '.join(held)} up to seq {self.seq}"
+            return where
+        missing = [name for name in self._held() if name not in current]
+        if self.epoch is not None and epoch != self.epoch:
+            if epoch is None:
+                return f"the store lost its epoch ({L.k_epoch(p)}; it was {self.epoch}): not the store this node read"
+            if missing:
+                return (f"the store was replaced (epoch {self.epoch} -> {epoch}) and lacks the "
+                        f"{', '.join(missing)} list(s) this node read: re-import them")  # fmt: skip
+            return ""  # re-imported after a loss: every list this node held is back
+        if missing:
+            return f"the current generation of {', '.join(missing)} vanished from {L.k_current(p)}"
+        if seq < self.seq:
+            return f"the change sequence went back from {self.seq} to {seq} (a restore or a failover that lost writes)"
+        return ""
+
+    async def _load_all(self) -> bool:
+        """Load the store's lists if it can be trusted (True); else keep what this node
+        has, mark the store regressed (or, never loaded, not ready) and return False."""
         p = self.prefix
         # Read the sequence first: changes made while we load are replayed from the stream.
-        seq = int(_text(await self.redis.get(L.k_seq(p))) or 0)
+        epoch, seq = await self._identity()
         current = {_text(k): int(v) for k, v in (await self.redis.hgetall(L.k_current(p))).items()}
+        problem = self._judge(epoch, seq, current)
         lists: dict[str, _List] = {}
-        for name, gen in current.items():
-            if name in L.LISTS:
-                lists[name] = await self._load_list(name, gen, seq)
-        rules = await self._load_rules(current.get(L.RULES))
-        self._lists, self._rules = lists, rules
+        rules = self._rules
+        if not problem:
+            try:
+                for name, gen in current.items():
+                    if name in L.LISTS:
+                        lists[name] = await self._load_list(name, gen, seq, epoch)
+                rules = await self._load_rules(current.get(L.RULES))
+            except StoreRegressed as e:
+                problem = str(e)
+        if problem:
+            self._regress(problem)
+            return False
+        replaced = self.epoch is not None and epoch != self.epoch
+        self._lists, self._rules, self._rules_gen = lists, rules, current.get(L.RULES)
         self._blooms = tuple(lst.bloom for lst in lists.values() if lst.bloom is not None and lst.count)
         self._cache.clear()
         self._cache_keys.clear()
-        self.seq = seq
+        self.seq, self.epoch = seq, epoch
+        if self.regressed:
+            self.log.warning("store_recovered", after=self.regressed, seq=seq, epoch=epoch)
+        elif replaced:
+            self.log.warning("store_epoch_changed", epoch=epoch, seq=seq, action="every list re-read")
+        self.regressed = ""
         self.healthy = self.loaded = True
         self.last_error = ""
         self.stats.reloads += 1
-        self.log.info("redis_lists_loaded", seq=seq, **{n: lst.count for n, lst in lists.items()})
+        self.log.info("redis_lists_loaded", seq=seq, epoch=epoch, **{n: lst.count for n, lst in lists.items()})
+        return True
 
-    async def _load_list(self, name: str, gen: int, upto: int | None = None) -> _List:
+    def _regress(self, problem: str) -> None:
+        if not self.loaded:
+            # Never loaded: nothing to keep and nothing that went back; just not ready.
+            if problem != self.last_error:
+                hint = "import the lists (s13eir lists import, or s13eir sync) or fix store.redis.prefix"
+                self.log.error("store_not_ready", reason=problem, prefix=self.prefix, hint=hint)
+            self.last_error = problem
+            return
+        if problem != self.regressed:
+            self.stats.regressions += 1
+            self.log.error("store_regressed", reason=problem, kept_seq=self.seq, kept_epoch=self.epoch,
+                           kept={n: lst.count for n, lst in self._lists.items()},
+                           action="keeping the lists this node has; answering Bloom positives per "
+                                  "policy.store_unavailable until a valid store is back")  # fmt: skip
+        self.regressed = problem
+        self.healthy = False
+        self.last_error = problem
+
+    async def _load_list(self, name: str, gen: int, upto: int | None = None, epoch: str | None = None) -> _List:
         p = self.prefix
         info = {_text(k): _text(v) for k, v in (await self.redis.hgetall(L.k_info(p, gen))).items()}
+        if info.get("state") != "ready" or info.get("list") != name:
+            raise StoreRegressed(f"the current {name} generation {gen} is gone or not ready ({L.k_info(p, gen)})")
+        if epoch is not None and info.get("epoch") not in (None, epoch):
+            # The generation belongs to another store than the one this node follows.
+            raise StoreRegressed(f"the current {name} generation {gen} has epoch {info.get('epoch')}, not {epoch}")
         meta = {int(k): L.decode_meta(_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
         lst = _List(name, gen, count=int(info.get("count", 0) or 0), meta=meta)
         data = await self.redis.get(L.k_bloom(p, gen))
@@ -448,6 +587,8 @@ class RedisLists:
         if gen is None:
             return ListSnapshot.empty()
         p = self.prefix
+        if _text(await self.redis.hget(L.k_info(p, gen), "state")) != "ready":
+            raise StoreRegressed(f"the current rules generation {gen} is gone or not ready ({L.k_info(p, gen)})")
         meta = {int(k): L.decode_meta(_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
         b = SnapshotBuilder()
         for tac, ids in (await self.redis.hgetall(L.k_tac(p, gen))).items():
@@ -468,12 +609,21 @@ class RedisLists:
         stream = L.k_changes(self.prefix)
         while not self._stopping:
             try:
-                if not self.loaded or not self.healthy:
-                    await self._load_all()
+                if (not self.loaded or not self.healthy) and not await self._load_all():
+                    # Empty, replaced or gone back: keep what we have and look again.
+                    await asyncio.sleep(backoff)
+                    backoff = min(_BACKOFF_MAX_S, backoff * 2)
+                    continue
                 resp = await self.redis.xread({stream: f"{self.seq}-0"}, count=1000, block=1000)
                 self.healthy = True
                 backoff = 0.1
-                for _name, entries in resp or ():
+                if not resp:
+                    # A quiet second: make sure the store is still the one we follow (a
+                    # Redis that restarted empty has no stream to wake us up with).
+                    if await self._moved_back():
+                        await self._load_all()
+                    continue
+                for _name, entries in resp:
                     for _id, fields in entries:
                         if not await self._apply({_text(k): _text(v) for k, v in fields.items()}):
                             break
@@ -483,7 +633,12 @@ class RedisLists:
                 if self.healthy:
                     self.log.error("redis_unavailable", error=str(e))
                 self.healthy = False
-                self.last_error = f"{type(e).__name__}: {e}"
+                if not self.regressed:
+                    self.last_error = f"{type(e).__name__}: {e}"
+                await asyncio.sleep(backoff)
+                backoff = min(_BACKOFF_MAX_S, backoff * 2)
+            except StoreRegressed as e:
+                self._regress(str(e))
                 await asyncio.sleep(backoff)
                 backoff = min(_BACKOFF_MAX_S, backoff * 2)
             except Exception as e:
@@ -540,9 +695,9 @@ class RedisLists:
 
     async def _reload_list(self, name: str, gen: int) -> None:
         if name == L.RULES:
-            self._rules = await self._load_rules(gen)
+            self._rules, self._rules_gen = await self._load_rules(gen), gen
         else:
-            self._lists[name] = await self._load_list(name, gen, self.seq)
+            self._lists[name] = await self._load_list(name, gen, self.seq, self.epoch)
             self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
         self._cache.clear()
         self._cache_keys.clear()
@@ -559,7 +714,7 @@ class RedisLists:
             gen = lst.gen
             bloom = await self._scan_bloom(name, gen, lst.count)
             current = self._lists.get(name)
-            if current is not None and current.gen == gen:
+            if current is not None and current.gen == gen and not self.regressed:
                 current.bloom, current.removals = bloom, 0
                 self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
                 self.log.info("bloom_rebuilt", list=name, generation=gen)
@@ -570,11 +725,31 @@ class RedisLists:
 
     # -- reporting -----------------------------------------------------------------------
 
-    def ready(self) -> tuple[bool, str]:
+    def state(self) -> str:
+        """``ok``; ``unavailable`` (Redis away: answering Bloom positives per policy,
+        Bloom negatives as ever); ``regressed`` (see the module docstring); ``empty``
+        (never loaded: no lists under the prefix, or Redis away at start)."""
         if not self.loaded:
+            return "empty"
+        if self.regressed:
+            return "regressed"
+        return "ok" if self.healthy else "unavailable"
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready while the node answers from lists it can trust. Redis away with the
+        lists loaded is *degraded but ready*: every node of a site shares that Redis,
+        and 503 from all of them would take the EIR out of service, leaving the MMEs
+        to their own fallback, which answers worse than the outage policy. A regressed
+        or empty store is not ready: no node of the site can know the lists then."""
+        state = self.state()
+        if state == "empty":
             return False, f"lists not loaded from Redis: {self.last_error}"
-        if not self.healthy:
-            return False, f"Redis unavailable ({self.last_error}); answering per policy.store_unavailable"
+        if state == "regressed":
+            return False, (f"store regressed: {self.regressed}; keeping the lists read up to seq {self.seq}, "
+                           "answering Bloom positives per policy.store_unavailable")  # fmt: skip
+        if state == "unavailable":
+            return True, (f"degraded: Redis unavailable ({self.last_error}); answering Bloom positives "
+                          "per policy.store_unavailable")  # fmt: skip
         return True, "ready"
 
     def counts(self) -> dict[str, int]:

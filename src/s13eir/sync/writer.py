@@ -84,6 +84,7 @@ from s13eir.lists.redis_layout import (
     k_bloom,
     k_changes,
     k_current,
+    k_epoch,
     k_exception_bucket,
     k_feed,
     k_imei_bucket,
@@ -586,6 +587,7 @@ class ListWriter:
         """Make ``new`` current (and ``new_previous`` previous) with its stream record."""
         self._check_lock()
         p = self.p
+        await self.r.hset(k_info(p, new), "epoch", await self._epoch())
         if self.atomic:
             try:
                 seq = await self._flip_script(
@@ -616,6 +618,13 @@ class ListWriter:
             await self.r.hset(k_previous(p), list_name, str(new_previous))
         await self._xadd(generation_record(seq, new, list_name), seq)
         return seq
+
+    async def _epoch(self) -> str:
+        """The store's epoch, created by the first flip on a store that has none (a new
+        store, or one that lost its data: nodes then know it is not the one they read)."""
+        p = self.p
+        await self.r.set(k_epoch(p), f"{int(time.time())}-{secrets.token_hex(6)}", nx=True)
+        return _text(await self.r.get(k_epoch(p)))
 
     async def _xadd(self, fields: Mapping[str, str], seq: int) -> None:
         maxlen = self.stream_maxlen or None
@@ -1026,6 +1035,7 @@ class ListWriter:
                     "created": int(info.get("created") or 0),
                     "source": info.get("source", ""),
                     "seq": int(info.get("seq") or 0),
+                    "epoch": info.get("epoch", ""),
                     "adds_since_bloom": int(info.get("adds") or 0),
                 }
             lists[name] = entry
@@ -1039,6 +1049,7 @@ class ListWriter:
         return {
             "lists": lists,
             "seq": _int(await self.r.get(k_seq(p))) or 0,
+            "epoch": _text(await self.r.get(k_epoch(p))) or None,
             "stream": {"length": length, "first_id": _text(first[0][0]) if first else None},
             "feeds": feeds,
             "lock": _text(await self.r.get(k_lock(p))) or None,
