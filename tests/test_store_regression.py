@@ -191,3 +191,17 @@ async def test_a_replaced_store_with_every_list_is_accepted(redis_server: RedisS
         assert await answer(node, BLACK[7]) == ("BLACKLISTED", "imei")
     finally:
         await node.stop()
+
+
+async def test_a_lookup_on_a_store_that_lost_its_data_is_not_a_miss(redis_server: RedisServer, r: aioredis.Redis,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    """Between a restart without persistence and the follower noticing, a confirmation
+    must not read "not listed" from the empty server: the lookup checks the epoch."""
+    await import_lists(r, tmp_path)
+    node = await started(redis_server.url)
+    try:
+        await r.flushall()  # the follower is blocked in XREAD and has not looked yet
+        for i in BLACK[10:20]:
+            assert (await answer(node, i))[0] != "WHITELISTED", i
+    finally:
+        await node.stop()

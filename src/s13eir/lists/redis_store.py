@@ -55,13 +55,15 @@ _BACKOFF_MAX_S = 5.0
 # prefixes of the lists to ask, space-separated; [2] the exception bucket prefix or "";
 # [3] the 14-digit IMEIs back to back; [4] one IMSI (or "") per IMEI, each followed by
 # ",". Bucket and field are the IMEI's first 9 and last 5 digits as integers
-# (redis_layout: imei // BUCKET and imei % BUCKET). The reply has, per IMEI, one value
-# per list and, when asked, one for the exception pair ("" for none).
+# (redis_layout: imei // BUCKET and imei % BUCKET); [5] the epoch key. The reply has the
+# store's epoch, then, per IMEI, one value per list and, when asked, one for the
+# exception pair ("" for none). The epoch tells a "not listed" from a store that lost
+# its data since the follower last looked (a restart without persistence).
 _CONFIRM_LUA = """
 local prefixes = {}
 for w in string.gmatch(ARGV[1], '%S+') do prefixes[#prefixes + 1] = w end
 local exc, imeis = ARGV[2], ARGV[3]
-local out, k = {}, 0
+local out, k = {redis.call('GET', ARGV[5]) or ''}, 0
 for imsi in string.gmatch(ARGV[4], '([^,]*),') do
   local bucket = tostring(tonumber(string.sub(imeis, k + 1, k + 9)))
   local field = tostring(tonumber(string.sub(imeis, k + 10, k + 14)))
@@ -243,13 +245,17 @@ class RedisLists:
                     results = await self._lookup(batch, lists, exc)
                 except RedisConnectionError:
                     results = await self._lookup(batch, lists, exc)
-                found, missing = self._decode(results, lists, batch, exc)
+                epoch = _text(results[0]) or None
+                if epoch != self.epoch:
+                    # Not the store the lists were read from: its "not listed" means nothing.
+                    raise StoreRegressed(f"the store's epoch is {epoch}, not {self.epoch}: re-reading it")
+                found, missing = self._decode(results[1:], lists, batch, exc)
                 if missing:
                     await self._load_meta_ids(missing)
             answers = [
                 self._facts_of(imei14, imsi, hits, exc) for (imei14, imsi, _), hits in zip(batch, found, strict=True)
             ]
-        except (TimeoutError, RedisError, OSError) as e:
+        except (TimeoutError, RedisError, OSError, StoreRegressed) as e:
             self._unavailable(batch, f"{type(e).__name__}: {e}")
             return
         except Exception as e:
@@ -304,18 +310,21 @@ class RedisLists:
     async def _lookup(
         self, batch: list[tuple[str, str | None, Confirmed]], lists: list[_List], exc: _List | None
     ) -> list[Any]:
-        """Per lookup: one value per list in ``lists``, then one for the exception pair when
-        ``exc`` is loaded and the lookup has an IMSI; None or b"" when absent."""
+        """The store's epoch, then per lookup: one value per list in ``lists``, then one for
+        the exception pair when ``exc`` is loaded and the lookup has an IMSI; None or b""
+        when absent."""
         p = self.prefix
         if self._confirm_script is not None:
             prefixes = " ".join(f"{p}:g:{lst.gen}:e:" for lst in lists)
             exc_prefix = f"{p}:g:{exc.gen}:x:" if exc is not None else ""
             imeis = "".join([b[0] for b in batch])
             imsis = ",".join([b[1] or "" for b in batch]) + ","
-            values: list[Any] = await self._confirm_script(keys=[], args=[prefixes, exc_prefix, imeis, imsis])
+            args = [prefixes, exc_prefix, imeis, imsis, L.k_epoch(p)]
+            values: list[Any] = await self._confirm_script(keys=[], args=args)
             return values
         # A Cluster spreads the buckets over nodes: a pipeline, which redis-py splits by slot.
         pipe = self.redis.pipeline(transaction=False)
+        pipe.get(L.k_epoch(p))
         for imei14, imsi, _ in batch:
             n = int(imei14)
             for lst in lists:
