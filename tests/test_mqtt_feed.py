@@ -299,13 +299,15 @@ async def test_no_change_lost_or_doubled_across_a_broker_restart(broker: Mosquit
 # -- the sync process ------------------------------------------------------------------------
 
 
-def sync_config(tmp_path: Path, redis_server: RedisServer, broker: MosquittoBroker | None) -> Config:
+def sync_config(tmp_path: Path, redis_server: RedisServer, broker: MosquittoBroker | None, **mqtt: Any) -> Config:
     sync: dict[str, Any] = {
         "snapshots": [{"path": str(tmp_path / "black.csv"), "format": "dirbs-blacklist", "list": "black"}],
         "lock_ttl_s": 1,
+        "metrics": {"port": 0},
+        "guards": {"max_size_change": 0.10, "max_removals": 0.05, "min_entries_to_guard": 100},
     }
     if broker is not None:
-        sync["mqtt"] = {"url": broker.url, "topic": TOPIC, "client_id": "s13eir-sync", "feed": FEED}
+        sync["mqtt"] = {"url": broker.url, "topic": TOPIC, "client_id": "s13eir-sync", "feed": FEED, **mqtt}
     return config_from_mapping(
         {
             "node": {"origin_host": "eir.test", "origin_realm": "test"},
@@ -440,6 +442,7 @@ async def test_cmd_sync_as_a_process_stops_on_sigterm_and_releases_the_lock(
         "sync": {
             "snapshots": [{"path": str(tmp_path / "black.csv"), "format": "dirbs-blacklist", "list": "black"}],
             "mqtt": {"url": broker.url, "topic": TOPIC, "client_id": "s13eir-sync", "feed": FEED},
+            "metrics": {"port": 0},
         },
         "logging": {"level": "info", "format": "json"},
     }
@@ -470,3 +473,81 @@ async def test_cmd_sync_as_a_process_stops_on_sigterm_and_releases_the_lock(
     assert await redis.get(k_lock(PREFIX)) is None  # released, not left to expire
     assert (await read_lists(redis))["black"] == {imei(1), imei(2)}
     assert b'"sync_stats"' in log_path.read_bytes()
+
+
+# -- the feed never goes wrong silently -------------------------------------------------------
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode()
+
+
+async def test_a_gap_resync_never_overrides_the_guards(
+    tmp_path: Path, redis_server: RedisServer, broker: MosquittoBroker, redis: AnyRedis
+) -> None:
+    """A stale snapshot after a gap must not roll the blacklist back: the feed stalls,
+    says so, and goes on when an operator decides (SIGUSR1) or the file is fixed."""
+    write_black(tmp_path, *range(1000))
+    p, t = start(sync_config(tmp_path, redis_server, broker))
+    try:
+        await wait_for(lambda: p.feed is not None and p.feed.subscribed.is_set(), what="subscribed")
+        assert p.feed is not None and p.http_port is not None
+        await publish(broker, msg(1, *[add("black", 5000 + i) for i in range(200)]))
+        await wait_for(lambda: p.feed is not None and p.feed.stats.last_seq == 1, what="seq 1")
+        write_black(tmp_path, *range(900))  # a stale, shorter export: 300 of 1200 entries gone
+        await publish(broker, msg(4, add("black", 9000)))  # 2 and 3 were lost: a gap
+        await wait_for(lambda: p.feed is not None and bool(p.feed.stalled), what="the feed stalls")
+        black = (await read_lists(redis))["black"]
+        assert len(black) == 1200 and imei(5000) in black and imei(950) in black  # nothing rolled back
+        status, body = await asyncio.to_thread(http_get, p.http_port, "/readyz")
+        assert status == 503 and body.startswith("feed stalled: resync after a gap before seq 4 refused"), body
+        _, metrics = await asyncio.to_thread(http_get, p.http_port, "/metrics")
+        assert "s13eir_sync_feed_stalled 1.0" in metrics
+        imports = p.feed.stats.resync_refusals
+        await asyncio.sleep(1.0)  # retried meanwhile, but the unchanged file is not imported again
+        assert p.feed.stats.resync_refusals > imports and p.feed.stalled
+        # A fixed export (the CEIR's current snapshot, which has seq 1..3 in it) unstalls it.
+        write_black(tmp_path, *range(1000), *range(5000, 5200), 7000)
+        await wait_for(lambda: p.feed is not None and p.feed.stats.last_seq == 4, what="seq 4 after the fix")
+        assert not p.feed.stalled and p.feed.stats.resyncs == 1
+        assert (await asyncio.to_thread(http_get, p.http_port, "/readyz"))[0] == 200
+        assert imei(7000) in (await read_lists(redis))["black"] and imei(9000) in (await read_lists(redis))["black"]
+        # Another gap with another stale file; this time the operator forces it.
+        write_black(tmp_path, *range(100))
+        await publish(broker, msg(9, add("black", 9001)))
+        await wait_for(lambda: p.feed is not None and bool(p.feed.stalled), what="stalled again")
+        p.force_resync()  # what SIGUSR1 does
+        await wait_for(lambda: p.feed is not None and p.feed.stats.last_seq == 9, what="seq 9, forced")
+        assert (await read_lists(redis))["black"] == {imei(i) for i in range(100)} | {imei(9001)}
+    finally:
+        p.stop.set()
+        assert await asyncio.wait_for(t, 10) == EXIT_OK
+
+
+async def test_an_absurd_seq_is_refused_and_the_feed_goes_on(
+    tmp_path: Path, redis_server: RedisServer, broker: MosquittoBroker, redis: AnyRedis
+) -> None:
+    write_black(tmp_path, 1)
+    p, t = start(sync_config(tmp_path, redis_server, broker, max_seq_jump=1000))
+    try:
+        await wait_for(lambda: p.feed is not None and p.feed.subscribed.is_set(), what="subscribed")
+        assert p.feed is not None
+        await publish(broker, msg(1, add("black", 10)))
+        await wait_for(lambda: p.feed is not None and p.feed.stats.last_seq == 1)
+        await publish(broker, msg(9_000_000_000_000_000_000, remove("black", 10)), msg(1002, add("black", 12)))
+        await wait_for(lambda: p.feed is not None and p.feed.stats.implausible == 2, what="both refused")
+        assert await read_feed_seq(redis, PREFIX, FEED) == 1  # the baseline stays
+        await publish(broker, msg(2, add("black", 11)))  # the genuine next change set applies
+        await wait_for(lambda: p.feed is not None and p.feed.stats.last_seq == 2, what="seq 2")
+        assert (await read_lists(redis))["black"] == {imei(1), imei(10), imei(11)}
+        assert p.resyncs == 0
+    finally:
+        p.stop.set()
+        assert await asyncio.wait_for(t, 10) == EXIT_OK

@@ -184,6 +184,10 @@ class MqttSyncConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     topic: NonEmptyStr = "ceir/changes"
     client_id: NonEmptyStr = "s13eir-sync"  # persistent session: the broker keeps QoS 1 messages for it
     feed: NonEmptyStr = "ceir"  # the name under which the feed's sequence number is kept
+    # A change set whose seq is more than this beyond the last one applied is refused
+    # (logged, counted, the baseline kept): one bad or hostile message must not move the
+    # feed so far ahead that every genuine change set after it looks like a duplicate.
+    max_seq_jump: Annotated[int, msgspec.Meta(ge=1)] = 10_000
 
 
 class SnapshotSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -199,6 +203,9 @@ class SyncConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     guards: GuardsConfig = msgspec.field(default_factory=GuardsConfig)
     mqtt: MqttSyncConfig | None = None
     lock_ttl_s: Seconds = 10.0
+    # /healthz, /readyz (503 while the feed is stalled or Redis is away) and /metrics of
+    # `s13eir sync`; another port than the node's, so both can run on one host.
+    metrics: MetricsConfig = msgspec.field(default_factory=lambda: MetricsConfig(port=9101))
 
 
 class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

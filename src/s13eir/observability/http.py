@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from s13eir.observability.metrics import Metrics, render
+from s13eir.observability.metrics import Metrics, SourceMetrics, render
 
 __all__ = ["HEAD_TIMEOUT_S", "MAX_HEAD_BYTES", "start_http"]
 
@@ -47,7 +47,7 @@ _REASONS = {
 Ready = Callable[[], tuple[bool, str]]
 
 
-async def start_http(address: str, port: int, metrics: Metrics, ready: Ready) -> asyncio.Server:
+async def start_http(address: str, port: int, metrics: Metrics | SourceMetrics, ready: Ready) -> asyncio.Server:
     """Listen on ``address:port`` (port 0 picks a free one: see ``server.sockets``).
 
     ``ready()`` returns (ready, reason); the reason is the body of a 503 from /readyz.
@@ -68,7 +68,7 @@ async def start_http(address: str, port: int, metrics: Metrics, ready: Ready) ->
 
 
 async def _serve_one(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metrics: Metrics, ready: Ready
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metrics: Metrics | SourceMetrics, ready: Ready
 ) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
@@ -95,7 +95,7 @@ async def _serve_one(
     await _respond(writer, status, ctype, body, head_only=method == b"HEAD")
 
 
-def _route(path: bytes, metrics: Metrics, ready: Ready) -> tuple[int, str, bytes]:
+def _route(path: bytes, metrics: Metrics | SourceMetrics, ready: Ready) -> tuple[int, str, bytes]:
     if path == b"/metrics":
         try:
             return 200, METRICS_CONTENT_TYPE, render(metrics)

@@ -173,13 +173,7 @@ class MetricsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self._m
 
-        info = GaugeMetricFamily(
-            "s13eir_build_info",
-            "Always 1; the labels say which s13eir version and Python version this process runs.",
-            labels=[name for name, _ in BUILD_INFO],
-        )
-        info.add_metric([value for _, value in BUILD_INFO], 1)
-        yield info
+        yield build_info()
 
         answers = CounterMetricFamily(
             "s13eir_answers",
@@ -285,6 +279,44 @@ def _read(source: Callable[[], _T] | None) -> _T | None:
         return None
 
 
-def render(metrics: Metrics) -> bytes:
+class SourceMetrics:
+    """The metrics of a process that is not a node (``s13eir sync``): build info, the
+    process metrics and the families its sources yield at scrape time."""
+
+    def __init__(self, *sources: Callable[[], Iterable[Metric]]) -> None:
+        self._sources = list(sources)
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        if self._registry is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_SourcesCollector(self._sources))
+            ProcessCollector(registry=registry)
+            self._registry = registry
+        return self._registry
+
+
+class _SourcesCollector(Collector):
+    def __init__(self, sources: list[Callable[[], Iterable[Metric]]]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        yield build_info()
+        for source in self._sources:
+            yield from source()
+
+
+def build_info() -> GaugeMetricFamily:
+    info = GaugeMetricFamily(
+        "s13eir_build_info",
+        "Always 1; the labels say which s13eir version and Python version this process runs.",
+        labels=[name for name, _ in BUILD_INFO],
+    )
+    info.add_metric([value for _, value in BUILD_INFO], 1)
+    return info
+
+
+def render(metrics: Metrics | SourceMetrics) -> bytes:
     """The Prometheus text exposition format (version 0.0.4) of everything in the registry."""
     return generate_latest(metrics.registry)

@@ -11,15 +11,27 @@ order:
   gap and a resync repairs whatever the bad message was meant to change.
 * ``seq <= stored``: a duplicate (a redelivery after a crash or a reconnect, or a
   publisher's retry): counted, acknowledged, skipped.
+* ``seq > stored + sync.mqtt.max_seq_jump``: implausible (a publisher bug, a replayed
+  message from another feed, or a hostile one: ``"seq": 9000000000000000000``).
+  Logged at error, counted, acknowledged and skipped; the baseline stays, so the
+  genuine change sets that follow still apply. A feed with no baseline yet takes its
+  first message's seq as it comes (through a resync).
 * ``seq == stored + 1`` (or 1 on a feed that has never been applied): applied with
   ``writer.apply_changes(changes, feed=name, feed_seq=seq)``, which stores the seq
   with the changes.
 * ``seq > stored + 1`` (or no stored seq and ``seq > 1``): a gap. Counted and logged,
-  then ``resync()`` re-imports every configured snapshot; the feed's seq is then set
-  to ``seq - 1`` (the snapshot stands for everything before this message) and the
-  message is applied. A resync that fails is retried with backoff; the message stays
-  unacknowledged meanwhile and nothing after it is applied. A lost writer lock
-  (``WriterLockLost``) is never retried: it ends :meth:`MqttFeed.run`.
+  then ``resync()`` re-imports every configured snapshot, *with the guards*; the
+  feed's seq is then set to ``seq - 1`` (the snapshot stands for everything before
+  this message) and the message is applied. A resync that fails is retried with
+  backoff; the message stays unacknowledged meanwhile and nothing after it is
+  applied. A resync the guards refuse (:class:`ResyncRefused`: a snapshot older than
+  the feed, truncated, or wrong) *stalls* the feed: the lists in force stay, the
+  stall is logged at error and shown (``stalled``, ``/readyz`` and
+  ``s13eir_sync_feed_stalled`` of the sync process), and the resync is tried again
+  when an operator decides (``kill -USR1`` of ``s13eir sync``: the guards overridden
+  once) or when the snapshot file or the list changes (a fresh export, or ``s13eir
+  lists import --force``). A lost writer lock (``WriterLockLost``) is never retried:
+  it ends :meth:`MqttFeed.run`.
 
 Since the stored seq only grows, a message older than expected is always a duplicate:
 reordering cannot apply anything twice or out of order (the broker keeps the order of
@@ -43,6 +55,7 @@ retried the same way without acknowledging the message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -66,11 +79,21 @@ __all__ = [
     "FeedStats",
     "FeedWriter",
     "MqttFeed",
+    "ResyncRefused",
     "SeqStore",
     "read_feed_seq",
 ]
 
-FeedOutcome = Literal["applied", "duplicate", "resynced", "rejected"]
+FeedOutcome = Literal["applied", "duplicate", "resynced", "rejected", "implausible"]
+
+
+class ResyncRefused(Exception):
+    """The guards refused a resync's snapshot(s): the lists stay as they are."""
+
+    def __init__(self, lists: Sequence[str], detail: str) -> None:
+        super().__init__(f"the guards refused the snapshot of {', '.join(lists)}: {detail}")
+        self.lists = tuple(lists)
+
 
 # Redis errors worth waiting out: the server is away, loading, failing over, or the cluster is moving slots.
 TRANSIENT_REDIS_ERRORS: Final[tuple[type[Exception], ...]] = (
@@ -111,8 +134,10 @@ class FeedStats:
     duplicates: int = 0
     gaps: int = 0
     rejected: int = 0
+    implausible: int = 0  # seq jumps beyond max_seq_jump, refused
     resyncs: int = 0  # successful resyncs
     resync_failures: int = 0
+    resync_refusals: int = 0  # resyncs the guards refused (the feed stalled)
     reconnects: int = 0  # broker connections after the first
     redis_retries: int = 0
     last_seq: int | None = None
@@ -146,6 +171,8 @@ class MqttFeed:
         self.endpoint = parse_mqtt_url(cfg.url)
         self._client_kwargs = self.endpoint.client_kwargs()  # once: a TLS context reads the CA store
         self.stats = FeedStats()
+        self.stalled = ""  # why the feed waits for an operator, "" while it flows
+        self.retry_resync = asyncio.Event()  # set to retry a stalled resync at once
         self.subscribed = asyncio.Event()  # set while connected and subscribed
         self._backoff = (backoff_min_s, backoff_max_s)
         self._keepalive = keepalive_s
@@ -172,6 +199,11 @@ class MqttFeed:
             self.stats.duplicates += 1
             self._log.info("feed_duplicate", seq=cs.seq, stored=stored, duplicates=self.stats.duplicates)
             return "duplicate"
+        if stored is not None and cs.seq - stored > self.cfg.max_seq_jump:
+            self.stats.implausible += 1
+            self._log.error("feed_seq_implausible", seq=cs.seq, stored=stored, max_seq_jump=self.cfg.max_seq_jump,
+                            action="skipped; the baseline is kept", implausible=self.stats.implausible)  # fmt: skip
+            return "implausible"
         outcome: FeedOutcome = "applied"
         if cs.seq > expected:
             self.stats.gaps += 1
@@ -191,6 +223,20 @@ class MqttFeed:
                 break
             except (asyncio.CancelledError, WriterLockLost):
                 raise
+            except ResyncRefused as exc:
+                self.stats.resync_refusals += 1
+                if not self.stalled:
+                    self._log.error("feed_stalled", seq=seq, reason=str(exc), action="the lists in force stay",
+                                    hint="check the snapshot files; an operator forces the resync with "
+                                         "kill -USR1 <s13eir sync pid>, or s13eir lists import --force")  # fmt: skip
+                self.stalled = f"resync after a gap before seq {seq} refused: {exc}"
+                # Retried when an operator asks, else now and then (the resync skips
+                # refused snapshots whose file and list have not changed: cheap).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.retry_resync.wait(), delay)
+                self.retry_resync.clear()
+                delay = min(delay * 2, cap)
+                continue
             except Exception as exc:
                 self.stats.resync_failures += 1
                 self._log.error("feed_resync_failed", seq=seq, error=str(exc) or repr(exc), retry_in_s=delay,
@@ -201,6 +247,9 @@ class MqttFeed:
         await self._retrying(
             "set the feed baseline", lambda: self.writer.apply_changes((), feed=self.name, feed_seq=seq - 1)
         )
+        if self.stalled:
+            self._log.warning("feed_unstalled", after=self.stalled)
+            self.stalled = ""
         self.stats.resyncs += 1
         self._log.warning("feed_resynced", baseline=seq - 1, next_seq=seq, seconds=round(time.monotonic() - started, 3),
                           resyncs=self.stats.resyncs)  # fmt: skip

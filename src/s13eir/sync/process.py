@@ -21,8 +21,10 @@ in step with the master list.
    An import that fails at start (bad file) stops the process (exit 1); one the guards
    refuse leaves the list as it is (logged).
 4. Run the MQTT feed (:class:`~s13eir.sync.mqtt_feed.MqttFeed`) until SIGTERM/SIGINT.
-   Its resync re-imports every snapshot with ``force`` (after a gap the difference can
-   legitimately be large). Counters (``applied``, ``duplicates``, ``gaps``,
+   Its resync re-imports every snapshot *with the guards*: a snapshot they refuse
+   (older than the feed, truncated, wrong) stalls the feed with the lists in force
+   kept, until the file or the list changes or an operator sends SIGUSR1 (the next
+   resync overrides the guards once). Counters (``applied``, ``duplicates``, ``gaps``,
    ``rejected``, ``resyncs``, ...) are logged every ``stats_interval_s`` and at exit.
 5. Lock lost (expired during a long stall, or taken over): stop writing at once and
    exit 1, so that the process that now holds it is the only writer and the only
@@ -38,19 +40,25 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from s13eir.config import Config, ConfigError, SnapshotSourceConfig, load_config
 from s13eir.events.publisher import parse_mqtt_url
 from s13eir.lists.formats import ListFormatError, ListSpec
 from s13eir.lists.redis_layout import k_current
+from s13eir.observability.http import start_http
 from s13eir.observability.logs import configure_logging, get_logger
+from s13eir.observability.metrics import SourceMetrics
 
-from .mqtt_feed import TRANSIENT_REDIS_ERRORS, MqttFeed
+from .mqtt_feed import TRANSIENT_REDIS_ERRORS, MqttFeed, ResyncRefused
 from .redis_client import AnyRedis, connect
 from .writer import ImportReport, ListWriter, WriterError, WriterLock, WriterLockHeld, WriterLockLost, writer_lock
 
@@ -120,6 +128,12 @@ class SyncProcess:
         self.writer: ListWriter | None = None
         self.lock: WriterLock | None = None
         self.resyncs = 0
+        self._force_next = False
+        self._refused: dict[str, tuple[int, int, str]] = {}
+        self.role = "starting"  # starting | standby | writer | stopped
+        self.holder = ""  # the writer lock's holder while on standby
+        self.redis_error = ""  # the last Redis failure, "" once Redis answers again
+        self.http_port: int | None = None
         self.log = get_logger("s13eir.sync")
 
     # -- snapshots ---------------------------------------------------------------------------
@@ -166,13 +180,101 @@ class SyncProcess:
                 await self._import(snap, force=False, why="the file changed since its last import")
 
     async def resync(self) -> None:
-        """The feed's gap repair: every snapshot again, guards overridden."""
+        """The feed's gap repair: every snapshot again, with the guards (raises
+        ResyncRefused when they refuse one). The guards are overridden only once an
+        operator asked (SIGUSR1: :meth:`force_resync`). A snapshot refused before is
+        not imported again until its file or its list changed (or the operator forces)."""
         self.resyncs += 1
         if not self.config.sync.snapshots:
             self.log.error("resync_without_snapshots", hint="configure sync.snapshots; changes in the gap are lost")
             return
+        force, self._force_next = self._force_next, False
+        refused: list[str] = []
+        details: list[str] = []
         for snap in self.config.sync.snapshots:
-            await self._import(snap, force=True, why="resync after a gap in the feed")
+            mark = await self._snapshot_mark(snap)
+            if not force and self._refused.get(snap.list) == mark:
+                refused.append(snap.list)
+                details.append(f"{snap.list}: unchanged since refused")
+                continue
+            why = "resync after a gap in the feed" + (", forced by the operator" if force else "")
+            report = await self._import(snap, force=force, why=why)
+            if report.status == "refused":
+                self._refused[snap.list] = await self._snapshot_mark(snap)  # the list as it stays
+                refused.append(snap.list)
+                details.append("; ".join(str(v) for v in report.verdicts if not v.ok))
+            else:
+                self._refused.pop(snap.list, None)
+        if refused:
+            raise ResyncRefused(refused, " | ".join(details))
+
+    async def _snapshot_mark(self, snap: SnapshotSourceConfig) -> tuple[int, int, str]:
+        """What a refused snapshot is retried on: its file's mtime and size, the list's
+        current generation (an operator's ``s13eir lists import --force`` changes it)."""
+        try:
+            st = os.stat(snap.path)
+            mtime, size = st.st_mtime_ns, st.st_size
+        except OSError:
+            mtime, size = -1, -1
+        return mtime, size, _text(await self.redis.hget(k_current(self.prefix), snap.list))
+
+    def force_resync(self) -> None:
+        """The operator's decision (SIGUSR1): the next resync overrides the guards."""
+        self._force_next = True
+        self.log.warning("resync_forced_by_operator", stalled=self.feed.stalled if self.feed else "")
+        if self.feed is not None:
+            self.feed.retry_resync.set()
+
+    # -- health ------------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason) for ``/readyz``: not while the feed is stalled (a resync the
+        guards refused), Redis is away or the process stops. A standby waiting for the
+        lock is ready: it is doing its job."""
+        if self.role == "stopped" or self.stop.is_set():
+            return False, "stopping"
+        if self.feed is not None and self.feed.stalled:
+            return False, f"feed stalled: {self.feed.stalled}"
+        if self.redis_error:
+            return False, f"Redis unavailable: {self.redis_error}"
+        if self.role == "standby":
+            return True, f"standby: waiting for the writer lock held by {self.holder}"
+        if self.role == "writer" and self.feed is not None and not self.feed.subscribed.is_set():
+            return True, "writer: broker unavailable (the broker keeps the feed's messages)"
+        return True, self.role
+
+    def _metrics(self) -> Iterable[Metric]:
+        roles = GaugeMetricFamily("s13eir_sync_role", "1 for this process's role.", labels=["role"])
+        for role in ("starting", "standby", "writer", "stopped"):
+            roles.add_metric([role], 1 if role == self.role else 0)
+        yield roles
+        yield CounterMetricFamily("s13eir_sync_resyncs", "Resyncs started (gaps in the feed).", value=self.resyncs)
+        feed = self.feed
+        if feed is None:
+            return
+        st = feed.stats
+        stalled = int(bool(feed.stalled))
+        yield GaugeMetricFamily("s13eir_sync_feed_stalled", "1 while a refused resync holds the feed.", value=stalled)
+        yield GaugeMetricFamily("s13eir_sync_feed_connected", "1 while subscribed to the broker.",
+                                value=int(feed.subscribed.is_set()))  # fmt: skip
+        yield GaugeMetricFamily("s13eir_sync_feed_seq", "Seq of the last change set applied.", value=st.last_seq or 0)
+        messages = CounterMetricFamily("s13eir_sync_feed_messages", "Feed messages, by outcome.", labels=["outcome"])
+        for outcome, n in (("applied", st.applied), ("duplicate", st.duplicates), ("gap", st.gaps),
+                           ("rejected", st.rejected), ("implausible", st.implausible)):  # fmt: skip
+            messages.add_metric([outcome], n)
+        yield messages
+        yield CounterMetricFamily("s13eir_sync_feed_changes", "Changes applied from the feed.", value=st.changes)
+        yield CounterMetricFamily("s13eir_sync_resync_refusals", "Resyncs refused.", value=st.resync_refusals)
+        yield CounterMetricFamily("s13eir_sync_resync_failures", "Resyncs that failed.", value=st.resync_failures)
+
+    async def _start_http(self) -> asyncio.Server | None:
+        m = self.config.sync.metrics
+        if not m.enabled:
+            return None
+        server = await start_http(m.address, m.port, SourceMetrics(self._metrics), self.ready)
+        self.http_port = int(server.sockets[0].getsockname()[1])
+        self.log.info("sync_http", url=f"http://{m.address}:{self.http_port}", paths="/healthz /readyz /metrics")
+        return server
 
     # -- running -----------------------------------------------------------------------------
 
@@ -192,9 +294,16 @@ class SyncProcess:
             await asyncio.sleep(min(0.2, self.config.sync.lock_ttl_s / 10))
 
     async def run(self) -> int:
+        server: asyncio.Server | None = None
         try:
             if self.config.sync.mqtt is not None:
                 parse_mqtt_url(self.config.sync.mqtt.url)  # a bad url stops the start, not the feed later
+            try:
+                server = await self._start_http()
+            except OSError as exc:
+                m = self.config.sync.metrics
+                self.log.error("sync_http_failed", address=m.address, port=m.port, error=str(exc))
+                return EXIT_CONFIG
             return await self._run()
         except ValueError as exc:  # a url the clients cannot use
             self.log.error("sync_config_error", error=str(exc))
@@ -203,6 +312,9 @@ class SyncProcess:
             self.log.exception("sync_failed", error=str(exc) or repr(exc))
             return EXIT_FAILURE
         finally:
+            self.role = "stopped"
+            if server is not None:
+                server.close()
             if self._own_redis:
                 with contextlib.suppress(Exception):
                     await self.redis.aclose()
@@ -219,6 +331,7 @@ class SyncProcess:
                 async with writer_lock(self.redis, self.prefix, cfg.sync.lock_ttl_s, wait=False) as lock:
                     return await self._serve(lock)
             except WriterLockHeld as exc:
+                self.role, self.holder, self.redis_error = "standby", exc.holder, ""
                 if exc.holder != logged_holder:
                     logged_holder = exc.holder
                     self.log.info(f"waiting for the writer lock held by {exc.holder}", holder=exc.holder,
@@ -228,10 +341,12 @@ class SyncProcess:
                 self.log.error("writer_lock_lost", error=str(exc), action="stopped writing; exiting")
                 return EXIT_FAILURE
             except TRANSIENT_REDIS_ERRORS as exc:
+                self.redis_error = f"{type(exc).__name__}: {exc}"
                 self.log.warning("redis_unavailable", url=cfg.store.redis.url, error=str(exc), retry_in_s=delay)
                 delay = min(delay * 2, 10.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), delay)
+        self.role = "stopped"
         self.log.info("sync_stopped", stats=self._stats())
         return EXIT_OK
 
@@ -256,6 +371,7 @@ class SyncProcess:
     async def _serve(self, lock: WriterLock) -> int:
         cfg = self.config
         self.lock = lock
+        self.role, self.holder, self.redis_error = "writer", "", ""
         self.writer = writer = ListWriter(self.redis, self.prefix, lock=lock, bloom_fp_rate=cfg.store.bloom_fp_rate)
         self.log.info("writer_lock_taken", holder=lock.token, ttl_s=cfg.sync.lock_ttl_s)
         stats = asyncio.ensure_future(self._log_stats())
@@ -302,6 +418,8 @@ async def run_sync(config: Config, *, stop: asyncio.Event | None = None, install
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, proc.stop.set)
+        # SIGUSR1: the operator's --force for a resync the guards refused.
+        loop.add_signal_handler(signal.SIGUSR1, proc.force_resync)
     return await proc.run()
 
 
