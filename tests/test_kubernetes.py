@@ -412,6 +412,7 @@ def test_cluster_configuration_is_the_example_with_cluster_keys() -> None:
     assert changed == {
         "listen[0].address": "0.0.0.0",
         "metrics.address": "0.0.0.0",
+        "sync.metrics.address": "0.0.0.0",
         "sbi.address": "0.0.0.0",
         "store.backend": "redis",
         "store.lists": [],
@@ -528,9 +529,15 @@ def test_probes(base: list[dict[str, Any]], tmp_path: Path) -> None:
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert c[probe]["timeoutSeconds"] < c[probe]["periodSeconds"]
-    # The writer serves no HTTP: no probe could ask it anything.
+    # The writer serves sync.metrics: liveness /healthz, readiness /readyz (a stalled feed).
     sync = container(one(base, "Deployment", "s13eir-sync"))
-    assert not {"livenessProbe", "readinessProbe", "startupProbe", "ports"} & set(sync)
+    writer = mounted_config(base, one(base, "Deployment", "s13eir-sync"), tmp_path / "sync")
+    assert [p["containerPort"] for p in sync["ports"]] == [writer.sync.metrics.port]
+    assert writer.sync.metrics.address == "0.0.0.0"
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = sync[probe]["httpGet"]
+        assert get["path"] == path and port_by_name(sync, get["port"])["containerPort"] == writer.sync.metrics.port
+    assert "startupProbe" not in sync  # the HTTP server is up before the first import
 
 
 def test_shutdown_has_time_for_the_dpr(base: list[dict[str, Any]], tmp_path: Path) -> None:

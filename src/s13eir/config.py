@@ -188,6 +188,9 @@ class MqttSyncConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     # (logged, counted, the baseline kept): one bad or hostile message must not move the
     # feed so far ahead that every genuine change set after it looks like a duplicate.
     max_seq_jump: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # mqtts:// only: PEM file of the CA that signed the broker's certificate (default:
+    # the system's CAs). The host name in url is checked against the certificate.
+    cafile: str | None = None
 
 
 class SnapshotSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -215,6 +218,7 @@ class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # beyond it, events are dropped and counted
     mask_imsi: bool = False
     client_id: str = ""  # default: s13eir-<origin_host>
+    cafile: str | None = None  # as sync.mqtt.cafile
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -464,6 +468,11 @@ def _resolve_paths(config: Config, base_dir: str) -> Config:
             nrf=replace(sbi.nrf, cafile=_abs(base_dir, sbi.nrf.cafile)),
         )
         config = replace(config, sbi=sbi)
+    if config.sync.mqtt is not None and config.sync.mqtt.cafile is not None:
+        mqtt = replace(config.sync.mqtt, cafile=_abs(base_dir, config.sync.mqtt.cafile))
+        config = replace(config, sync=replace(config.sync, mqtt=mqtt))
+    if config.events is not None and config.events.cafile is not None:
+        config = replace(config, events=replace(config.events, cafile=_abs(base_dir, config.events.cafile)))
     if config.sync.snapshots:
         snapshots = tuple(
             msgspec.structs.replace(src, path=os.path.normpath(os.path.join(base_dir, os.path.expanduser(src.path))))
@@ -514,6 +523,10 @@ def named_files(config: Config) -> list[NamedFile]:
     embedded = config.store.backend == "embedded"  # with redis, the node reads its lists from Redis
     files += [NamedFile(f"store.lists[{i}].path", src.path, embedded) for i, src in enumerate(config.store.lists)]
     files += [NamedFile(f"sync.snapshots[{i}].path", src.path, False) for i, src in enumerate(config.sync.snapshots)]
+    if config.sync.mqtt is not None and config.sync.mqtt.cafile is not None:
+        files.append(NamedFile("sync.mqtt.cafile", config.sync.mqtt.cafile, False))
+    if config.events is not None and config.events.cafile is not None:
+        files.append(NamedFile("events.cafile", config.events.cafile, True))
     sbi = config.sbi
     if sbi is not None:
         named: list[tuple[str, str | None, bool]] = [

@@ -57,14 +57,15 @@ class MqttEndpoint:
     password: str | None = None
     tls: bool = False
 
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``aiomqtt.Client`` (hostname, port, credentials, TLS)."""
+    def client_kwargs(self, cafile: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``aiomqtt.Client`` (hostname, port, credentials, TLS:
+        the broker's certificate checked against ``cafile``, else the system's CAs)."""
         kw: dict[str, Any] = {"hostname": self.host, "port": self.port}
         if self.username is not None:
             kw["username"] = self.username
             kw["password"] = self.password
         if self.tls:
-            kw["tls_context"] = ssl.create_default_context()
+            kw["tls_context"] = ssl.create_default_context(cafile=cafile)
         return kw
 
     def __str__(self) -> str:  # for logs: never the password
@@ -112,7 +113,7 @@ class SightingPublisher:
         self.cfg = cfg
         self.origin_host = origin_host
         self.endpoint = parse_mqtt_url(cfg.url)
-        self._client_kwargs = self.endpoint.client_kwargs()  # once: a TLS context reads the CA store
+        self._client_kwargs = self.endpoint.client_kwargs(cfg.cafile)  # once: a TLS context reads the CA store
         self.client_id = client_id or cfg.client_id or f"s13eir-{origin_host}"
         self.published = 0
         self.dropped = 0

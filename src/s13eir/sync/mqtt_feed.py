@@ -169,7 +169,7 @@ class MqttFeed:
         self.prefix = prefix
         self.resync = resync
         self.endpoint = parse_mqtt_url(cfg.url)
-        self._client_kwargs = self.endpoint.client_kwargs()  # once: a TLS context reads the CA store
+        self._client_kwargs = self.endpoint.client_kwargs(cfg.cafile)  # once: a TLS context reads the CA store
         self.stats = FeedStats()
         self.stalled = ""  # why the feed waits for an operator, "" while it flows
         self.retry_resync = asyncio.Event()  # set to retry a stalled resync at once
