@@ -58,7 +58,8 @@ WORKDIR /etc/s13eir
 ARG EXPOSE_SCTP=3868/sctp
 EXPOSE 3868 ${EXPOSE_SCTP} 8080 9100
 # Liveness, not readiness: /healthz is 200 while the process serves (lists loading
-# included); /readyz is 503 whenever Redis is away, which must not restart every node.
+# included); /readyz is 503 when the shared store regressed, for every node at once,
+# which must not restart them all.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["/opt/s13eir/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["s13eir"]

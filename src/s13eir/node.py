@@ -62,6 +62,7 @@ from .s13 import (
 from .sbi.n5g_eir import SbiOutcome
 from .sbi.report import outcome_logger
 from .sbi.server import SbiServer, start_sbi
+from .supervision import Supervisor
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
 
@@ -130,6 +131,9 @@ class Node:
             origin_state_id=int(time.time()) & 0xFFFFFFFF,
         )
         self.redis_lists: RedisLists | None = None
+        # Every background task of the node (tests/test_supervision.py: no bare create_task).
+        self.supervisor = Supervisor()
+        self.metrics.add_source(self.supervisor.metrics)
         # Set until start() has loaded the lists: /readyz reports it. Until then the
         # embedded store answers from an empty snapshot, which no listener can reach.
         self._loading: LoadProgress | None = LoadProgress()
@@ -143,6 +147,7 @@ class Node:
                 cache_entries=r.cache_entries,
                 rebuild_after_removals=r.rebuild_after_removals,
                 bloom_fp_rate=config.store.bloom_fp_rate,
+                supervisor=self.supervisor,
             )
         else:
             lists = ListSnapshot.empty()  # replaced by start() once the files are loaded
@@ -394,7 +399,7 @@ class Node:
     async def _start_serving(self) -> None:
         loop = asyncio.get_running_loop()
         if self.sightings is not None:
-            self.sightings.start()
+            self.sightings.start(self.supervisor)
         if self.config.sbi is not None:
             log_sbi = outcome_logger(
                 self.log, log_whitelisted=self.config.logging.log_whitelisted, mask=self.config.logging.mask_imsi
@@ -416,6 +421,7 @@ class Node:
                 policy=self.config.policy,
                 node_name=self.config.node.origin_host,
                 reuse_port=self.reuse_port,
+                supervisor=self.supervisor,
             )
             self.bound.append(("sbi", *self.sbi.bound))
         for listen in self.config.listen:
@@ -453,6 +459,9 @@ class Node:
             return False, f"loading: {loading.describe()}"
         if not any(t in ("tcp", "sctp") for t, _, _ in self.bound):
             return False, "not listening yet"
+        down = self.supervisor.describe_down()
+        if down:
+            return False, down
         if self.redis_lists is not None:
             return self.redis_lists.ready()
         return True, "ready"
@@ -466,10 +475,10 @@ class Node:
             loop.add_signal_handler(sig, self.request_stop)
 
     def request_reload(self, force: bool = False) -> None:
-        asyncio.get_running_loop().create_task(self.reload(force=force))
+        self.supervisor.spawn("reload", self.reload(force=force))
 
     def request_stop(self) -> None:
-        asyncio.get_running_loop().create_task(self.stop())
+        self.supervisor.spawn("stop", self.stop())
 
     async def reload(self, force: bool = False) -> bool:
         """Re-read every list file; swap the lists in one step, or keep them on any error
@@ -537,6 +546,7 @@ class Node:
             left = await self.sightings.stop(timeout=2.0)
             if left:
                 self.log.warning("sightings_undelivered", count=left)
+        await self.supervisor.stop()
         self._stopped.set()
         self.log.info("stopped")
 

@@ -39,6 +39,7 @@ import aiomqtt
 from s13eir.config import EventsConfig
 from s13eir.observability.logs import get_logger
 from s13eir.s13 import Outcome
+from s13eir.supervision import Supervisor
 
 from .sighting import Interface, Sighting, encode_sighting, sighting_from_outcome, sighting_topic
 
@@ -162,9 +163,11 @@ class SightingPublisher:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Publish in the background (restarted with backoff if it crashes; answers do
+        not depend on it)."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="sighting-publisher")
+            self._task = (supervisor or Supervisor()).start("sighting-publisher", self._run, critical=False)
 
     async def stop(self, timeout: float = 5.0) -> int:
         """Deliver what is queued within ``timeout`` seconds, then stop. Returns the

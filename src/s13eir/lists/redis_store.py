@@ -42,6 +42,7 @@ from redis.exceptions import RedisError
 
 from ..decision.model import NO_FACTS, REMOTE, Entry, ExceptionEntry, Facts, ListKind, NeedRemote
 from ..observability.logs import get_logger
+from ..supervision import Supervisor
 from . import redis_layout as L
 from .bloom import new_bloom
 from .snapshot import ListSnapshot, SnapshotBuilder
@@ -141,8 +142,10 @@ class RedisLists:
         cache_entries: int = 100_000,
         rebuild_after_removals: float = 0.2,
         bloom_fp_rate: float = 0.001,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.redis = redis
+        self.supervisor = supervisor if supervisor is not None else Supervisor()
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.cache_entries = cache_entries
@@ -226,10 +229,10 @@ class RedisLists:
         if self.regressed:  # what Redis holds now is not the lists: do not ask it
             self._unavailable(batch, self.regressed)
             return
-        self._spawn(self._flush(batch))
+        self._spawn("confirm", self._flush(batch))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, name: str, coro: Any) -> None:
+        task = self.supervisor.spawn(name, coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -410,7 +413,8 @@ class RedisLists:
         """Load every list (Bloom filters, metadata, rules), then follow the change stream.
         A store without lists leaves the node not ready; the follower keeps checking."""
         await self._load_all()
-        self._follower = asyncio.get_running_loop().create_task(self._follow())
+        # Critical: while it is down the node's view does not move (/readyz says so).
+        self._follower = self.supervisor.start("change-follower", self._follow)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -694,7 +698,7 @@ class RedisLists:
                         lst.removals > self.rebuild_after_removals * max(lst.count, 1)
                         and lst.name not in self._rebuilding
                     ):
-                        self._spawn(self._rebuild(lst.name))
+                        self._spawn("bloom-rebuild", self._rebuild(lst.name))
             elif change.op == "add":
                 await self._reload_list(change.list, gen)
             self._invalidate(change.imei)

@@ -31,6 +31,7 @@ from structlog.typing import FilteringBoundLogger
 from s13eir.config import SbiConfig
 from s13eir.sbi.metrics import SbiMetrics
 from s13eir.sbi.n5g_eir import API_NAME, API_VERSION
+from s13eir.supervision import Supervisor
 
 __all__ = ["API_FULL_VERSION", "NF_TYPE", "NrfClient", "nf_instance_id", "nf_profile"]
 
@@ -119,8 +120,10 @@ class NrfClient:
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="nrf-client")
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Register and heartbeat in the background (restarted with backoff if it crashes;
+        not critical for answers: an AMF that found this EIR keeps using it)."""
+        self._task = (supervisor or Supervisor()).start("nrf-client", self._run, critical=False)
 
     async def close(self) -> None:
         """Stop heartbeats and deregister (bounded by timeout_s); never raises."""

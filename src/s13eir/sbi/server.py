@@ -45,6 +45,7 @@ from s13eir.sbi.metrics import SbiMetrics
 from s13eir.sbi.n5g_eir import Answer, Check, DeferredAnswer, Limits, N5gEir, N5gPolicy, Request, SbiOutcome
 from s13eir.sbi.nrf import NrfClient, nf_instance_id
 from s13eir.sbi.oauth2 import TokenVerifier, load_verifier
+from s13eir.supervision import Supervisor
 
 __all__ = ["OnOutcome", "SbiServer", "n5g_policy", "start_sbi"]
 
@@ -432,6 +433,7 @@ async def start_sbi(
     reuse_port: bool = False,
     log: FilteringBoundLogger | None = None,
     clock: Callable[[], float] = time.time,
+    supervisor: Supervisor | None = None,
 ) -> SbiServer:
     """Bind the N5g-eir server and start the NRF client (if ``cfg.nrf.url``); returns once
     listening. ``check(imei14, imsi)`` gives the verdict (None: no verdict, answered 500);
@@ -463,7 +465,7 @@ async def start_sbi(
     if cfg.nrf.url:
         sock = server.sockets[0].getsockname()
         nrf = NrfClient(cfg, instance_id, int(sock[1]), sbi_metrics, log)
-        nrf.start()
+        nrf.start(supervisor)
     sbi = SbiServer(server, shared, nrf, instance_id)
     log.info("sbi_listening", address=sbi.bound[0], port=sbi.bound[1], tls=cfg.tls, nf_instance_id=instance_id,
              oauth2=verifier is not None, nrf=cfg.nrf.url)  # fmt: skip

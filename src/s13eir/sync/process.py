@@ -58,6 +58,7 @@ from s13eir.observability.http import start_http
 from s13eir.observability.logs import configure_logging, get_logger
 from s13eir.observability.metrics import SourceMetrics
 
+from ..supervision import Supervisor
 from .mqtt_feed import TRANSIENT_REDIS_ERRORS, MqttFeed, ResyncRefused
 from .redis_client import AnyRedis, connect
 from .writer import ImportReport, ListWriter, WriterError, WriterLock, WriterLockHeld, WriterLockLost, writer_lock
@@ -134,6 +135,7 @@ class SyncProcess:
         self.holder = ""  # the writer lock's holder while on standby
         self.redis_error = ""  # the last Redis failure, "" once Redis answers again
         self.http_port: int | None = None
+        self.supervisor = Supervisor()
         self.log = get_logger("s13eir.sync")
 
     # -- snapshots ---------------------------------------------------------------------------
@@ -235,6 +237,9 @@ class SyncProcess:
             return False, "stopping"
         if self.feed is not None and self.feed.stalled:
             return False, f"feed stalled: {self.feed.stalled}"
+        down = self.supervisor.describe_down()
+        if down:
+            return False, down
         if self.redis_error:
             return False, f"Redis unavailable: {self.redis_error}"
         if self.role == "standby":
@@ -244,6 +249,7 @@ class SyncProcess:
         return True, self.role
 
     def _metrics(self) -> Iterable[Metric]:
+        yield from self.supervisor.metrics()
         roles = GaugeMetricFamily("s13eir_sync_role", "1 for this process's role.", labels=["role"])
         for role in ("starting", "standby", "writer", "stopped"):
             roles.add_metric([role], 1 if role == self.role else 0)
@@ -328,7 +334,9 @@ class SyncProcess:
         delay = self.lock_poll_s
         while not self.stop.is_set():
             try:
-                async with writer_lock(self.redis, self.prefix, cfg.sync.lock_ttl_s, wait=False) as lock:
+                async with writer_lock(
+                    self.redis, self.prefix, cfg.sync.lock_ttl_s, wait=False, supervisor=self.supervisor
+                ) as lock:
                     return await self._serve(lock)
             except WriterLockHeld as exc:
                 self.role, self.holder, self.redis_error = "standby", exc.holder, ""
@@ -374,7 +382,7 @@ class SyncProcess:
         self.role, self.holder, self.redis_error = "writer", "", ""
         self.writer = writer = ListWriter(self.redis, self.prefix, lock=lock, bloom_fp_rate=cfg.store.bloom_fp_rate)
         self.log.info("writer_lock_taken", holder=lock.token, ttl_s=cfg.sync.lock_ttl_s)
-        stats = asyncio.ensure_future(self._log_stats())
+        stats = self.supervisor.start("sync-stats", self._log_stats, critical=False)
         try:
             if not writer.atomic:  # a Cluster writer that died may have logged changes it did not apply
                 replayed = await writer.replay_unapplied()
@@ -396,13 +404,10 @@ class SyncProcess:
                 return EXIT_OK
             lo, hi = self.feed_backoff_s
             self.feed = MqttFeed(mqtt, writer, self.redis, self.prefix, self.resync, backoff_min_s=lo, backoff_max_s=hi)
-            try:
-                await self._until_stopped(self.feed.run(), lock)
-            except WriterLockLost:
-                raise
-            except Exception as exc:
-                self.log.exception("sync_feed_failed", error=str(exc) or repr(exc))
-                return EXIT_FAILURE
+            # A crash of the feed is logged, counted and restarted (the broker keeps the
+            # unacknowledged message); a lost lock ends it, and this process.
+            feed = self.supervisor.start("mqtt-feed", self.feed.run, stop_on=(WriterLockLost,))
+            await self._until_stopped(feed, lock)
             return EXIT_OK
         finally:
             stats.cancel()

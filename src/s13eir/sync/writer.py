@@ -96,6 +96,7 @@ from s13eir.lists.redis_layout import (
     k_seq,
     parse_change,
 )
+from s13eir.supervision import Supervisor
 from s13eir.sync.guards import GuardVerdict, evaluate_guards, refused
 from s13eir.sync.imports import (
     DEFAULT_BATCH,
@@ -201,6 +202,7 @@ async def writer_lock(
     wait: bool = False,
     poll_s: float = 0.5,
     holder: str | None = None,
+    supervisor: Supervisor | None = None,
 ) -> AsyncIterator[WriterLock]:
     """Hold ``P:lock:writer`` for the block: ``SET NX PX``, renewed every ttl/3 by a
     task, released only if still ours (compare-and-delete script).
@@ -243,7 +245,9 @@ async def writer_lock(
                 return
             last_ok = time.monotonic()
 
-    task = asyncio.create_task(keep(), name=f"renew {key}")
+    # Supervised: a renewal that died by a bug would let the lock expire under a writer
+    # that goes on writing, while another process takes it.
+    task = (supervisor or Supervisor()).start("writer-lock-renewal", keep)
     try:
         yield lock
     finally:
