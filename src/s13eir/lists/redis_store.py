@@ -623,8 +623,9 @@ class RedisLists:
         while not self._stopping:
             try:
                 if (not self.loaded or not self.healthy) and not await self._load_all():
-                    # Empty, replaced or gone back: keep what we have and look again.
-                    await asyncio.sleep(backoff)
+                    # Empty, replaced or gone back: keep what we have and look again, at
+                    # least every second (three small reads), to recover soon after a re-import.
+                    await asyncio.sleep(min(backoff, 1.0))
                     backoff = min(_BACKOFF_MAX_S, backoff * 2)
                     continue
                 resp = await self.redis.xread({stream: f"{self.seq}-0"}, count=1000, block=1000)
