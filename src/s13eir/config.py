@@ -117,6 +117,8 @@ class DiameterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     # Requests of one peer waiting for a Redis lookup; past it, 3004 TOO_BUSY answers
     # (counted) instead of an unbounded queue.
     max_in_flight_per_peer: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    # Grouped AVPs nested deeper than this are refused (5004, Failed-AVP): S13 needs 3.
+    max_avp_depth: Annotated[int, msgspec.Meta(ge=3, le=64)] = 16
 
 
 class PeerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

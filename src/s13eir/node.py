@@ -171,6 +171,7 @@ class Node:
                 applications=frozenset({APP_S13}),
                 check_destination_realm=config.policy.check_destination_realm,
                 answer_extras={APP_S13: AUTH_SESSION_STATE_AVP},
+                max_avp_depth=config.diameter.max_avp_depth,
             ),
             applications={APP_S13: self.app},
             registry=self.registry,
@@ -567,6 +568,8 @@ class Node:
             self.log.info("peer_open", peer=p.origin_host, realm=p.origin_realm, remote=conn.remote,
                      origin_state_id=p.origin_state_id, replaced_old=event.displaced is not None)  # fmt: skip
         elif isinstance(event, PeerRejected):
+            if event.result_code:
+                self.metrics.count_protocol_error(event.result_code)
             self.log.warning("peer_rejected", result_code=event.result_code, reason=event.reason,
                         peer=event.origin_host or None, remote=conn.remote)  # fmt: skip
         elif isinstance(event, PeerClosed):

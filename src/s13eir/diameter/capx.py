@@ -37,7 +37,7 @@ from .constants import (
 )
 from .dictionary import Dictionary
 from .header import Header
-from .validate import check_avps
+from .validate import MAX_AVP_DEPTH, check_avps
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +154,12 @@ def process_cer(
     policy: PeerPolicy,
     dictionary: Dictionary,
     remote_ip: str | None,
+    max_depth: int = MAX_AVP_DEPTH,
 ) -> CerOutcome:
     """Decide on a CER and build the CEA (RFC 6733 §5.3.1, §5.3.2)."""
     command = dictionary.command(0, header.command_code)
     assert command is not None
-    problem = check_avps(avps, command.request, dictionary)
+    problem = check_avps(avps, command.request, dictionary, max_depth=max_depth)
     if problem is not None:
         cea = build_cea(header, local, problem.result_code, problem.message, problem.failed_avp)
         return CerOutcome(problem.result_code, cea, None, problem.message)

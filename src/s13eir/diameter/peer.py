@@ -310,7 +310,8 @@ class PeerConnection:
             self._reject(screened.result_code, screened.detail, "")
             return
         outcome = process_cer(header, screened[1], self.settings.local, self.settings.policy,
-                              self.settings.screening.dictionary, self.remote_ip)  # fmt: skip
+                              self.settings.screening.dictionary, self.remote_ip,
+                              self.settings.screening.max_avp_depth)  # fmt: skip
         host = outcome.peer.origin_host if outcome.peer else ""
         if not outcome.accepted or outcome.peer is None:
             self._out.append(outcome.cea)
@@ -346,7 +347,8 @@ class PeerConnection:
         else:
             # R-Open, R-Rcv-CER: R-Snd-CEA (capabilities re-announced on an open connection).
             outcome = process_cer(header, screened[1], local, self.settings.policy,
-                                  self.settings.screening.dictionary, self.remote_ip)  # fmt: skip
+                                  self.settings.screening.dictionary, self.remote_ip,
+                                  self.settings.screening.max_avp_depth)  # fmt: skip
             self._out.append(outcome.cea)
             if not outcome.accepted:
                 self._close(f"CER on open connection rejected: {outcome.reason}")

@@ -23,7 +23,7 @@ from .constants import (
 )
 from .dictionary import CommandDef, Dictionary
 from .header import HEADER_LENGTH, Header
-from .validate import check_avps
+from .validate import MAX_AVP_DEPTH, check_avps
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class Screening:
     applications: frozenset[int]
     check_destination_realm: bool = False
     answer_extras: dict[int, bytes] | None = None  # application id -> AVPs every answer carries
+    max_avp_depth: int = MAX_AVP_DEPTH  # grouped AVPs nested deeper are refused (5004)
 
 
 def lenient_avps(frame: bytes) -> list[Avp]:
@@ -87,7 +88,7 @@ def screen(header: Header, frame: bytes, s: Screening) -> tuple[CommandDef, list
             and a.data.decode("utf-8", "replace").lower() != s.origin_realm.lower()
         ):
             return reject(REALM_NOT_SERVED, "Destination-Realm is not served by this node", avps)
-    problem = check_avps(avps, command.request, s.dictionary, command.request_ignored)
+    problem = check_avps(avps, command.request, s.dictionary, command.request_ignored, s.max_avp_depth)
     if problem is not None:
         return reject(problem.result_code, problem.message, avps, problem.failed_avp)
     return command, avps

@@ -30,6 +30,9 @@ _FIXED_SIZE = {
     "Integer64": 8, "Unsigned64": 8, "Float64": 8,
 }  # fmt: skip
 _ADDRESS_SIZE = {1: 4, 2: 16}  # IANA address families: IPv4, IPv6
+# Grouped AVPs inside grouped AVPs: S13 and the base protocol need 3 (a Failed-AVP holding
+# a Proxy-Info); a peer sending hundreds costs CPU and, unbounded, the recursion limit.
+MAX_AVP_DEPTH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +52,22 @@ def example_avp(d: AvpDef) -> bytes:
 
 
 def check_avps(
-    avps: Sequence[Avp], grammar: Grammar, dictionary: Dictionary, ignored: frozenset[str] = frozenset()
+    avps: Sequence[Avp],
+    grammar: Grammar,
+    dictionary: Dictionary,
+    ignored: frozenset[str] = frozenset(),
+    max_depth: int = MAX_AVP_DEPTH,
 ) -> Problem | None:
     """Check one level of AVPs (a message body or a Grouped AVP's content). AVPs named in
-    ``ignored`` are not checked at all (TS 29.272 §7.2.1: a receiver ignores them)."""
+    ``ignored`` are not checked at all (TS 29.272 §7.2.1: a receiver ignores them). A
+    Grouped AVP nested deeper than ``max_depth`` is refused with 5004 (its header, empty,
+    in Failed-AVP inside its parents)."""
+    return _check_avps(avps, grammar, dictionary, ignored, max_depth)
+
+
+def _check_avps(
+    avps: Sequence[Avp], grammar: Grammar, dictionary: Dictionary, ignored: frozenset[str], depth_left: int
+) -> Problem | None:
     counts: dict[str, int] = {}
     for a in avps:
         d = dictionary.avps.get((a.code, a.vendor))
@@ -70,7 +85,7 @@ def check_avps(
             counts[d.name] = n
             if n > element.max:
                 return Problem(AVP_OCCURS_TOO_MANY_TIMES, avpcodec.pad(a.raw), f"{d.name} occurs too many times")
-        problem = check_value(a, d, dictionary)
+        problem = check_value(a, d, dictionary, depth_left)
         if problem is not None:
             return problem
     for e in grammar.elements:
@@ -80,8 +95,9 @@ def check_avps(
     return None
 
 
-def check_value(a: Avp, d: AvpDef, dictionary: Dictionary) -> Problem | None:
-    """Check one known AVP's data against its type (and, for Grouped, its grammar)."""
+def check_value(a: Avp, d: AvpDef, dictionary: Dictionary, depth_left: int = MAX_AVP_DEPTH) -> Problem | None:
+    """Check one known AVP's data against its type (and, for Grouped, its grammar, with
+    ``depth_left`` more levels of grouping allowed)."""
     data = a.data
     size = _FIXED_SIZE.get(d.type)
     if size is not None and len(data) != size:
@@ -104,14 +120,20 @@ def check_value(a: Avp, d: AvpDef, dictionary: Dictionary) -> Problem | None:
         if len(data) < 2 or (want is not None and len(data) != 2 + want):
             return Problem(INVALID_AVP_LENGTH, avpcodec.pad(a.raw), f"{d.name} has a bad address length")
     elif t == "Grouped" and d.grammar is not None:
+        if depth_left <= 0:
+            head = avpcodec.encode(a.code, b"", vendor=a.vendor or None, flags=a.flags)
+            return Problem(INVALID_AVP_VALUE, head, f"{d.name} is nested too deeply")
         try:
             children = decode_avps(data)
         except AvpLengthError as exc:
             return Problem(INVALID_AVP_LENGTH, wrap(a, exc.failed), f"inside {d.name}: {exc}")
-        inner = check_avps(children, d.grammar, dictionary)
+        inner = _check_avps(children, d.grammar, dictionary, frozenset(), depth_left - 1)
         if inner is not None:
             failed = wrap(a, inner.failed_avp) if inner.failed_avp is not None else None
-            return Problem(inner.result_code, failed, f"inside {d.name}: {inner.message}")
+            # "inside X: inside X: ..." once per level would only repeat itself.
+            prefix = f"inside {d.name}: "
+            message = inner.message if inner.message.startswith(prefix) else prefix + inner.message
+            return Problem(inner.result_code, failed, message)
     return None
 
 

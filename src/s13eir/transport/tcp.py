@@ -14,8 +14,12 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from ..diameter.events import Event, PeerOpened
+from ..diameter.constants import UNABLE_TO_COMPLY
+from ..diameter.events import Event, PeerOpened, ProtocolError
 from ..diameter.peer import PeerConnection, PeerSettings, PeerState
+from ..observability.logs import get_logger
+
+_log = get_logger("s13eir.transport")
 
 EventSink = Callable[[Event, "DiameterProtocol"], None]
 
@@ -61,7 +65,16 @@ class DiameterProtocol(asyncio.Protocol):
         core = self.core
         assert core is not None
         t0 = time.perf_counter()
-        core.receive_data(data, self._loop.time())
+        try:
+            core.receive_data(data, self._loop.time())
+        except Exception as exc:
+            # A bug, not the peer's error (those are answered by the core): one JSON line
+            # with the traceback, a count, and this connection closed; the others go on.
+            _log.error("connection_failed", remote=self.remote, exc_info=exc)
+            self._on_event(ProtocolError(UNABLE_TO_COMPLY, 0, f"internal error: {type(exc).__name__}"), self)
+            if self._transport is not None:
+                self._transport.abort()
+            return
         self._after()
         if self._observe is not None:
             self._observe(time.perf_counter() - t0)
