@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: run test lint typecheck unit services install install-test bench clean \
-	lock lock-check upgrade test-lowest image image-test
+	lock lock-check upgrade test-lowest image image-test fuzz-deep
 
 $(UV): tools/uv-requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -69,6 +69,10 @@ unit: $(STAMP_TEST)
 
 ## test: lint, type-check, then the whole pytest suite
 test: services lint typecheck unit
+
+## fuzz-deep: the server fuzzers and codec properties with the deep Hypothesis profile (2000 examples each)
+fuzz-deep: services $(STAMP_TEST)
+	HYPOTHESIS_PROFILE=deep $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz_server.py tests/test_codec.py tests/test_fastpath.py
 
 ## lock: bring uv.lock in step with pyproject.toml, keeping every pin that still fits
 lock: | $(UV)

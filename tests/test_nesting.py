@@ -1,5 +1,7 @@
-"""Grouped AVPs nested past diameter.max_avp_depth: refused with 5004 and Failed-AVP,
-cheaply, before any authentication, and the server goes on serving (RFC 6733 §7.5)."""
+"""Hostile shapes of input. Grouped AVPs nested past diameter.max_avp_depth: refused
+with 5004 and Failed-AVP, cheaply, before any authentication, and the server goes on
+serving (RFC 6733 §7.5). Inner AVPs without their padding: echoed well-formed. A bug
+while handling a message: logged as JSON, counted, one connection closed."""
 
 from __future__ import annotations
 
@@ -109,3 +111,28 @@ async def test_an_internal_error_is_a_json_line_a_count_and_one_closed_connectio
         eir.node.app.lists = lists
         await m.close()
         await other.close()
+
+
+@pytest.mark.parametrize("state", [b"s", b"st", b"sta", b"stat"])
+async def test_proxy_info_whose_last_inner_avp_lacks_padding_is_echoed_padded(eir: RunningNode, state: bytes) -> None:
+    host = M.avp(M.AVP_PROXY_HOST, b"dra.s13eir.test")
+    raw_state = M.avp(M.AVP_PROXY_STATE, state)[: 8 + len(state)]  # the AVP without its padding
+    inner = host + raw_state
+    head = (M.AVP_PROXY_INFO).to_bytes(4, "big") + bytes([0x40]) + (8 + len(inner)).to_bytes(3, "big")
+    unpadded = head + inner + b"\0" * (-(8 + len(inner)) % 4)  # the group padded, its last child not
+    m = await Mme.open(eir.host, eir.port)
+    try:
+        for imei in (M.IMEI_BLACK, M.IMEI_UNLISTED):  # the full path and the fast path
+            req = M.with_avps(M.to_bytes(M.ecr(imei)), unpadded)
+            ans = await m.request(req)
+            check_eca(ans, req, 2001)  # python-diameter decodes the answer
+            echoed = ans.find(M.AVP_PROXY_INFO)
+            assert len(echoed) == 1
+            kids = echoed[0].children()
+            want = [(M.AVP_PROXY_HOST, b"dra.s13eir.test"), (M.AVP_PROXY_STATE, state)]
+            assert [(k.code, k.data) for k in kids] == want
+            pi = ans.msg.proxy_info
+            pi = pi[0] if isinstance(pi, list) else pi
+            assert pi.proxy_state == state
+    finally:
+        await m.close()

@@ -53,28 +53,37 @@ def session_id_avp(avps: Sequence[Avp]) -> bytes:
 
 def proxy_info_avps(avps: Sequence[Avp]) -> bytes:
     """Every well-formed Proxy-Info of the request, in order and byte for byte (RFC 6733
-    §6.2). A malformed one is not copied: it would make the answer malformed too."""
-    return b"".join(
-        avpcodec.pad(a.raw) for a in avps if a.code == AVP_PROXY_INFO and a.vendor == 0 and _proxy_info_ok(a)
-    )
+    §6.2). A malformed one is not copied: it would make the answer malformed too. One
+    whose last inner AVP lacks its padding is copied with the padding added (a strict
+    decoder, python-diameter's, cannot read it otherwise)."""
+    out = []
+    for a in avps:
+        if a.code == AVP_PROXY_INFO and a.vendor == 0:
+            echo = _proxy_info_echo(a)
+            if echo is not None:
+                out.append(echo)
+    return b"".join(out)
 
 
-def _proxy_info_ok(a: Avp) -> bool:
+def _proxy_info_echo(a: Avp) -> bytes | None:
     # Proxy-Info ::= < AVP Header: 284 > { Proxy-Host } { Proxy-State } * [ AVP ]: a relay
     # needs exactly one of each to route the answer back; the rest is its own, echoed as is.
     try:
         children = decode_avps(a.data)
     except AvpLengthError:
-        return False
+        return None
     hosts = [c for c in children if c.code == AVP_PROXY_HOST and c.vendor == 0]
     states = [c for c in children if c.code == AVP_PROXY_STATE and c.vendor == 0]
     if len(hosts) != 1 or len(states) != 1 or not hosts[0].data:
-        return False
+        return None
     try:
         hosts[0].data.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
+        return None
+    padded = b"".join(avpcodec.pad(c.raw) for c in children)
+    if padded == a.data:
+        return avpcodec.pad(a.raw)
+    return avpcodec.encode(a.code, padded, flags=a.flags)
 
 
 def error_answer(
