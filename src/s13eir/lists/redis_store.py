@@ -699,6 +699,9 @@ class RedisLists:
                         lst.removals > self.rebuild_after_removals * max(lst.count, 1)
                         and lst.name not in self._rebuilding
                     ):
+                        # Marked now, not when the task starts: the other removals of this
+                        # batch must not start a rebuild each (one scan of Redis per removal).
+                        self._rebuilding.add(lst.name)
                         self._spawn("bloom-rebuild", self._rebuild(lst.name))
             elif change.op == "add":
                 await self._reload_list(change.list, gen)
@@ -720,7 +723,6 @@ class RedisLists:
     async def _rebuild(self, name: str) -> None:
         """Removals leave their IMEIs in the filter and raise its false-positive rate:
         rebuild it from Redis in the background, then swap it in."""
-        self._rebuilding.add(name)
         try:
             lst = self._lists.get(name)
             if lst is None:

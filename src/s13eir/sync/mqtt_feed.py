@@ -14,8 +14,9 @@ order:
 * ``seq > stored + sync.mqtt.max_seq_jump``: implausible (a publisher bug, a replayed
   message from another feed, or a hostile one: ``"seq": 9000000000000000000``).
   Logged at error, counted, acknowledged and skipped; the baseline stays, so the
-  genuine change sets that follow still apply. A feed with no baseline yet takes its
-  first message's seq as it comes (through a resync).
+  genuine change sets that follow still apply. A feed with no baseline yet (new, or
+  lost with Redis's data) counts from 0: a feed joined past ``max_seq_jump`` needs it
+  raised for its first message.
 * ``seq == stored + 1`` (or 1 on a feed that has never been applied): applied with
   ``writer.apply_changes(changes, feed=name, feed_seq=seq)``, which stores the seq
   with the changes.
@@ -29,9 +30,8 @@ order:
   stall is logged at error and shown (``stalled``, ``/readyz`` and
   ``s13eir_sync_feed_stalled`` of the sync process), and the resync is tried again
   when an operator decides (``kill -USR1`` of ``s13eir sync``: the guards overridden
-  once) or when the snapshot file or the list changes (a fresh export, or ``s13eir
-  lists import --force``). A lost writer lock (``WriterLockLost``) is never retried:
-  it ends :meth:`MqttFeed.run`.
+  once) or when the snapshot file or the list changes (a fresh export). A lost
+  writer lock (``WriterLockLost``) is never retried: it ends :meth:`MqttFeed.run`.
 
 Since the stored seq only grows, a message older than expected is always a duplicate:
 reordering cannot apply anything twice or out of order (the broker keeps the order of
@@ -199,10 +199,14 @@ class MqttFeed:
             self.stats.duplicates += 1
             self._log.info("feed_duplicate", seq=cs.seq, stored=stored, duplicates=self.stats.duplicates)
             return "duplicate"
-        if stored is not None and cs.seq - stored > self.cfg.max_seq_jump:
+        if cs.seq - (stored or 0) > self.cfg.max_seq_jump:
+            # Also without a baseline (a new feed, or a Redis that lost it): a first message
+            # must not set the baseline anywhere it likes either.
             self.stats.implausible += 1
+            hint = "" if stored is not None else "no baseline yet: raise sync.mqtt.max_seq_jump for a feed joined late"
             self._log.error("feed_seq_implausible", seq=cs.seq, stored=stored, max_seq_jump=self.cfg.max_seq_jump,
-                            action="skipped; the baseline is kept", implausible=self.stats.implausible)  # fmt: skip
+                            action="skipped; the baseline is kept", implausible=self.stats.implausible,
+                            hint=hint)  # fmt: skip
             return "implausible"
         outcome: FeedOutcome = "applied"
         if cs.seq > expected:
@@ -228,7 +232,7 @@ class MqttFeed:
                 if not self.stalled:
                     self._log.error("feed_stalled", seq=seq, reason=str(exc), action="the lists in force stay",
                                     hint="check the snapshot files; an operator forces the resync with "
-                                         "kill -USR1 <s13eir sync pid>, or s13eir lists import --force")  # fmt: skip
+                                         "kill -USR1 <s13eir sync pid>, or a fresh export")  # fmt: skip
                 self.stalled = f"resync after a gap before seq {seq} refused: {exc}"
                 # Retried when an operator asks, else now and then (the resync skips
                 # refused snapshots whose file and list have not changed: cheap).

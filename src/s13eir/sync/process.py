@@ -212,7 +212,7 @@ class SyncProcess:
 
     async def _snapshot_mark(self, snap: SnapshotSourceConfig) -> tuple[int, int, str]:
         """What a refused snapshot is retried on: its file's mtime and size, the list's
-        current generation (an operator's ``s13eir lists import --force`` changes it)."""
+        current generation (a rollback or an import while ``s13eir sync`` was stopped changes it)."""
         try:
             st = os.stat(snap.path)
             mtime, size = st.st_mtime_ns, st.st_size
