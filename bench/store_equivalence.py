@@ -17,6 +17,7 @@ import random
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=5, help="machine runs per round")
     ap.add_argument("--steps", type=int, default=25, help="steps per machine run (at most)")
     ap.add_argument("--seed", type=int, default=None, help="the first round's seed")
+    ap.add_argument("--no-shrink", action="store_true", help="report the first failure as it happened")
     args = ap.parse_args()
     configure_logging("error", "console")  # the nodes' own lines would drown the rounds
     deadline = time.monotonic() + args.minutes * 60
@@ -52,9 +54,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="s13eir-eqv-") as d:
             try:
                 T.run_machine(Path(d), nodes=nodes, cluster=cluster, examples=args.examples, steps=args.steps,
-                              seed=seed)  # fmt: skip
+                              seed=seed, shrink=not args.no_shrink)  # fmt: skip
             except BaseException as exc:
-                print(f"round {i + 1}: {variant}, seed {seed}: DIVERGENCE after {T.STATS['steps']} steps: {exc}")
+                print(f"round {i + 1}: {variant}, seed {seed}: DIVERGENCE after {T.STATS['steps']} steps:")
+                traceback.print_exception(exc)
                 print(f"  rerun: .venv/bin/python bench/store_equivalence.py --seed {seed} --rounds 1")
                 sys.exit(1)
         total.update(T.STATS)

@@ -81,21 +81,24 @@ class Lists:
             return len(self.exceptions)
         return len(self.tac) + len(self.ranges)
 
-    def apply(self, c: Change) -> None:
-        """One change as the writer applies it (a remove without a source drops the entry)."""
+    def apply(self, c: Change) -> bool:
+        """One change as the writer applies it (a remove without a source drops the entry);
+        whether it changed the list (the writer then forgets the generation's digest)."""
         if c.list == "exceptions":
+            pair = (c.imei, c.imsi)
             if c.op == "add":
-                self.exceptions[(c.imei, c.imsi)] = c.source
-            else:
-                self.exceptions.pop((c.imei, c.imsi), None)
-            return
+                changed = self.exceptions.get(pair) != c.source
+                self.exceptions[pair] = c.source
+                return changed
+            return self.exceptions.pop(pair, None) is not None
         entries = self.imei[c.list]
         if c.op == "add":
             have = entries.setdefault(c.imei, [])
-            if (c.source, c.reason) not in have:
-                have.append((c.source, c.reason))
-        else:
-            entries.pop(c.imei, None)
+            if (c.source, c.reason) in have:
+                return False
+            have.append((c.source, c.reason))
+            return True
+        return entries.pop(c.imei, None) is not None
 
     def listed(self) -> dict[str, set[str]]:
         """IMEIs on the black and on the grey list (single entries; rules apart)."""

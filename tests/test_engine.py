@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -107,9 +108,12 @@ def test_strictest_wins_within_a_level(kinds: tuple[ListKind, ...], winner: List
     assert verdict.reason.list == winner.value
 
 
-def test_strictest_keeps_the_first_of_equals() -> None:
-    entries = (entry(G, source="a.csv"), entry(B, source="b.csv"), entry(B, source="c.csv"))
-    assert strictest(entries).source == "b.csv"
+def test_strictest_breaks_ties_by_source_then_detail_in_any_order() -> None:
+    entries = [entry(G, source="a.csv"), entry(B, source="c.csv"), entry(B, source="b.csv", detail="y"),
+               entry(B, source="b.csv", detail="x")]  # fmt: skip
+    for order in itertools.permutations(entries):
+        best = strictest(tuple(order))
+        assert (best.source, best.detail) == ("b.csv", "x")
 
 
 @pytest.mark.parametrize(

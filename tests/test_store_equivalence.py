@@ -40,7 +40,7 @@ import aiomqtt
 import pytest
 import redis as redis_sync
 import yaml
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -53,6 +53,7 @@ from s13eir.lists import redis_layout as L
 from s13eir.lists.formats import ListSpec
 from s13eir.lists.redis_store import RedisLists, StoreUnavailable
 from s13eir.sync.changeset import encode_changeset
+from s13eir.sync.deltas import parse_delta
 from s13eir.sync.redis_client import connect
 from s13eir.sync.writer import ListWriter, writer_lock
 
@@ -138,6 +139,9 @@ class Harness:
         self.accepted = Lists()  # what the writer accepted: the reference
         self.previous: dict[str, Any] = {}  # each list's previous generation, for rollbacks
         self.present: set[str] = set()  # lists with a generation in Redis
+        # Lists changed since their generation was imported: the writer dropped the digest,
+        # so an import of the same content is a new generation, not "unchanged".
+        self.dirty: set[str] = set()
         self.master = Lists()  # the master list (CEIR): its snapshot files and its feed
         self.feed_seq = 0  # the last seq the master list published
         self.stored: int | None = None  # the feed seq s13eir sync keeps in Redis
@@ -216,11 +220,16 @@ class Harness:
     def import_accepted(self, name: str, content: Lists) -> None:
         """An import the writer made current (``unchanged`` ones are not: see same_content)."""
         if name in self.present:
-            if same_content(self.accepted, content, name):
+            if name not in self.dirty and same_content(self.accepted, content, name):
                 return
-            self.previous[name] = self.accepted.part(name)
+            self.previous[name] = (self.accepted.part(name), name in self.dirty)
         self.accepted.set_part(name, content.part(name))
         self.present.add(name)
+        self.dirty.discard(name)
+
+    def apply(self, c: L.Change) -> None:
+        if self.accepted.apply(c):
+            self.dirty.add(c.list)
 
     def receive(self, seq: int, changes: list[L.Change]) -> None:
         """One change set as s13eir sync handles it (mqtt_feed's module docstring)."""
@@ -233,7 +242,7 @@ class Harness:
             for name in ALL:
                 self.import_accepted(name, read_snapshot(self.snapshots[name], name))
         for c in changes:
-            self.accepted.apply(c)
+            self.apply(c)
         self.stored = seq
 
     def export(self) -> None:
@@ -454,6 +463,44 @@ class StoreEquivalence(RuleBasedStateMachine):
         h.start_sync()
         self.after_write(f"import {name} ({status})")
 
+    @rule(kind=st.sampled_from(["blocked", "unblocked", "changed", "added", "removed"]), n=st.integers(1, 8),
+          which=st.sampled_from(["black", "grey"]))  # fmt: skip
+    def apply_delta(self, kind: str, n: int, which: str) -> None:
+        """A DIRBS delta file, as ``s13eir lists apply-delta`` applies it (the sync stopped)."""
+        h = self.h
+        target = which
+        h.stop_sync()
+        path = h.workdir / f"20260101_blacklist_delta_base_run{h.steps}_{kind}.csv"
+        if kind in ("added", "removed"):
+            pairs = sorted(h.accepted.exceptions) if kind == "removed" else []
+            rows = self.rng.sample(pairs, min(n, len(pairs))) if pairs else []
+            rows += [(self.rng.choice(POOL), self.rng.choice(IMSIS)) for _ in range(n - len(rows))]
+            path.write_text("imei,imsi,msisdn\n" + "".join(f"{i},{m},1555\n" for i, m in dict(rows).items()))
+            h.touched |= {i for i, _ in rows}
+            target = "exceptions"
+        else:
+            have = sorted(h.accepted.imei[target])
+            picks = self.rng.sample(have, min(n, len(have))) if kind != "blocked" and have else []
+            picks += self.rng.sample(POOL, n - len(picks))
+            reason = self.rng.choice(["stolen", "lost|fraud"])
+            path.write_text("imei,block_date,reasons\n" + "".join(f"{i},20260101,{reason}\n" for i in set(picks)))
+            h.touched |= set(picks)
+        _, changes = parse_delta(str(path), list_name=target if target != "exceptions" else "black")  # type: ignore[arg-type]
+
+        async def go() -> None:
+            r = connect(h.rcfg(), timeout_s=30)
+            try:
+                async with writer_lock(r, PREFIX, 3.0, wait=True, poll_s=0.05) as lock:
+                    await ListWriter(r, PREFIX, lock=lock).apply_changes(changes)
+            finally:
+                await r.aclose()
+
+        self.run(go())
+        for c in changes:
+            h.apply(c)
+        h.start_sync()
+        self.after_write(f"delta {kind}")
+
     @precondition(lambda self: bool(self.h.previous))
     @rule(data=st.data())
     def rollback(self, data: st.DataObject) -> None:
@@ -470,8 +517,12 @@ class StoreEquivalence(RuleBasedStateMachine):
                 await r.aclose()
 
         self.run(go())
-        current = h.accepted.part(name)
-        h.accepted.set_part(name, h.previous[name])
+        current = (h.accepted.part(name), name in h.dirty)
+        content, dirty = h.previous[name]
+        h.accepted.set_part(name, content)
+        h.dirty.discard(name)
+        if dirty:
+            h.dirty.add(name)
         h.previous[name] = current
         h.touched |= set(self.rng.sample(POOL, 20))
         h.start_sync()
@@ -531,6 +582,7 @@ class StoreEquivalence(RuleBasedStateMachine):
             h.sync = None
             h.present.clear()
             h.previous.clear()
+            h.dirty.clear()
             h.stored = None  # the feed's seq in Redis is gone too; the master's goes on
             h.accepted = Lists()
             h.start_sync()
@@ -555,7 +607,14 @@ class StoreEquivalence(RuleBasedStateMachine):
 
 
 def run_machine(
-    tmp_path: Path, *, nodes: int, cluster: bool, examples: int, steps: int, seed: int | None = None
+    tmp_path: Path,
+    *,
+    nodes: int,
+    cluster: bool,
+    examples: int,
+    steps: int,
+    seed: int | None = None,
+    shrink: bool = True,
 ) -> None:
     """Run the machine for ``examples`` runs of up to ``steps`` steps (``seed``: Hypothesis's)."""
     require("redis-server")
@@ -567,8 +626,9 @@ def run_machine(
     if seed is not None:
         machine = hypothesis_seed(seed)(machine)
     test = machine.TestCase
+    phases = list(Phase) if shrink else [Phase.explicit, Phase.reuse, Phase.generate]
     test.settings = settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
-                             suppress_health_check=list(HealthCheck))  # fmt: skip
+                             suppress_health_check=list(HealthCheck), phases=phases)  # fmt: skip
     test("runTest").runTest()
 
 

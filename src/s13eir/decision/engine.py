@@ -61,13 +61,15 @@ _POLICY_VERDICTS: dict[UnknownPolicy, Verdict] = {
 def strictest(entries: tuple[Entry, ...]) -> Entry:
     """The strictest of several matching entries (black > grey > white).
 
-    Ties keep the first entry, so the answer is stable for a given snapshot.
+    Ties go to the smallest (source, detail), not to the first: where an entry comes in
+    the order depends on how a store keeps them, and every store (embedded, Redis) must
+    give the same reason (tests/test_store_equivalence.py found the two differing).
     """
     best = entries[0]
     rank = _SEVERITY[best.list]
     for entry in entries[1:]:
         r = _SEVERITY[entry.list]
-        if r > rank:
+        if r > rank or (r == rank and (entry.source, entry.detail) < (best.source, best.detail)):
             best, rank = entry, r
     return best
 
