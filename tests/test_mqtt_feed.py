@@ -208,6 +208,16 @@ async def test_a_fresh_feed_starting_past_1_resyncs_first(broker: MosquittoBroke
     assert await read_feed_seq(redis, PREFIX, FEED) == 501
 
 
+async def test_a_fresh_feed_refuses_an_absurd_first_seq(broker: MosquittoBroker, redis: AnyRedis) -> None:
+    """No baseline (a new feed, or Redis lost it): one message must not set it anywhere."""
+    f = Feed(broker, redis)
+    async with f as feed:
+        await publish(broker, msg(9_000_000_000_000_000_000, add("black", 1)), msg(3, add("black", 2)))
+        await wait_for(lambda: feed.stats.last_seq == 3)
+    assert (feed.stats.implausible, feed.stats.gaps, f.resyncs, feed.stats.applied) == (1, 1, 1, 1)
+    assert await read_feed_seq(redis, PREFIX, FEED) == 3
+
+
 class CrashAfterApply:
     """A writer that dies right after applying ``seq`` (before the PUBACK can be sent)."""
 
