@@ -67,9 +67,13 @@ def main() -> None:
               f"{time.monotonic() - started:.0f} s ({rules})", flush=True)  # fmt: skip
     print(f"total: {total['steps']} steps in {len(seeds)} rounds, {time.monotonic() - t0:.0f} s, no divergence")
     print(f"seeds: {' '.join(seeds)}")
-    kinds = Counter({k.split(" (")[0]: v for k, v in total.items() if k != "steps"})
+    kinds: Counter[str] = Counter()
+    for k, v in total.items():
+        if k != "steps":
+            kinds[k.split(" (")[0]] += v
+    print("steps by kind (count; longest wait for every node to catch up):")
     for k, v in sorted(kinds.items()):
-        print(f"  {k}: {v}")
+        print(f"  {k}: {v}; {T.PROPAGATION_S.get(k, 0.0):.2f} s")
 
 
 if __name__ == "__main__":

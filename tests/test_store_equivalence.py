@@ -78,6 +78,8 @@ NO_GUARDS = GuardsConfig(min_entries_to_guard=10**9)
 MAX_SEQ_JUMP = 1000
 _RUNS = itertools.count()
 STATS: Counter[str] = Counter()  # steps and rules run, for bench/store_equivalence.py
+# The longest wait, per kind of step, from the writer's last change to every node caught up.
+PROPAGATION_S: dict[str, float] = {}
 WAIT_S = 15.0  # the documented bound here is about a second; generous for a loaded CI machine
 
 
@@ -381,7 +383,10 @@ class StoreEquivalence(RuleBasedStateMachine):
         self.h.steps += 1
         STATS["steps"] += 1
         STATS[what] += 1
+        t0 = time.monotonic()
         self.settle()
+        kind = what.split(" (")[0]
+        PROPAGATION_S[kind] = max(PROPAGATION_S.get(kind, 0.0), time.monotonic() - t0)
         self.check()
 
     # -- rules: the feed -------------------------------------------------------------------
