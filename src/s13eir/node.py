@@ -50,6 +50,7 @@ from .observability.http import start_http
 from .observability.logs import get_logger, mask_imsi
 from .observability.loop_lag import LoopLagProbe
 from .observability.metrics import Metrics
+from .observability.redact import redact_url
 from .s13 import (
     AUTH_SESSION_STATE_AVP,
     Deferred,
@@ -373,7 +374,8 @@ class Node:
             try:
                 await self.redis_lists.start()
             except (RedisError, OSError) as e:
-                raise StartError(f"cannot load the lists from Redis ({self.config.store.redis.url}): {e}") from e
+                url = redact_url(self.config.store.redis.url)
+                raise StartError(f"cannot load the lists from Redis ({url}): {e}") from e
         else:
             shared, config = self.shared_lists, self.config
             if shared:

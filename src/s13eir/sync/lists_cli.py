@@ -25,6 +25,7 @@ from s13eir.config import Config, ConfigError, load_config
 from s13eir.decision.model import ListKind
 from s13eir.lists.formats import FORMATS, ListFormatError, ListSpec
 from s13eir.lists.redis_layout import ALL_LISTS, RULES, k_seq
+from s13eir.observability.redact import redact_url
 from s13eir.sync.deltas import DELTA_KINDS, DeltaKind, parse_delta
 from s13eir.sync.imports import count_lines
 from s13eir.sync.redis_client import AnyRedis, connect
@@ -111,7 +112,7 @@ def cmd_lists(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_FAILED
     except (RedisError, OSError) as exc:
-        _err(f"Redis at {cfg.store.redis.url}: {exc}")
+        _err(f"Redis at {redact_url(cfg.store.redis.url)}: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted; the current generations are unchanged")
@@ -175,7 +176,7 @@ async def _status(r: AnyRedis, cfg: Config, as_json: bool) -> int:
     if as_json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return EXIT_OK
-    print(f"redis {cfg.store.redis.url} prefix {cfg.store.redis.prefix!r}: last seq {status['seq']}")
+    print(f"redis {redact_url(cfg.store.redis.url)} prefix {cfg.store.redis.prefix!r}: last seq {status['seq']}")
     for name, entry in status["lists"].items():
         cur, prev = entry["current"], entry["previous"]
         if cur is None:

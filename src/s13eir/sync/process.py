@@ -57,6 +57,7 @@ from s13eir.lists.redis_layout import k_current
 from s13eir.observability.http import start_http
 from s13eir.observability.logs import configure_logging, get_logger
 from s13eir.observability.metrics import SourceMetrics
+from s13eir.observability.redact import redact_url
 
 from ..supervision import Supervisor
 from .mqtt_feed import TRANSIENT_REDIS_ERRORS, MqttFeed, ResyncRefused
@@ -327,9 +328,9 @@ class SyncProcess:
 
     async def _run(self) -> int:
         cfg = self.config
-        self.log.info("sync_starting", redis=cfg.store.redis.url, prefix=self.prefix,
-                      snapshots=[f"{s.list}:{s.path}" for s in cfg.sync.snapshots],
-                      mqtt=None if cfg.sync.mqtt is None else f"{cfg.sync.mqtt.url} {cfg.sync.mqtt.topic}")  # fmt: skip
+        mqtt = None if cfg.sync.mqtt is None else f"{redact_url(cfg.sync.mqtt.url)} {cfg.sync.mqtt.topic}"
+        self.log.info("sync_starting", redis=redact_url(cfg.store.redis.url), prefix=self.prefix,
+                      snapshots=[f"{s.list}:{s.path}" for s in cfg.sync.snapshots], mqtt=mqtt)  # fmt: skip
         logged_holder = ""
         delay = self.lock_poll_s
         while not self.stop.is_set():
@@ -350,7 +351,8 @@ class SyncProcess:
                 return EXIT_FAILURE
             except TRANSIENT_REDIS_ERRORS as exc:
                 self.redis_error = f"{type(exc).__name__}: {exc}"
-                self.log.warning("redis_unavailable", url=cfg.store.redis.url, error=str(exc), retry_in_s=delay)
+                self.log.warning("redis_unavailable", url=redact_url(cfg.store.redis.url), error=str(exc),
+                                 retry_in_s=delay)  # fmt: skip
                 delay = min(delay * 2, 10.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), delay)

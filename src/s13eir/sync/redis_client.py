@@ -52,6 +52,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from s13eir.config import RedisConfig
+from s13eir.observability.redact import redact_url
 
 __all__ = ["DEFAULT_SENTINEL_PORT", "AnyRedis", "SentinelUrl", "connect", "parse_sentinel_url"]
 
@@ -89,7 +90,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     """
     scheme = next((s for s in _SENTINEL_SCHEMES if url.startswith(s)), None)
     if scheme is None:
-        raise ValueError(f"not a sentinel url: {url!r}")
+        raise ValueError(f"not a sentinel url: {redact_url(url)!r}")
     rest = url[len(scheme) :]
     rest, _, _query = rest.partition("?")
     netloc, _, path = rest.partition("/")
@@ -110,15 +111,15 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         else:
             host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
         if port and not port.isdigit():
-            raise ValueError(f"sentinel url {url!r}: bad port in {item!r}")
+            raise ValueError(f"sentinel url {redact_url(url)!r}: bad port in {item!r}")
         hosts.append((host, int(port) if port else DEFAULT_SENTINEL_PORT))
     if not hosts:
-        raise ValueError(f"sentinel url {url!r} names no sentinel host")
+        raise ValueError(f"sentinel url {redact_url(url)!r} names no sentinel host")
     parts = [p for p in path.split("/") if p]
     if not parts:
-        raise ValueError(f"sentinel url {url!r} names no service (…/service[/db])")
+        raise ValueError(f"sentinel url {redact_url(url)!r} names no service (…/service[/db])")
     if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise ValueError(f"sentinel url {url!r}: expected /service[/db] after the hosts")
+        raise ValueError(f"sentinel url {redact_url(url)!r}: expected /service[/db] after the hosts")
     return SentinelUrl(
         hosts,
         unquote(parts[0]),
@@ -163,7 +164,7 @@ def connect(cfg: RedisConfig, *, timeout_s: float | None = None) -> AnyRedis:
         client: aioredis.Redis = sentinel.master_for(s.service, **master_opts)
         return client
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"store.redis.url {url!r}: expected redis://, rediss:// or redis+sentinel://")
+        raise ValueError(f"store.redis.url {redact_url(url)!r}: expected redis://, rediss:// or redis+sentinel://")
     if cfg.cluster:
         return RedisCluster.from_url(url, **opts)
     return aioredis.Redis.from_url(url, **opts)
