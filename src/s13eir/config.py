@@ -227,6 +227,8 @@ class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     level: LogLevel = "info"
     format: LogFormat = "json"
     log_whitelisted: bool = False
+    # Mask every subscriber identifier in every log line and sighting event: IMSI, SUPI,
+    # MSISDN/GPSI, and the IMSI of an exception-pair entry (events.mask_imsi: events only).
     mask_imsi: bool = False
 
 

@@ -47,7 +47,7 @@ from .lists.shared import load_mapped
 from .lists.snapshot import ListSnapshot
 from .node_errors import StartError
 from .observability.http import start_http
-from .observability.logs import get_logger, mask_imsi
+from .observability.logs import get_logger, mask_entry, mask_imsi
 from .observability.loop_lag import LoopLagProbe
 from .observability.metrics import Metrics
 from .observability.redact import redact_url
@@ -191,7 +191,8 @@ class Node:
         self._log_white = config.logging.log_whitelisted
         # Verdict lines are at info: below that level, do not even build their fields.
         self._log_verdicts = self.log.is_enabled_for(logging.INFO)
-        self._mask = config.logging.mask_imsi
+        # One setting for every identifier in every log line and sighting event.
+        self._mask = config.logging.mask_imsi or (config.events is not None and config.events.mask_imsi)
         self.metrics.set_peers_source(lambda: len(self.registry))
         self.metrics.set_lists_source(lambda: self.app.lists.counts())  # type: ignore[attr-defined]
         self.metrics.set_bloom_source(self._bloom_stats)
@@ -203,7 +204,8 @@ class Node:
             client_id = config.events.client_id or f"s13eir-{config.node.origin_host}"
             if worker_index is not None:
                 client_id += f"-w{worker_index}"  # the broker drops the older of two clients with one id
-            self.sightings = SightingPublisher(config.events, config.node.origin_host, client_id=client_id)
+            mask = config.logging.mask_imsi or config.events.mask_imsi
+            self.sightings = SightingPublisher(config.events, config.node.origin_host, client_id=client_id, mask=mask)
             self.metrics.add_source(self._sighting_metrics)
 
     @staticmethod
@@ -404,9 +406,7 @@ class Node:
         if self.sightings is not None:
             self.sightings.start(self.supervisor)
         if self.config.sbi is not None:
-            log_sbi = outcome_logger(
-                self.log, log_whitelisted=self.config.logging.log_whitelisted, mask=self.config.logging.mask_imsi
-            )
+            log_sbi = outcome_logger(self.log, log_whitelisted=self.config.logging.log_whitelisted, mask=self._mask)
 
             def on_sbi_outcome(outcome: SbiOutcome) -> None:
                 log_sbi(outcome)
@@ -605,7 +605,8 @@ class Node:
                           session_id=q.session_id)  # fmt: skip
         if verdict is not None:
             r = verdict.reason
-            fields.update(rule=r.rule.value, list=r.list, source=r.source, entry=r.entry, reason=r.detail)
+            entry = mask_entry(r.rule.value, r.entry) if self._mask else r.entry
+            fields.update(rule=r.rule.value, list=r.list, source=r.source, entry=entry, reason=r.detail)
         if outcome.detail:
             fields["detail"] = outcome.detail
         self.log.info("verdict", **fields)

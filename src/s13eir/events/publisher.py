@@ -110,9 +110,12 @@ class SightingPublisher:
         backoff_max_s: float = 5.0,
         publish_timeout_s: float = 5.0,
         window: int = 32,
+        mask: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.origin_host = origin_host
+        # The node passes logging.mask_imsi (one setting for logs and events); alone, this one's.
+        self.mask = cfg.mask_imsi if mask is None else mask or cfg.mask_imsi
         self.endpoint = parse_mqtt_url(cfg.url)
         self._client_kwargs = self.endpoint.client_kwargs(cfg.cafile)  # once: a TLS context reads the CA store
         self.client_id = client_id or cfg.client_id or f"s13eir-{origin_host}"
@@ -233,7 +236,7 @@ class SightingPublisher:
             batch.append(self._retry.popleft())
         while self._queue and len(batch) < self._window:
             s = self._queue.popleft()
-            payload = encode_sighting(s, eir=self.origin_host, mask=self.cfg.mask_imsi, event_id=uuid.uuid4().hex)
+            payload = encode_sighting(s, eir=self.origin_host, mask=self.mask, event_id=uuid.uuid4().hex)
             batch.append((sighting_topic(self.cfg.topic_prefix, s.verdict), payload))
         return batch
 

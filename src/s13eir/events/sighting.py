@@ -15,7 +15,7 @@ The payload is a JSON object (UTF-8)::
      "imei": "35209900176148",           # as received (14 or 15 digits, or the malformed value)
      "imei14": "35209900176148",         # the lookup key; null when the IMEI was malformed
      "software_version": "01",           # or null
-     "imsi": "001010123456789",          # or null; "00101********89" with events.mask_imsi
+     "imsi": "001010123456789",          # or null; "00101********89" with logging.mask_imsi
      "origin_host": "mme1.epc.example.org",   # the MME's Origin-Host and Origin-Realm
      "origin_realm": "epc.example.org",
      "session_id": "mme1.epc.example.org;1;2",
@@ -39,7 +39,7 @@ from typing import Final, Literal
 import msgspec
 
 from s13eir.decision.model import EquipmentStatus, Reason, Verdict
-from s13eir.observability.logs import mask_imsi
+from s13eir.observability.logs import mask_entry, mask_imsi
 from s13eir.s13 import EcrQuery, Outcome
 
 __all__ = [
@@ -174,7 +174,13 @@ def to_message(sighting: Sighting, *, eir: str, mask: bool = False, event_id: st
         origin_host=sighting.origin_host,
         origin_realm=sighting.origin_realm,
         session_id=sighting.session_id,
-        reason=SightingReason(rule=r.rule.value, list=r.list, source=r.source, entry=r.entry, detail=r.detail),
+        reason=SightingReason(
+            rule=r.rule.value,
+            list=r.list,
+            source=r.source,
+            entry=mask_entry(r.rule.value, r.entry) if mask else r.entry,
+            detail=r.detail,
+        ),
     )
 
 

@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor
 
-__all__ = ["configure_logging", "get_logger", "mask_imsi"]
+__all__ = ["configure_logging", "get_logger", "mask_entry", "mask_gpsi", "mask_imsi", "mask_supi"]
 
 # Anything msgspec cannot encode (an exception, a Path, a custom object) is logged as str().
 _json = msgspec.json.Encoder(enc_hook=str)
@@ -90,3 +90,45 @@ def mask_imsi(imsi: str | None) -> str | None:
     if len(imsi) <= 7:  # nothing would be hidden: hide it all
         return "*" * len(imsi)
     return imsi[:5] + "*" * (len(imsi) - 7) + imsi[-2:]
+
+
+def mask_msisdn(msisdn: str) -> str:
+    """Keep the first 3 digits (a country code, at most) and the last 2."""
+    if len(msisdn) <= 5:
+        return "*" * len(msisdn)
+    return msisdn[:3] + "*" * (len(msisdn) - 5) + msisdn[-2:]
+
+
+def mask_supi(supi: str | None) -> str | None:
+    """A SUPI (TS 29.571): ``imsi-<IMSI>`` masked as an IMSI; any other form (``nai-``)
+    keeps only its type."""
+    if supi is None:
+        return None
+    if supi.startswith("imsi-"):
+        return "imsi-" + (mask_imsi(supi[5:]) or "")
+    kind, sep, rest = supi.partition("-")
+    return kind + sep + "*" * len(rest) if sep else "*" * len(supi)
+
+
+def mask_gpsi(gpsi: str | None) -> str | None:
+    """A GPSI: ``msisdn-<MSISDN>`` masked as an MSISDN; ``extid-<local>@<domain>`` keeps
+    the domain; anything else keeps only its type."""
+    if gpsi is None:
+        return None
+    kind, sep, rest = gpsi.partition("-")
+    if not sep:
+        return "*" * len(gpsi)
+    if kind == "msisdn":
+        return "msisdn-" + mask_msisdn(rest)
+    local, at, domain = rest.rpartition("@")
+    if kind == "extid" and at:
+        return f"extid-{'*' * len(local)}@{domain}"
+    return kind + sep + "*" * len(rest)
+
+
+def mask_entry(rule: str, entry: str) -> str:
+    """A verdict's matching entry: an exception pair's ``IMEI/IMSI`` carries an IMSI."""
+    if rule == "exception" and "/" in entry:
+        imei, _, imsi = entry.partition("/")
+        return f"{imei}/{mask_imsi(imsi)}"
+    return entry

@@ -14,7 +14,7 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from s13eir.decision.model import EquipmentStatus
-from s13eir.observability.logs import mask_imsi
+from s13eir.observability.logs import mask_entry, mask_gpsi, mask_imsi, mask_supi
 from s13eir.sbi.n5g_eir import SbiOutcome
 
 __all__ = ["outcome_logger"]
@@ -39,21 +39,16 @@ def outcome_logger(
             "pei": outcome.pei,
             "imei": imei,
             "imsi": mask_imsi(outcome.imsi) if mask else outcome.imsi,
-            "supi": _masked_supi(outcome.supi) if mask else outcome.supi,
-            "gpsi": outcome.gpsi,
+            "supi": mask_supi(outcome.supi) if mask else outcome.supi,
+            "gpsi": mask_gpsi(outcome.gpsi) if mask else outcome.gpsi,
             "client": outcome.client,
         }
         if verdict is not None:
             r = verdict.reason
-            fields.update(rule=r.rule.value, list=r.list, source=r.source, entry=r.entry, reason=r.detail)
+            entry = mask_entry(r.rule.value, r.entry) if mask else r.entry
+            fields.update(rule=r.rule.value, list=r.list, source=r.source, entry=entry, reason=r.detail)
         if outcome.detail:
             fields["detail"] = outcome.detail
         log.info("verdict", **fields)
 
     return on_outcome
-
-
-def _masked_supi(supi: str | None) -> str | None:
-    if supi is None or not supi.startswith("imsi-"):
-        return None if supi is None else supi[:4] + "*" * max(0, len(supi) - 4)
-    return "imsi-" + (mask_imsi(supi[5:]) or "")
