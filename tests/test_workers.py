@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -132,3 +133,61 @@ def test_supervisor_applies_the_reload_guards_and_sigusr1_forces(tmp_path: Path)
             sup.kill()
             sup.wait(5)
     assert sup.returncode == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped: its parent was killed) counts as gone.
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(f"/proc/{pid}").exists() else "X"
+    return state not in ("Z", "X")
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    """kill -9 of the supervisor: its workers stop (the lifeline pipe), /dev/shm is left
+    clean, and a new supervisor starts on the same ports."""
+    port, http = free_port(), free_port()
+    while http + 1 == port:
+        http = free_port()
+    black = tmp_path / "blacklist.csv"
+    black.write_text("imei,block_date,reasons\n35209900176148,20240301,stolen\n")
+    cfg = node_config(store={"lists": [{"path": str(black), "format": "dirbs-blacklist"}]})
+    cfg["listen"] = [{"transport": "tcp", "address": "127.0.0.1", "port": port}]
+    cfg["metrics"] = {"enabled": True, "address": "127.0.0.1", "port": http}
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    cmd = [sys.executable, "-m", "s13eir.cli", "serve", "--config", str(path), "--workers", "2"]
+    sup = subprocess.Popen(cmd)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (_ready(http) and _ready(http + 1)):
+            assert time.monotonic() < deadline and sup.poll() is None, "workers did not become ready"
+            time.sleep(0.1)
+        workers = _worker_pids(sup.pid)
+        assert len(workers) == 2
+        assert list(shm.glob(f"s13eir-{sup.pid}-*"))
+        sup.kill()
+        sup.wait(5)
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in workers):
+            assert time.monotonic() < deadline, "the workers outlived their supervisor"
+            time.sleep(0.1)
+        assert not list(shm.glob(f"s13eir-{sup.pid}-*")), "the shared lists were left in /dev/shm"
+        second = subprocess.Popen(cmd)
+        deadline = time.monotonic() + 30
+        while not (_ready(http) and _ready(http + 1)):
+            assert time.monotonic() < deadline and second.poll() is None, "a new supervisor could not start"
+            time.sleep(0.1)
+        assert asyncio.run(check_once("127.0.0.1", port, "35209900176148")).verdict == "BLACKLISTED"
+    finally:
+        for p in (sup, second):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()

@@ -85,6 +85,7 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="worker processes sharing the ports (SO_REUSEPORT); default 1"
     )
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--shared-lists", default=None, help=argparse.SUPPRESS)
 
@@ -212,6 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         shared_lists=args.shared_lists,
         worker_index=args.worker_index,
+        parent_fd=args.parent_fd,
     )
     return EXIT_OK
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import shutil
 import signal
 import socket
 import time
@@ -469,6 +471,29 @@ class Node:
             return self.redis_lists.ready()
         return True, "ready"
 
+    def watch_parent(self, fd: int) -> None:
+        """Stop, as on SIGTERM, when the supervisor is gone (end-of-file on ``fd``), and
+        remove the shared snapshot it can no longer remove."""
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 64)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                return
+            loop.remove_reader(fd)
+            self.log.error("supervisor_gone", action="stopping; removing the shared lists")
+            if self.shared_lists:
+                shutil.rmtree(os.path.dirname(self.shared_lists), ignore_errors=True)
+            self.request_stop()
+
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, readable)
+
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
@@ -620,8 +645,10 @@ def run_node(
     reuse_port: bool = False,
     shared_lists: str | None = None,
     worker_index: int | None = None,
+    parent_fd: int | None = None,
 ) -> None:
-    """Run a node until SIGTERM/SIGINT; uvloop when it is installed."""
+    """Run a node until SIGTERM/SIGINT (or, for a worker, until its supervisor is gone:
+    ``parent_fd`` reads end-of-file); uvloop when it is installed."""
     runner: Callable[..., Any] = asyncio.run
     if use_uvloop:
         try:
@@ -633,6 +660,8 @@ def run_node(
 
     async def main() -> None:
         node = Node(config, config_path, reuse_port, shared_lists, worker_index)
+        if parent_fd is not None:
+            node.watch_parent(parent_fd)
         await node.run()
 
     runner(main())

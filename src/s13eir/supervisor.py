@@ -21,6 +21,13 @@ arrays are then held once in the page cache rather than once per worker. On
 SIGHUP it re-parses the files and, only if they are valid, replaces the file and
 tells the workers to map the new one; a bad file leaves every worker's lists as
 they were.
+
+Workers never outlive their supervisor: each gets the read end of a pipe whose only
+write end the supervisor holds (``--parent-fd``). When the supervisor dies, even by
+SIGKILL, the kernel closes it; every worker sees end-of-file, stops as on SIGTERM
+(DPR to its peers) and removes the shared snapshot's directory. A supervisor that
+starts removes such directories left by supervisors that are gone (their pid is in
+the name), so ``/dev/shm`` does not fill up with crashes.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 from .config import Config
 from .lists.formats import ListFormatError
@@ -45,7 +53,34 @@ from .observability.logs import get_logger
 from .observability.metrics import Metrics
 
 MAX_BACKOFF_S = 30.0
+SHARED_PREFIX = "s13eir-"  # + the supervisor's pid + "-": the shared snapshot's directory
 HEALTHY_AFTER_S = 10.0  # a worker that lived this long resets its restart delay
+
+
+def remove_orphans(base: str, log: Any) -> None:
+    """Remove shared-snapshot directories under ``base`` whose supervisor is gone."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(SHARED_PREFIX):
+            continue
+        pid_text = name[len(SHARED_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        log.warning("shared_lists_orphan_removed", path=os.path.join(base, name), pid=int(pid_text))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Supervisor:
@@ -58,6 +93,7 @@ class Supervisor:
         self.extra_args = list(extra_args)
         self.log = get_logger("s13eir.supervisor")
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._lifeline: tuple[int, int] | None = None  # (read, write): see the module docstring
         self.started: dict[int, float] = {}
         self.backoff: dict[int, float] = {}
         self.stopping = False
@@ -67,7 +103,10 @@ class Supervisor:
                "--worker-index", str(index), "--reuse-port", *self.extra_args]  # fmt: skip
         if self.shared_path is not None:
             cmd += ["--shared-lists", self.shared_path]
-        self.procs[index] = subprocess.Popen(cmd)
+        if self._lifeline is None:
+            self._lifeline = os.pipe()  # both ends close-on-exec: only the read end is passed on
+        cmd += ["--parent-fd", str(self._lifeline[0])]
+        self.procs[index] = subprocess.Popen(cmd, pass_fds=(self._lifeline[0],))
         self.started[index] = time.monotonic()
         self.log.info("worker_started", worker=index, pid=self.procs[index].pid)
 
@@ -87,7 +126,9 @@ class Supervisor:
                 self._signal(signal.SIGHUP)
 
         if self.config.store.backend == "embedded":
-            directory = tempfile.mkdtemp(prefix="s13eir-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+            remove_orphans(base, self.log)
+            directory = tempfile.mkdtemp(prefix=f"{SHARED_PREFIX}{os.getpid()}-", dir=base)
             self.shared_path = os.path.join(directory, "lists.snap")
         try:
             if self.shared_path is not None and not self._first_load():
