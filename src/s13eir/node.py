@@ -15,6 +15,7 @@ the error ends the process, as before.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -30,13 +31,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
-from .config import Config, RedisConfig
+from .config import Config, ConfigError, RedisConfig, load_config
 from .decision.engine import decide
 from .decision.model import EquipmentStatus, Facts, Verdict
 from .decision.outage import StoreUnavailablePolicy, outage_verdict
 from .diameter import dictionary as dictionary_mod
-from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy
-from .diameter.constants import APP_S13, DISCONNECT_REBOOTING
+from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy, admits
+from .diameter.constants import APP_S13, DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU, DISCONNECT_REBOOTING, SUCCESS
 from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.traffic import Screening
@@ -195,6 +196,7 @@ class Node:
         self._log_verdicts = self.log.is_enabled_for(logging.INFO)
         # One setting for every identifier in every log line and sighting event.
         self._mask = config.logging.mask_imsi or (config.events is not None and config.events.mask_imsi)
+        self._log_sbi: Callable[[SbiOutcome], None] = lambda outcome: None  # set when N5g-eir starts
         self.metrics.set_peers_source(lambda: len(self.registry))
         self.metrics.set_lists_source(lambda: self.app.lists.counts())  # type: ignore[attr-defined]
         self.metrics.set_bloom_source(self._bloom_stats)
@@ -408,10 +410,12 @@ class Node:
         if self.sightings is not None:
             self.sightings.start(self.supervisor)
         if self.config.sbi is not None:
-            log_sbi = outcome_logger(self.log, log_whitelisted=self.config.logging.log_whitelisted, mask=self._mask)
+            self._log_sbi = outcome_logger(
+                self.log, log_whitelisted=self.config.logging.log_whitelisted, mask=self._mask
+            )
 
             def on_sbi_outcome(outcome: SbiOutcome) -> None:
-                log_sbi(outcome)
+                self._log_sbi(outcome)  # replaced by a reload of the logging section
                 self._sbi_sighting(outcome)
 
             sbi_cfg = self.config.sbi
@@ -509,24 +513,98 @@ class Node:
         self.supervisor.spawn("stop", self.stop())
 
     async def reload(self, force: bool = False) -> bool:
-        """Re-read every list file; swap the lists in one step, or keep them on any error
-        or when ``sync.guards`` refuse the change (``force`` overrides the guards)."""
-        if self.redis_lists is not None:
-            self.log.info("reload_ignored", reason="store.backend is redis: lists follow the change stream")
-            return True
+        """SIGHUP: re-read the configuration file and every list file, then apply what can
+        change live (``peers``, ``policy``, ``logging.log_whitelisted`` and ``mask_imsi``,
+        ``store.lists``, ``sync.guards``) in one step; anything else that changed is named as needing a restart. A
+        configuration or list file that does not validate, or lists the guards refuse
+        (``force`` overrides them), changes nothing and says why."""
+        new = self.config
+        if self.config_path is not None:
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                self.metrics.reloads_failed += 1
+                self.log.error("config_reload_failed", error=str(exc), action="nothing changed")
+                return False
+            if self.worker_index:  # as cmd_serve set it up: worker i serves metrics on port + i
+                metrics = msgspec.structs.replace(new.metrics, port=new.metrics.port + self.worker_index)
+                new = msgspec.structs.replace(new, metrics=metrics)
+        if self.redis_lists is None:
+            snapshot = await self._reload_lists(new, force)
+            if snapshot is None:
+                return False
+            self.app.lists = snapshot
+            self.metrics.reloads_ok += 1
+            self.log.info("lists_reloaded", **snapshot.counts(), memory_bytes=snapshot.memory_bytes())
+        self._apply_config(new)
+        return True
+
+    def _apply_config(self, new: Config) -> None:
+        """Apply the sections of ``new`` that can change live; name the others that changed."""
+        old = self.config
+        replace = msgspec.structs.replace
+        logs = replace(old.logging, log_whitelisted=new.logging.log_whitelisted, mask_imsi=new.logging.mask_imsi)
+        restart = [name for name in old.__struct_fields__ if name not in ("peers", "policy", "logging", "store", "sync")
+                   and getattr(old, name) != getattr(new, name)]  # fmt: skip
+        if logs != new.logging:
+            # Every component's logger is bound at start: a new level or format needs a restart.
+            restart.append("logging.level/format")
+        if replace(old.store, lists=new.store.lists) != new.store:
+            restart.append("store (other than store.lists)")
+        if replace(old.sync, guards=new.sync.guards) != new.sync:
+            restart.append("sync (other than sync.guards)")
+        self.config = config = replace(
+            old, peers=new.peers, policy=new.policy, logging=logs,
+            store=replace(old.store, lists=new.store.lists), sync=replace(old.sync, guards=new.sync.guards),
+        )  # fmt: skip
+        changed = [name for name in ("peers", "policy", "logging") if getattr(old, name) != getattr(config, name)]
+        if config.logging != old.logging:
+            self._log_white = config.logging.log_whitelisted
+            self._mask = config.logging.mask_imsi or (config.events is not None and config.events.mask_imsi)
+            if self.sightings is not None:
+                self.sightings.mask = self._mask or (config.events is not None and config.events.mask_imsi)
+            self._log_sbi = outcome_logger(self.log, log_whitelisted=self._log_white, mask=self._mask)
+        if config.policy != old.policy:
+            self.app.policy = self._s13_policy(config)
+            self.settings.screening = dataclasses.replace(
+                self.settings.screening, check_destination_realm=config.policy.check_destination_realm
+            )
+            if self.sbi is not None:
+                self.sbi.set_policy(config.policy)
+        if config.peers != old.peers:
+            policy = PeerPolicy.of(
+                [PeerEntry(p.origin_host, p.origin_realm, tuple(p.addresses)) for p in config.peers.list],
+                config.peers.allow_unknown,
+            )
+            self.settings.policy = policy
+            self.settings.watchdog_interval = config.peers.watchdog_interval_s  # new connections
+            for conn in list(self.connections):
+                core = conn.core
+                if core is None or core.peer is None:
+                    continue
+                peer = core.peer
+                code, reason = admits(peer, policy, core.remote_ip)
+                if code != SUCCESS:
+                    self.log.warning("peer_removed", peer=peer.origin_host, reason=reason, action="DPR sent")
+                    conn.stop(DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU)
+        if changed or restart:
+            self.log.info("config_reloaded", applied=changed, restart_needed=restart or None)
+
+    async def _reload_lists(self, config: Config, force: bool) -> ListSnapshot | None:
+        """The lists of ``config``, or None (logged, counted) when they cannot be used."""
         try:
             if self.shared_lists:
                 snapshot = load_mapped(self.shared_lists)  # the supervisor checked and wrote it
             else:
-                snapshot = await asyncio.get_running_loop().run_in_executor(None, load_snapshot, self.config)
+                snapshot = await asyncio.get_running_loop().run_in_executor(None, load_snapshot, config)
         except (ListFormatError, OSError, ValueError) as exc:
             self.metrics.reloads_failed += 1
             self.log.error("lists_reload_failed", error=str(exc), kept=self.app_snapshot.counts())
-            return False
+            return None
         if not self.shared_lists:  # with --workers the supervisor applied the guards
             from .lists.reload_guard import reload_refusals
 
-            refusals = reload_refusals(self.app_snapshot.counts(), snapshot.counts(), self.config.sync.guards)
+            refusals = reload_refusals(self.app_snapshot.counts(), snapshot.counts(), config.sync.guards)
             if refusals and not force:
                 self.metrics.reloads_refused += 1
                 self.log.error(
@@ -536,13 +614,10 @@ class Node:
                     offered=snapshot.counts(),
                     override="send SIGUSR1 to load these files anyway",
                 )
-                return False
+                return None
             if refusals:
                 self.log.warning("lists_reload_forced", overridden=refusals)
-        self.app.lists = snapshot
-        self.metrics.reloads_ok += 1
-        self.log.info("lists_reloaded", **snapshot.counts(), memory_bytes=snapshot.memory_bytes())
-        return True
+        return snapshot
 
     async def stop(self, cause: int = DISCONNECT_REBOOTING) -> None:
         """DPR to every open peer, wait for their DPAs (bounded), then close everything."""

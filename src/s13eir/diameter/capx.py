@@ -173,6 +173,12 @@ def process_cer(
     return CerOutcome(code, build_cea(header, local, code, reason if code != SUCCESS else ""), info, reason)
 
 
+def admits(info: PeerInfo, policy: PeerPolicy, remote_ip: str | None) -> tuple[int, str]:
+    """(result code, reason) of admitting ``info`` under ``policy``: 2001, or 3010 and why
+    (also how a reload finds the open connections of peers it removed)."""
+    return _admit(info, policy, remote_ip)
+
+
 def _admit(info: PeerInfo, policy: PeerPolicy, remote_ip: str | None) -> tuple[int, str]:
     entry = policy.peers.get(info.origin_host.lower())
     if entry is None:

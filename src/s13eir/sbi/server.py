@@ -403,6 +403,10 @@ class SbiServer:
         sock = server.sockets[0].getsockname()
         self.bound: tuple[str, int] = (str(sock[0]), int(sock[1]))
 
+    def set_policy(self, policy: PolicyConfig) -> None:
+        """The node's ``policy`` section after a reload (requests that follow use it)."""
+        self._shared.service.policy = n5g_policy(policy)
+
     @property
     def connections(self) -> int:
         return len(self._shared.connections)

@@ -1,0 +1,80 @@
+"""SIGHUP reloads what can change live: peers (a new one is admitted, a removed one gets
+DPR), policy (both interfaces), logging.log_whitelisted/mask_imsi, the list files; a file
+that does not validate changes nothing; what needs a restart is named."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import structlog
+import yaml
+
+from s13eir.client import S13Client
+from s13eir.config import load_config
+from s13eir.node import Node
+
+from . import mme as M
+from .conftest import MME_REALM, node_config
+from .mme import Mme
+
+UNLISTED = "35450712345675"
+
+
+async def verdict(node: Node, host: str, imei: str = UNLISTED) -> str:
+    port = next(p for t, _, p in node.bound if t == "tcp")
+    c = S13Client(host, MME_REALM, timeout=3)
+    await c.connect("127.0.0.1", port)
+    try:
+        return (await c.check(imei)).verdict
+    finally:
+        await c.disconnect()
+
+
+async def status(m: Mme) -> int | None:
+    ans = await m.request(M.to_bytes(M.ecr(UNLISTED, origin_host="mme2.s13eir.test")))
+    assert ans.result_code == 2001
+    return ans.equipment_status
+
+
+async def test_sighup_reloads_peers_and_policy_and_refuses_a_bad_file(tmp_path: Path) -> None:
+    cfg: dict[str, Any] = node_config()
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    node = Node(load_config(path, environ={}), str(path))
+    await node.start()
+    try:
+        port = next(p for t, _, p in node.bound if t == "tcp")
+        stays = await Mme.open("127.0.0.1", port, origin_host="mme2.s13eir.test")
+        removed = await Mme.open("127.0.0.1", port)  # MME_HOST, which the new file drops
+        try:
+            assert await status(stays) == M.WHITELISTED
+            new = copy.deepcopy(cfg)
+            new["peers"]["list"] = [{"origin_host": "mme2.s13eir.test", "origin_realm": MME_REALM},
+                                    {"origin_host": "mme9.s13eir.test", "origin_realm": MME_REALM}]  # fmt: skip
+            new["policy"] = {"unknown_imei": "greylisted"}
+            new["listen"][0]["port"] = 1  # needs a restart: named, not applied
+            path.write_text(yaml.safe_dump(new))
+            with structlog.testing.capture_logs() as logs:
+                assert await node.reload()
+            done = next(e for e in logs if e["event"] == "config_reloaded")
+            assert done["applied"] == ["peers", "policy"] and done["restart_needed"] == ["listen"]
+            # The removed peer gets DPR (cause DO_NOT_WANT_TO_TALK_TO_YOU), answered, then closed.
+            dpr = M.split(await removed.read_frame())[0]
+            assert int.from_bytes(dpr[5:8], "big") == M.CMD_DPR
+            assert await verdict(node, "mme9.s13eir.test") == "GREYLISTED"  # new peer, new policy
+            assert await status(stays) == M.GREYLISTED  # the connection that stays, the new policy
+            # A file that does not validate: nothing changes, and the log says why.
+            path.write_text("peers: [this is not a mapping\n")
+            with structlog.testing.capture_logs() as logs:
+                assert not await node.reload()
+            assert any(e["event"] == "config_reload_failed" for e in logs)
+            assert await verdict(node, "mme9.s13eir.test") == "GREYLISTED"
+        finally:
+            await stays.close()
+            await removed.close()
+    finally:
+        await node.stop()
+        await asyncio.sleep(0)
