@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25, help="steps per machine run (at most)")
     ap.add_argument("--seed", type=int, default=None, help="the first round's seed")
     ap.add_argument("--no-shrink", action="store_true", help="report the first failure as it happened")
+    ap.add_argument("--variant", choices=["alternate", "single", "cluster"], default="alternate")
     args = ap.parse_args()
     configure_logging("error", "console")  # the nodes' own lines would drown the rounds
     deadline = time.monotonic() + args.minutes * 60
@@ -47,7 +48,8 @@ def main() -> None:
         if time.monotonic() > deadline:
             break
         seed = args.seed if (i == 0 and args.seed is not None) else random.SystemRandom().randrange(2**32)
-        nodes, cluster = (1, False) if i % 2 == 0 else (2, True)
+        cluster = args.variant == "cluster" or (args.variant == "alternate" and i % 2 == 1)
+        nodes = 2 if cluster else 1
         variant = f"{nodes} node{'s' if nodes > 1 else ''} on {'a 3-master cluster' if cluster else 'one redis-server'}"
         T.STATS.clear()
         started = time.monotonic()

@@ -50,13 +50,17 @@ def seed_list(
     return gen
 
 
-def append_change(r: redis.Redis, change: L.Change, *, prefix: str = "s13eir") -> int:
-    """Apply one change to the current generation and log it, as the writer does."""
+def append_change(r: redis.Redis, change: L.Change, *, prefix: str = "s13eir", apply: bool = True) -> int:
+    """Apply one change to the current generation and log it, as the writer does (with
+    ``apply=False`` only log it, as a Cluster writer does first)."""
     seq = int(r.incr(L.k_seq(prefix)))
     gen = int(r.hget(L.k_current(prefix), change.list) or 0)
     n = int(change.imei)
     pipe = r.pipeline()
     pipe.xadd(L.k_changes(prefix), L.change_fields(seq, gen, change), id=f"{seq}-0")
+    if not apply:
+        pipe.execute()
+        return seq
     if change.list == "exceptions":
         key, fld = L.k_exception_bucket(prefix, gen, n), L.exception_field(n, change.imsi)
     else:

@@ -293,3 +293,32 @@ async def test_live_adds_to_lists_of_different_sizes_reach_the_node(redis_server
             assert time.monotonic() < deadline, "the follower stopped after the live adds"
             await asyncio.sleep(0.05)
         assert await readyz(rn) == 200
+
+
+async def test_an_add_during_a_bloom_rebuild_is_not_lost(redis_server: RedisServer) -> None:
+    """The rebuild scans Redis while the stream goes on: an IMEI added meanwhile (here logged
+    before it is written, as a Cluster writer does) must be in the filter swapped in."""
+    r = redis.Redis.from_url(redis_server.url)
+    listed = [f"352099001{i:05d}" for i in range(10)]
+    seed_list(r, "black", [(i, "stolen") for i in listed])
+    node = RedisLists(aioredis.Redis.from_url(redis_server.url), "s13eir", timeout_s=1.0, rebuild_after_removals=0.2)
+    await node.start()
+    try:
+        new = "35209900199999"
+        for i in listed[:3]:  # 3 removals of 10: past the threshold, a rebuild starts
+            append_change(r, L.Change("remove", "black", i))
+        seq = append_change(r, L.Change("add", "black", new, reason="stolen", source="feed"), apply=False)
+        deadline = time.monotonic() + 5
+        while node.seq < seq or node._rebuilding:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert node.stats.changes_applied == 4
+        # Only now is the add written (the writer's second step); the node's filter has it.
+        gen = int(r.hget(L.k_current("s13eir"), "black") or 0)
+        r.hset(L.k_meta("s13eir", gen), "977", L.encode_meta("black", "feed", "stolen"))
+        r.hset(L.k_imei_bucket("s13eir", gen, int(new)), L.imei_field(int(new)), "977")
+        assert int(new) in node._lists["black"].bloom  # type: ignore[operator]
+        facts = await node.fetch(new, None)
+        assert facts.imei and facts.imei[0].list.value == "black"
+    finally:
+        await node.stop()

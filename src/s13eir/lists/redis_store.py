@@ -49,7 +49,8 @@ from .snapshot import ListSnapshot, SnapshotBuilder
 
 _KINDS = {"black": ListKind.BLACK, "grey": ListKind.GREY, "white": ListKind.WHITE}
 _IMEI_LISTS = ("black", "grey", "white")
-_BACKOFF_MAX_S = 5.0
+_BACKOFF_MAX_S = 1.0  # Redis back: ready (and answering from it) within about a second
+_FRESH_S = 2.0
 # The lookups of one batch in one call. Keys are built here from the IMEIs rather than
 # sent: redis-py spends microseconds of CPU per argument it packs, which would make the
 # node, not Redis, the limit of the Bloom-positive path. ARGV: [1] the IMEI bucket key
@@ -170,6 +171,13 @@ class RedisLists:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._follower: asyncio.Task[None] | None = None
         self._rebuilding: set[str] = set()
+        # IMEIs added to a list while its filter is rebuilt: the scan may not see them (it
+        # passed their bucket already, or, on a Cluster, the writer logs before it applies).
+        self._added_during_rebuild: dict[str, list[int]] = {}
+        # Cluster only: the writer logs a change before it applies it, so for a moment after
+        # the record a lookup can read the old value. Answers for IMEIs changed in the last
+        # _FRESH_S seconds are not cached (they are asked again), lest the old one stick.
+        self._fresh: dict[str, float] = {}
         self._stopping = False
         # Keys are computed in the script, not declared: fine on one server, not on a Cluster.
         self._confirm_script: Any = None if isinstance(redis, RedisCluster) else redis.register_script(_CONFIRM_LUA)
@@ -391,6 +399,12 @@ class RedisLists:
     def _remember(self, imei14: str, imsi: str | None, facts: Facts) -> None:
         if self.cache_entries <= 0:
             return
+        if self._fresh:
+            until = self._fresh.get(imei14)
+            if until is not None:
+                if asyncio.get_running_loop().time() < until:
+                    return
+                del self._fresh[imei14]
         key = (imei14, imsi or "")
         self._cache[key] = facts
         self._cache.move_to_end(key)
@@ -689,6 +703,9 @@ class RedisLists:
                     if lst.bloom is None:
                         lst.bloom = new_bloom(1024, self.bloom_fp_rate)
                     lst.bloom.add(n)
+                    pending = self._added_during_rebuild.get(lst.name)
+                    if pending is not None:
+                        pending.append(n)
                     # By identity: rbloom's == raises ValueError for filters of different sizes.
                     if not any(b is lst.bloom for b in self._blooms):
                         self._blooms = (*self._blooms, lst.bloom)
@@ -702,10 +719,16 @@ class RedisLists:
                         # Marked now, not when the task starts: the other removals of this
                         # batch must not start a rebuild each (one scan of Redis per removal).
                         self._rebuilding.add(lst.name)
+                        self._added_during_rebuild[lst.name] = []
                         self._spawn("bloom-rebuild", self._rebuild(lst.name))
             elif change.op == "add":
                 await self._reload_list(change.list, gen)
             self._invalidate(change.imei)
+            if self._confirm_script is None:  # a Cluster: see _fresh
+                now = asyncio.get_running_loop().time()
+                if len(self._fresh) > 10_000:
+                    self._fresh = {k: v for k, v in self._fresh.items() if v > now}
+                self._fresh[change.imei] = now + _FRESH_S
             self.stats.changes_applied += 1
         self.seq = seq
         return True
@@ -731,6 +754,8 @@ class RedisLists:
             bloom = await self._scan_bloom(name, gen, lst.count)
             current = self._lists.get(name)
             if current is not None and current.gen == gen and not self.regressed:
+                for n in self._added_during_rebuild.get(name, ()):  # no await from here to the swap
+                    bloom.add(n)
                 current.bloom, current.removals = bloom, 0
                 self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
                 self.log.info("bloom_rebuilt", list=name, generation=gen)
@@ -738,6 +763,7 @@ class RedisLists:
             self.log.error("bloom_rebuild_failed", list=name, error=str(e))
         finally:
             self._rebuilding.discard(name)
+            self._added_during_rebuild.pop(name, None)
 
     # -- reporting -----------------------------------------------------------------------
 
