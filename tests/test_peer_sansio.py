@@ -207,8 +207,11 @@ def test_stop_sends_dpr_and_closes_on_dpa_or_timeout() -> None:
     (dpr,) = messages(conn.data_to_send())
     assert isinstance(dpr, DisconnectPeerRequest) and dpr.disconnect_cause == 0
     assert conn.state is PeerState.CLOSING
-    conn.receive_data(ecr(), 5.1)
-    assert conn.data_to_send() == b""  # no new work while closing
+    conn.receive_data(ecr(hbh=77), 5.1)
+    # A request in transit when the DPR left is answered, not dropped.
+    (eca,) = messages(conn.data_to_send())
+    assert eca.header.hop_by_hop_identifier == 77 and eca.result_code == 2001
+    assert conn.state is PeerState.CLOSING
     dpa = DisconnectPeerAnswer()
     dpa.header.hop_by_hop_identifier = dpr.header.hop_by_hop_identifier
     dpa.result_code, dpa.origin_host, dpa.origin_realm = 2001, b"mme.test", b"test"

@@ -620,7 +620,8 @@ class Node:
         return snapshot
 
     async def stop(self, cause: int = DISCONNECT_REBOOTING) -> None:
-        """DPR to every open peer, wait for their DPAs (bounded), then close everything."""
+        """Stop accepting, answer what is in flight, DPR to every open peer, wait for their
+        DPAs (bounded; requests arriving meanwhile are answered), then close everything."""
         if self._stopping:
             await self._stopped.wait()
             return
@@ -630,6 +631,12 @@ class Node:
             self._loop_lag.stop()
         for server in self.servers:
             server.close()
+        # Answer what is in flight (Redis confirmations, bounded by their timeout) before
+        # the DPR; requests that still arrive after it are answered too (peer.py, Closing).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while loop.time() < deadline and any(c.core is not None and c.core.in_flight for c in self.connections):
+            await asyncio.sleep(0.005)
         for conn in list(self.connections):
             conn.stop(cause)
         waits = [c.closed.wait() for c in list(self.connections)]

@@ -125,6 +125,7 @@ class PeerConnection:
         self._ids = int(rng.uniform(0, 1 << 31))
         self._deferred: list[object] = []
         self.in_flight = 0
+        self._dpa_received = False  # in Closing: close once the last deferred answer is out
         # Keyed by the raw 4 application-id bytes so the hot path needs no header decode.
         self._fast = {app.to_bytes(4, "big"): fn for app, fn in settings.fast_paths.items()}
 
@@ -179,6 +180,8 @@ class PeerConnection:
             return  # the connection went away while the lookup ran
         self.in_flight -= 1
         self._out.append(answer)
+        if self._dpa_received and self.in_flight == 0:
+            self._close("DPA received")  # after the last answer the peer was owed
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -250,7 +253,7 @@ class PeerConnection:
     def _on_frame(self, frame: bytes, now: float) -> None:
         """Handle one message that no fast path answered."""
         if (
-            self.state is PeerState.OPEN
+            self.state in (PeerState.OPEN, PeerState.CLOSING)
             and frame[4] & FLAG_REQUEST
             and self.in_flight >= self.settings.max_in_flight
             and frame[8:12] != b"\0\0\0\0"
@@ -268,10 +271,15 @@ class PeerConnection:
                 self._watchdog.on_traffic(now)
         if not header.is_request:
             if header.command_code == CMD_DISCONNECT_PEER and self.state is PeerState.CLOSING:
-                self._close("DPA received")  # Closing, R-Rcv-DPA -> R-Disc -> Closed
+                # Closing, R-Rcv-DPA -> R-Disc -> Closed; lookups still running are
+                # answered first (or the DPA timeout closes the connection anyway).
+                if self.in_flight:
+                    self._dpa_received = True
+                else:
+                    self._close("DPA received")
             return  # DWA handled by the watchdog; other answers are for requests we never send
-        if self.state is PeerState.CLOSING:
-            return  # no new work once a disconnect is under way
+        # In Closing (our DPR sent), requests still in transit are answered, not dropped:
+        # the peer learns of the disconnect only when the DPR reaches it.
         assert self.peer is not None
         if header.application_id == 0:
             self._on_base_request(header, frame)
