@@ -322,3 +322,29 @@ async def test_an_add_during_a_bloom_rebuild_is_not_lost(redis_server: RedisServ
         assert facts.imei and facts.imei[0].list.value == "black"
     finally:
         await node.stop()
+
+
+async def test_busy_answers_and_latency_are_counted_per_answer(redis_server: RedisServer) -> None:
+    """Past diameter.max_in_flight_per_peer a request gets 3004, counted in
+    s13eir_busy_answers_total; the latency histogram has one observation per answer
+    given at once."""
+    seed(redis_server)
+    cfg = redis_config(redis_server)
+    cfg["diameter"] = {"max_in_flight_per_peer": 4}
+    async with running_node(config_from_mapping(cfg)) as rn:
+        c = S13Client(MME_HOST, MME_REALM)
+        await c.connect(rn.host, rn.port)
+        try:
+            before = rn.node.metrics.latency_count
+            reqs = [c.ecr(BLACK) for _ in range(40)] + [c.ecr(UNLISTED) for _ in range(10)]
+            assert c._writer is not None
+            c._writer.write(b"".join(r.as_bytes() for r in reqs))  # one burst: 40 lookups at once
+            answers = [await c.request_answer(r.header.hop_by_hop_identifier) for r in reqs]
+        finally:
+            await c.disconnect()
+        busy = sum(1 for a in answers if a.result_code == 3004)
+        looked_up = sum(1 for a in answers if a.result_code == 2001 and a.equipment_status == 1)
+        assert busy >= 30  # 4 lookups at a time; the rest refused while they run (the cap is per peer)
+        assert rn.node.metrics.requests_rejected_busy == busy
+        # One observation per answer given at once; the lookups' answers are not in it.
+        assert rn.node.metrics.latency_count - before == len(answers) - looked_up

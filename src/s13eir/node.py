@@ -37,7 +37,13 @@ from .decision.model import EquipmentStatus, Facts, Verdict
 from .decision.outage import StoreUnavailablePolicy, outage_verdict
 from .diameter import dictionary as dictionary_mod
 from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy, admits
-from .diameter.constants import APP_S13, DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU, DISCONNECT_REBOOTING, SUCCESS
+from .diameter.constants import (
+    APP_S13,
+    DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU,
+    DISCONNECT_REBOOTING,
+    SUCCESS,
+    TOO_BUSY,
+)
 from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.traffic import Screening
@@ -687,6 +693,8 @@ class Node:
             self.log.info("peer_closed", peer=peer, remote=conn.remote, reason=event.reason)
         elif isinstance(event, ProtocolError):
             self.metrics.count_protocol_error(event.result_code)
+            if event.result_code == TOO_BUSY:
+                self.metrics.requests_rejected_busy += 1
             self.log.info("protocol_error", result_code=event.result_code, command=event.command_code,
                      detail=event.detail, remote=conn.remote)  # fmt: skip
         elif isinstance(event, WatchdogChanged):

@@ -125,6 +125,7 @@ class PeerConnection:
         self._ids = int(rng.uniform(0, 1 << 31))
         self._deferred: list[object] = []
         self.in_flight = 0
+        self.answered = 0  # application requests answered at once (not deferred), for the latency histogram
         self._dpa_received = False  # in Closing: close once the last deferred answer is out
         # Keyed by the raw 4 application-id bytes so the hot path needs no header decode.
         self._fast = {app.to_bytes(4, "big"): fn for app, fn in settings.fast_paths.items()}
@@ -153,6 +154,7 @@ class PeerConnection:
                     if answer is not None:
                         if isinstance(answer, bytes):
                             self._out.append(answer)
+                            self.answered += 1
                         else:
                             self.in_flight += 1
                             self._deferred.append(answer)
@@ -287,12 +289,14 @@ class PeerConnection:
         screened = screen(header, frame, self.settings.screening)
         if isinstance(screened, Rejected):
             self._out.append(screened.answer)
+            self.answered += 1
             self._events.append(ProtocolError(screened.result_code, header.command_code, screened.detail))
             return
         app = self.settings.applications[header.application_id]
         result = app.handle_request(header, frame, screened[1], self.peer)
         if isinstance(result, bytes):
             self._out.append(result)
+            self.answered += 1
         else:
             self.in_flight += 1
             self._deferred.append(result)
@@ -304,6 +308,7 @@ class PeerConnection:
         detail = f"more than {self.settings.max_in_flight} requests in flight"
         self._out.append(error_answer(header, lenient_avps(frame), self.settings.local.origin_avps, TOO_BUSY,
                                       message=detail, extra=extra))  # fmt: skip
+        self.answered += 1
         self._events.append(ProtocolError(TOO_BUSY, header.command_code, detail))
 
     def _on_first_message(self, header: Header, frame: bytes, now: float) -> None:

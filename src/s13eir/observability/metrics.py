@@ -105,10 +105,10 @@ class Metrics:
         errors = self.protocol_errors
         errors[result_code] = errors.get(result_code, 0) + 1
 
-    def observe_latency(self, seconds: float) -> None:
+    def observe_latency(self, seconds: float, answers: int = 1) -> None:
         # bisect_left: a value equal to a bound belongs to that bucket (Prometheus "le").
-        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
+        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += answers
+        self.latency_sum += seconds * answers
 
     @property
     def latency_count(self) -> int:
@@ -186,7 +186,8 @@ class MetricsCollector(Collector):
 
         yield _histogram(
             "s13eir_answer_latency_seconds",
-            "Time from a read of requests to their answers being queued.",
+            "Time from the read of a request to its answer being queued, one observation per answer "
+            "given at once (answers waiting for a Redis lookup are not in it).",
             LATENCY_BUCKETS,
             m.latency_buckets,
             m.latency_sum,
@@ -210,7 +211,7 @@ class MetricsCollector(Collector):
 
         yield CounterMetricFamily(
             "s13eir_busy_answers",
-            "Requests refused with DIAMETER_TOO_BUSY because a peer had too many in flight.",
+            "Requests refused with DIAMETER_TOO_BUSY (3004) because a peer had too many in flight.",
             value=m.requests_rejected_busy,
         )
 

@@ -30,7 +30,7 @@ class DiameterProtocol(asyncio.Protocol):
         settings: PeerSettings,
         on_event: EventSink,
         connections: set[DiameterProtocol],
-        observe: Callable[[float], None] | None = None,
+        observe: Callable[[float, int], None] | None = None,
         resolve: Callable[[object, Callable[[bytes], None]], None] | None = None,
     ) -> None:
         self._settings = settings
@@ -65,6 +65,7 @@ class DiameterProtocol(asyncio.Protocol):
         core = self.core
         assert core is not None
         t0 = time.perf_counter()
+        before = core.answered
         try:
             core.receive_data(data, self._loop.time())
         except Exception as exc:
@@ -76,8 +77,9 @@ class DiameterProtocol(asyncio.Protocol):
                 self._transport.abort()
             return
         self._after()
-        if self._observe is not None:
-            self._observe(time.perf_counter() - t0)
+        n = core.answered - before
+        if self._observe is not None and n:
+            self._observe(time.perf_counter() - t0, n)  # once per answer of this read
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
