@@ -60,7 +60,9 @@ def main() -> None:
             except BaseException as exc:
                 print(f"round {i + 1}: {variant}, seed {seed}: DIVERGENCE after {T.STATS['steps']} steps:")
                 traceback.print_exception(exc)
-                print(f"  rerun: .venv/bin/python bench/store_equivalence.py --seed {seed} --rounds 1")
+                # The steps replay from the seed; a divergence that needs a race may not.
+                print(f"  rerun: .venv/bin/python bench/store_equivalence.py --seed {seed} --rounds 1 "
+                      f"--variant {'cluster' if cluster else 'single'}")
                 sys.exit(1)
         total.update(T.STATS)
         seeds.append(str(seed))

@@ -348,3 +348,47 @@ async def test_busy_answers_and_latency_are_counted_per_answer(redis_server: Red
         assert rn.node.metrics.requests_rejected_busy == busy
         # One observation per answer given at once; the lookups' answers are not in it.
         assert rn.node.metrics.latency_count - before == len(answers) - looked_up
+
+
+async def test_a_reload_during_a_bloom_rebuild_keeps_what_it_loaded(redis_server: RedisServer) -> None:
+    """A gap in the change stream re-reads every list while a rebuild still scans: the
+    rebuild's filter, scanned before an add that the re-read picked up, must not replace
+    the re-read one (the state machine's long run answered such an IMEI from its TAC rule
+    alone, as a Bloom negative)."""
+    r = redis.Redis.from_url(redis_server.url)
+    listed = [f"352099001{i:05d}" for i in range(10)]
+    seed_list(r, "black", [(i, "stolen") for i in listed])
+    node = RedisLists(aioredis.Redis.from_url(redis_server.url), "s13eir", timeout_s=1.0, rebuild_after_removals=0.2)
+    scanned, release = asyncio.Event(), asyncio.Event()
+    scan = node._scan_bloom
+
+    async def held_scan(name: str, gen: int, count: int) -> Any:
+        bloom = await scan(name, gen, count)
+        if not scanned.is_set():  # the rebuild's scan: done, held before its swap
+            scanned.set()
+            await release.wait()
+        return bloom
+
+    node._scan_bloom = held_scan  # type: ignore[method-assign]
+    await node.start()
+    try:
+        for i in listed[:3]:  # 3 removals of 10: past the threshold, a rebuild starts
+            append_change(r, L.Change("remove", "black", i))
+        await asyncio.wait_for(scanned.wait(), 5)
+        new = "35209900199999"
+        r.incr(L.k_seq("s13eir"))  # a change the stream lost: the node sees a gap and re-reads
+        seq = append_change(r, L.Change("add", "black", new, reason="stolen", source="feed"))
+        deadline = time.monotonic() + 5
+        while node.seq < seq:
+            assert time.monotonic() < deadline, "the node did not re-read the store"
+            await asyncio.sleep(0.01)
+        assert node.stats.reloads == 2
+        release.set()
+        while node._rebuilding:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert int(new) in node._lists["black"].bloom  # type: ignore[operator]
+        facts = await node.fetch(new, None)
+        assert facts.imei and facts.imei[0].list.value == "black"
+    finally:
+        await node.stop()

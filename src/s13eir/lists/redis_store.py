@@ -752,11 +752,12 @@ class RedisLists:
                 return
             gen = lst.gen
             bloom = await self._scan_bloom(name, gen, lst.count)
-            current = self._lists.get(name)
-            if current is not None and current.gen == gen and not self.regressed:
+            # The same list object, not just the same generation: a re-read meanwhile (a
+            # stream gap, a reconnect) built a filter of its own, with adds this scan missed.
+            if self._lists.get(name) is lst and not self.regressed:
                 for n in self._added_during_rebuild.get(name, ()):  # no await from here to the swap
                     bloom.add(n)
-                current.bloom, current.removals = bloom, 0
+                lst.bloom, lst.removals = bloom, 0
                 self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
                 self.log.info("bloom_rebuilt", list=name, generation=gen)
         except (RedisError, OSError) as e:
