@@ -61,8 +61,10 @@ def main() -> None:
                 print(f"round {i + 1}: {variant}, seed {seed}: DIVERGENCE after {T.STATS['steps']} steps:")
                 traceback.print_exception(exc)
                 # The steps replay from the seed; a divergence that needs a race may not.
-                print(f"  rerun: .venv/bin/python bench/store_equivalence.py --seed {seed} --rounds 1 "
-                      f"--variant {'cluster' if cluster else 'single'}")
+                print(
+                    f"  rerun: .venv/bin/python bench/store_equivalence.py --seed {seed} --rounds 1 "
+                    f"--variant {'cluster' if cluster else 'single'}"
+                )
                 sys.exit(1)
         total.update(T.STATS)
         seeds.append(str(seed))
