@@ -643,3 +643,30 @@ async def test_echo_option_runs_a_stand_in(tmp_path: Path) -> None:
     rc, result = await run_load(tmp_path, "--echo", "--duration", "0.5", "--warmup", "0.1", "--concurrency", "16")
     _check_clean(result)
     assert rc == 0 and result["params"]["echo"] is True
+
+
+async def test_doic_mmes_shed_what_an_overloaded_eir_asks(eir_config: Path, tmp_path: Path) -> None:
+    """A held event loop overloads the node in the middle of a run: its answers carry
+    OC-OLR, the --doic MMEs do not send that share (abated), nothing times out, nothing is
+    refused with 3004 (a DOIC peer sheds by itself), and the report's end is followed."""
+    overload = {"lag_ms": 50, "step_percent": 50, "hold_s": 0.5, "validity_s": 5}
+    cfg = node_config(peers={"allow_unknown": True}, diameter={"overload": overload})
+    async with running_node(config_from_mapping(cfg)) as rn:
+
+        async def stall() -> None:
+            await asyncio.sleep(0.6)
+            time.sleep(0.4)  # what a long GC pause does to the node's loop
+
+        held = asyncio.ensure_future(stall())
+        rc, result = await run_load(
+            tmp_path, "--peer", f"{rn.host}:{rn.port}", "--config", str(eir_config), "--mmes", "2",
+            "--rate", "800", "--duration", "3", "--warmup", "0.2", "--doic",
+        )  # fmt: skip
+        await held
+        reduction = rn.node.overload.reduction
+    _check_clean(result)
+    assert rc == 0 and result["params"]["doic"] is True
+    assert result["busy"] == 0
+    assert result["abated"] > 0 and result["doic_reports"] >= 2  # the report and its end
+    assert 2300 <= result["requests"] + result["abated"] <= 2401  # the rate kept: abated, not lost
+    assert reduction == 0

@@ -106,6 +106,20 @@ class ListenConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     port: Port = 3868
 
 
+class OverloadConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Admission control (diameter/overload.py): past any threshold, a share of requests
+    is refused with 3004 and DOIC peers are asked (OC-OLR) to shed that share themselves."""
+
+    enabled: bool = True
+    lag_ms: Annotated[float, msgspec.Meta(gt=0)] = 50.0  # event-loop lag of one 100 ms sample
+    in_flight: Annotated[int, msgspec.Meta(ge=1)] = 4096  # Redis lookups waiting, all peers
+    write_buffer_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 << 20  # queued to one peer
+    step_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+    max_reduction_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] = 100
+    hold_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    validity_s: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 10  # OC-Validity-Duration
+
+
 class DiameterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     # The Message Length header field is 24 bits; below 1 KiB a CER with a few addresses may not fit.
     max_message_size: Annotated[int, msgspec.Meta(ge=1024, le=0xFFFFFF)] = 65536
@@ -119,6 +133,7 @@ class DiameterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     max_in_flight_per_peer: Annotated[int, msgspec.Meta(ge=1)] = 1024
     # Grouped AVPs nested deeper than this are refused (5004, Failed-AVP): S13 needs 3.
     max_avp_depth: Annotated[int, msgspec.Meta(ge=3, le=64)] = 16
+    overload: OverloadConfig = msgspec.field(default_factory=OverloadConfig)
 
 
 class PeerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -31,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
-from .config import Config, ConfigError, RedisConfig, load_config
+from .config import Config, ConfigError, OverloadConfig, RedisConfig, load_config
 from .decision.engine import decide
 from .decision.model import EquipmentStatus, Facts, Verdict
 from .decision.outage import StoreUnavailablePolicy, outage_verdict
@@ -44,7 +44,9 @@ from .diameter.constants import (
     SUCCESS,
     TOO_BUSY,
 )
+from .diameter.doic import Reporter
 from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
+from .diameter.overload import OverloadControl, OverloadSettings
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.traffic import Screening
 from .events.publisher import SightingPublisher
@@ -73,6 +75,7 @@ from .sbi.n5g_eir import SbiOutcome
 from .sbi.report import outcome_logger
 from .sbi.server import SbiServer, start_sbi
 from .supervision import Supervisor
+from .transport.admission import AdmissionMonitor
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
 
@@ -110,6 +113,20 @@ def connect_redis(cfg: RedisConfig) -> Any:
     # The change-stream follower blocks in XREAD for up to a second: the socket timeout
     # must outlast that. Lookups are bounded separately by store.redis.timeout_ms.
     return connect(cfg, timeout_s=5.0)
+
+
+def overload_settings(o: OverloadConfig) -> OverloadSettings:
+    """config.diameter.overload as the controller's settings."""
+    return OverloadSettings(
+        enabled=o.enabled,
+        lag_s=o.lag_ms / 1000,
+        in_flight=o.in_flight,
+        write_buffer=o.write_buffer_bytes,
+        step=o.step_percent,
+        max_reduction=o.max_reduction_percent,
+        hold_s=o.hold_s,
+        validity_s=o.validity_s,
+    )
 
 
 class Node:
@@ -167,6 +184,9 @@ class Node:
         # to be logged; it does not compare Destination-Realm, so it is off when that is checked.
         use_fast = not (config.logging.log_whitelisted or config.policy.check_destination_realm)
         self.registry = PeerRegistry()
+        o = config.diameter.overload
+        # The sequence number of DOIC reports must never go back: milliseconds since the epoch.
+        self.overload = OverloadControl(overload_settings(o), int(time.time() * 1000))
         self.settings = PeerSettings(
             local=self.local,
             policy=PeerPolicy.of(
@@ -191,8 +211,12 @@ class Node:
             max_message_size=config.diameter.max_message_size,
             fast_paths={APP_S13: self.app.fast_answer} if use_fast else {},
             max_in_flight=config.diameter.max_in_flight_per_peer,
+            overload=self.overload,
+            doic=Reporter(self.overload),
         )
         self.connections: set[DiameterProtocol] = set()
+        self.admission = AdmissionMonitor(self.overload, self.connections)
+        self.metrics.add_source(self.admission.metrics)
         self.servers: list[asyncio.AbstractServer] = []
         self.bound: list[tuple[str, str, int]] = []  # (transport, address, port) actually listening
         self._stopping = False
@@ -365,12 +389,20 @@ class Node:
             await self.stop()
             raise
 
+    def _start_loop_lag(self) -> None:
+        # The probe feeds admission control too, so it runs when either wants it.
+        interval_ms = self.config.metrics.loop_lag_interval_ms if self.config.metrics.enabled else 0
+        on_sample = self.admission.on_lag if self.config.diameter.overload.enabled else None
+        if on_sample is not None and not interval_ms:
+            interval_ms = 100
+        if interval_ms:
+            self._loop_lag = LoopLagProbe(self.metrics.loop_lag, interval_ms / 1000, on_sample=on_sample)
+            self._loop_lag.start()
+
     async def _start_http(self) -> None:
+        self._start_loop_lag()
         if not self.config.metrics.enabled:
             return
-        if self.config.metrics.loop_lag_interval_ms:
-            self._loop_lag = LoopLagProbe(self.metrics.loop_lag, self.config.metrics.loop_lag_interval_ms / 1000)
-            self._loop_lag.start()
         http = await start_http(self.config.metrics.address, self.config.metrics.port, self.metrics, self.ready)
         self.servers.append(http)
         addr = http.sockets[0].getsockname()

@@ -10,6 +10,7 @@ from .avp import Avp, AvpLengthError, decode_avps
 from .constants import (
     AVP_ERROR_MESSAGE,
     AVP_FAILED_AVP,
+    AVP_FLAG_VENDOR,
     AVP_PROXY_HOST,
     AVP_PROXY_INFO,
     AVP_PROXY_STATE,
@@ -17,9 +18,10 @@ from .constants import (
     AVP_SESSION_ID,
     FLAG_ERROR,
     FLAG_PROXIABLE,
+    TOO_BUSY,
     is_protocol_error,
 )
-from .header import HEADER_LENGTH, Header, pack_header
+from .header import HEADER_LENGTH, Header, pack_header, parse_header
 
 
 def answer(request: Header, body: bytes, *, error: bool = False) -> bytes:
@@ -117,3 +119,47 @@ def error_answer(
         parts.append(avpcodec.encode(AVP_FAILED_AVP, failed_avp))
     parts.append(proxy_info_avps(request_avps))
     return answer(request, b"".join(parts), error=protocol_error)
+
+
+_TAILS: dict[tuple[bytes, str], bytes] = {}
+
+
+def busy_answer(frame: bytes, origin: bytes, message: str) -> bytes:
+    """``error_answer`` with 3004 DIAMETER_TOO_BUSY for the request ``frame``, byte for
+    byte, built from a template when the request is laid out as MMEs send it (Session-Id
+    first, ASCII, no Proxy-Info): refusing must cost less than answering, or shedding
+    load under overload would add to it."""
+    end = len(frame)
+    if end >= 28 and frame[20:24] == b"\0\0\1\x07" and not frame[24] & AVP_FLAG_VENDOR:  # Session-Id, 263
+        sid_len = int.from_bytes(frame[25:28], "big")
+        pos = 20 + ((sid_len + 3) & ~3)
+        if sid_len >= 8 and pos <= end and frame[28 : 20 + sid_len].isascii():
+            while pos + 8 <= end:  # the other AVP headers: no Proxy-Info to echo
+                if frame[pos : pos + 4] == b"\0\0\1\x1c" and not frame[pos + 4] & AVP_FLAG_VENDOR:  # 284
+                    break
+                length = int.from_bytes(frame[pos + 5 : pos + 8], "big")
+                if length < 8:
+                    break
+                pos += (length + 3) & ~3
+            else:
+                if pos == end:
+                    tail = _TAILS.get((origin, message))
+                    if tail is None:
+                        text = avpcodec.utf8(AVP_ERROR_MESSAGE, message[:200], mandatory=False)
+                        tail = avpcodec.u32(AVP_RESULT_CODE, TOO_BUSY) + origin + text
+                        _TAILS[(origin, message)] = tail
+                    sid = frame[20 : 20 + sid_len] + _PAD[sid_len & 3]
+                    length = HEADER_LENGTH + len(sid) + len(tail)
+                    flags = (frame[4] & FLAG_PROXIABLE) | FLAG_ERROR
+                    return b"".join((b"\x01", length.to_bytes(3, "big"), bytes((flags,)), frame[5:20], sid, tail))
+    return error_answer(parse_header(frame), _lenient(frame), origin, TOO_BUSY, message=message)
+
+
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+def _lenient(frame: bytes) -> list[Avp]:
+    try:
+        return decode_avps(frame, HEADER_LENGTH)
+    except AvpLengthError as exc:
+        return exc.partial

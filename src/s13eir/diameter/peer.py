@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import base_messages
-from .answers import error_answer
+from .answers import busy_answer, error_answer
 from .avp import Avp
 from .capx import LocalIdentity, PeerInfo, PeerPolicy, build_cea, process_cer
 from .constants import (
+    APP_BASE,
     CMD_CAPABILITIES_EXCHANGE,
     CMD_DEVICE_WATCHDOG,
     CMD_DISCONNECT_PEER,
@@ -28,11 +29,16 @@ from .constants import (
     TOO_BUSY,
     UNABLE_TO_COMPLY,
 )
+from .doic import Reporter, announced, with_avps
+from .doic import in_frame as doic_in_frame
 from .events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .framing import FrameBuffer, FramingError
 from .header import Header, parse_header
-from .traffic import Rejected, Screening, lenient_avps, screen
+from .overload import OverloadControl
+from .traffic import Rejected, Screening, screen
 from .watchdog import Random, Watchdog, WatchdogAction
+
+APP_BASE_BYTES = APP_BASE.to_bytes(4, "big")
 
 
 class PeerState(enum.Enum):
@@ -104,6 +110,9 @@ class PeerSettings:
     fast_paths: Mapping[int, FastPath] = field(default_factory=dict)  # by application id
     # Requests of one peer waiting for I/O (remote list lookups); past it, 3004 TOO_BUSY.
     max_in_flight: int = 1024
+    # The node's admission control (shared by its connections), and its DOIC reports.
+    overload: OverloadControl | None = None
+    doic: Reporter | None = None
 
 
 class PeerConnection:
@@ -126,6 +135,10 @@ class PeerConnection:
         self._deferred: list[object] = []
         self.in_flight = 0
         self.answered = 0  # application requests answered at once (not deferred), for the latency histogram
+        self.shed = 0  # requests refused with 3004 by admission control
+        self.doic = False  # the peer's latest request announced DOIC (OC-Supported-Features)
+        self._doic_waiting: set[bytes] = set()  # hop-by-hop ids of deferred DOIC requests
+        self._now = now
         self._dpa_received = False  # in Closing: close once the last deferred answer is out
         # Keyed by the raw 4 application-id bytes so the hot path needs no header decode.
         self._fast = {app.to_bytes(4, "big"): fn for app, fn in settings.fast_paths.items()}
@@ -135,15 +148,31 @@ class PeerConnection:
     def receive_data(self, data: bytes, now: float) -> None:
         if self.state is PeerState.CLOSED:
             return
+        self._now = now
         fast_paths = self._fast
         limit = self.settings.max_in_flight
         fast_frames = 0
+        ov = self.settings.overload
+        # Admission control: while the node is overloaded, a share of application requests
+        # is refused with a 3004 built from a template (cheaper than any answer). A DOIC
+        # peer is asked to shed that share itself, and is refused only at full reduction.
+        shedding = (ov is not None and ov.reduction and self.state is PeerState.OPEN
+                    and (not self.doic or ov.reduction >= ov.settings.max_reduction))  # fmt: skip
         for frame in self._frames.frames(data):
             if self.should_close:
                 break
             if isinstance(frame, FramingError):
                 self._on_framing_error(frame)
                 break
+            if shedding and frame[4] & FLAG_REQUEST and frame[8:12] != APP_BASE_BYTES:
+                assert ov is not None
+                if ov.refuse():
+                    # A DOIC peer not known as one yet (its first requests) is not refused.
+                    if ov.reduction < ov.settings.max_reduction and self.settings.doic and doic_in_frame(frame):
+                        self.doic = True
+                    else:
+                        self._shed(frame, ov)
+                        continue
             # A request of an application with a fast path, from an open peer under its
             # in-flight limit: answered here, per frame, without the generic handling.
             if fast_paths and self.state is PeerState.OPEN and frame[4] & FLAG_REQUEST and self.in_flight < limit:
@@ -181,6 +210,9 @@ class PeerConnection:
         if self.state is PeerState.CLOSED:
             return  # the connection went away while the lookup ran
         self.in_flight -= 1
+        if self._doic_waiting and answer[12:16] in self._doic_waiting:
+            self._doic_waiting.discard(answer[12:16])
+            answer = self._with_doic(answer)
         self._out.append(answer)
         if self._dpa_received and self.in_flight == 0:
             self._close("DPA received")  # after the last answer the peer was owed
@@ -292,22 +324,34 @@ class PeerConnection:
             self.answered += 1
             self._events.append(ProtocolError(screened.result_code, header.command_code, screened.detail))
             return
+        if self.settings.doic is not None:
+            self.doic = announced(screened[1]) is not None
         app = self.settings.applications[header.application_id]
         result = app.handle_request(header, frame, screened[1], self.peer)
         if isinstance(result, bytes):
-            self._out.append(result)
+            self._out.append(self._with_doic(result) if self.doic else result)
             self.answered += 1
         else:
             self.in_flight += 1
             self._deferred.append(result)
+            if self.doic:
+                self._doic_waiting.add(frame[12:16])
+
+    def _with_doic(self, answer: bytes) -> bytes:
+        assert self.settings.doic is not None
+        return with_avps(answer, self.settings.doic.answer_avps(self._now))
+
+    def _shed(self, frame: bytes, ov: OverloadControl) -> None:
+        self._out.append(busy_answer(frame, self.settings.local.origin_avps, "overloaded"))
+        self.answered += 1
+        self.shed += 1
+        ov.refused += 1
 
     def _busy(self, frame: bytes) -> None:
         # Back-pressure instead of a silent drop: the MME (or its DRA) can retry elsewhere.
         header = parse_header(frame)
-        extra = (self.settings.screening.answer_extras or {}).get(header.application_id, b"")
         detail = f"more than {self.settings.max_in_flight} requests in flight"
-        self._out.append(error_answer(header, lenient_avps(frame), self.settings.local.origin_avps, TOO_BUSY,
-                                      message=detail, extra=extra))  # fmt: skip
+        self._out.append(busy_answer(frame, self.settings.local.origin_avps, detail))
         self.answered += 1
         self._events.append(ProtocolError(TOO_BUSY, header.command_code, detail))
 

@@ -136,6 +136,12 @@ def add_load_parser(subparsers: Any) -> None:
         help="open loop: sleep N µs between loop turns instead of polling, leaving the core idle part of the "
         "time; costs tens of µs of send lag and answer reading, both counted in the latency (default 0: poll)",
     )
+    p.add_argument(
+        "--doic",
+        action="store_true",
+        help="the MMEs speak RFC 7683 DOIC: every ECR announces it, and while the EIR's answers carry an "
+        "overload report (OC-OLR) the MMEs do not send that percentage of their ECRs (counted as abated)",
+    )
     p.add_argument("--duration", type=_seconds(False), default=10.0, metavar="S", help="measured seconds (default 10)")
     p.add_argument(
         "--warmup",
@@ -279,6 +285,7 @@ def _params(args: argparse.Namespace, host: str, port: int, seed: int) -> LoadPa
         seed=seed,
         sbi=args.sbi,
         nap_us=args.nap_us,
+        doic=args.doic,
     )
 
 
@@ -292,6 +299,7 @@ def _described(params: LoadParams, args: argparse.Namespace, workload: Workload)
         "concurrency": params.concurrency if params.rate is None else None,
         "rate": params.rate,
         "nap_us": params.nap_us if params.rate is not None else None,
+        "doic": params.doic,
         "duration_s": params.duration,
         "warmup_s": params.warmup,
         "procs": min(params.procs, params.mmes),

@@ -70,6 +70,7 @@ class LoadParams:
     seed: int = 0
     sbi: str | None = None  # http://HOST:PORT[/prefix]: AMFs over N5g-eir (HTTP/2) instead of MMEs over S13
     nap_us: float = 0.0  # open loop: sleep this long between loop turns instead of polling (0: poll)
+    doic: bool = False  # the MMEs speak RFC 7683 DOIC: announce it, shed what the EIR's reports ask
 
     def origin_host(self, mme: int) -> str:
         return f"mme{mme + 1}.{self.realm}"
@@ -163,7 +164,7 @@ class ProcessRun:
 
         def factory() -> MmeConnection:
             return MmeConnection(
-                host, p.realm, self.epoch, ids, self.traffic, self.stats, deck_offset, concurrency, budget
+                host, p.realm, self.epoch, ids, self.traffic, self.stats, deck_offset, concurrency, budget, p.doic
             )
 
         try:

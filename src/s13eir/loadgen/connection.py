@@ -26,8 +26,10 @@ from s13eir.diameter.constants import (
     CMD_ME_IDENTITY_CHECK,
     DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU,
     SUCCESS,
+    TOO_BUSY,
 )
 
+from .doic import Abatement
 from .driver import PeerDriver, Traffic
 from .stats import Stats
 from .wire import NO_OUTCOME, AnswerReader, EcrEncoder, base_answer, cer, dpr, outcome_name
@@ -59,8 +61,11 @@ class MmeConnection(PeerDriver):
         deck_offset: int,
         concurrency: int = 0,
         budget: int = -1,
+        doic: bool = False,
     ) -> None:
         super().__init__(origin_host, traffic, stats, deck_offset, concurrency, budget)  # pending: by hop-by-hop id
+        # RFC 7683 reacting node: announce DOIC in every ECR, follow the EIR's overload reports.
+        self.abatement: Abatement | None = Abatement() if doic else None
         self.origin_realm = origin_realm
         self.state_id = state_id
         self._hbh0, self._e2e0 = ids
@@ -138,6 +143,15 @@ class MmeConnection(PeerDriver):
             return
         code, status, got = summary
         stats.result_codes[code] = stats.result_codes.get(code, 0) + 1
+        ab = self.abatement
+        if ab is not None:
+            report = self._reader.olr(buf, pos, end)
+            if report is not None and report[0] > ab.sequence:
+                ab.update(report, now)
+                stats.doic_reports += 1
+        if code == TOO_BUSY:
+            stats.busy += 1  # the EIR shedding load: an answer, but no verdict to check
+            return
         if status >= 0:
             stats.equipment_status[status] = stats.equipment_status.get(status, 0) + 1
         if got == NO_OUTCOME:
@@ -188,13 +202,19 @@ class MmeConnection(PeerDriver):
 
     def start(self, destination_realm: str, epoch: int) -> None:
         """After the CEA: ECRs go to the EIR's realm."""
-        self.encoder = EcrEncoder(self.origin_host, self.origin_realm, destination_realm, epoch, self._hbh0, self._e2e0)
+        self.encoder = EcrEncoder(self.origin_host, self.origin_realm, destination_realm, epoch, self._hbh0, self._e2e0,
+                                  doic=self.abatement is not None)  # fmt: skip
 
     def send(self, intended_ns: int, measured: bool) -> bool:
         """Queue one ECR (written by ``flush``); False when it was dropped (buffer full)."""
         transport, encoder = self.transport, self.encoder
         if transport is None or encoder is None or transport.is_closing():
             return False
+        ab = self.abatement
+        if ab is not None and ab.reduction and ab.abate(intended_ns):
+            if measured:
+                self.stats.abated += 1
+            return True  # the loss algorithm: not sent, as if answered by local policy
         if not self._count_request(measured, transport.get_write_buffer_size() > _SEND_BUFFER_LIMIT):
             return False
         combo = self._next_combo()

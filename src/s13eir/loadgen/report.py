@@ -54,6 +54,9 @@ def summary(stats: Stats, params: Mapping[str, Any], generator: Mapping[str, Any
         ],
         "timeouts": stats.timeouts,
         "dropped": stats.dropped,
+        "busy": stats.busy,
+        "abated": stats.abated,
+        "doic_reports": stats.doic_reports,
         "late_answers": stats.late_answers,
         "errors": stats.error_total,
         "error_kinds": dict(sorted(stats.errors.items())),
@@ -93,6 +96,10 @@ def _rows(result: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("send lag p99 / max", f"{_ms(lag['p99'])} / {_ms(lag['max'])}"))
     rows.append(("result codes", ", ".join(f"{c}: {n:,}" for c, n in result["result_codes"].items()) or "-"))
     rows.append(("equipment status", ", ".join(f"{s}: {n:,}" for s, n in result["equipment_status"].items()) or "-"))
+    if result.get("busy"):
+        rows.append(("busy (3004)", f"{result['busy']:,} answered DIAMETER_TOO_BUSY: the EIR shedding load"))
+    if result.get("doic_reports") or result.get("abated"):
+        rows.append(("DOIC", f"{result['abated']:,} not sent (abated), {result['doic_reports']:,} overload reports"))
     rows.append(("mismatches", f"{result['mismatches']:,}"))
     rows.extend(
         ("  e.g.", f"{m['imei']} imsi {m['imsi'] or '-'}: expected {m['expected']}, got {m['got']} ({m['mme']})")

@@ -33,6 +33,9 @@ class Stats:
     mismatches: int = 0
     late_answers: int = 0  # answers that came after their request had timed out
     dropped: int = 0  # open loop: due while the connection's send buffer was full (counted as timeouts too)
+    busy: int = 0  # answered 3004 DIAMETER_TOO_BUSY (the EIR shedding load): answered, not a mismatch
+    abated: int = 0  # --doic: not sent, as the EIR's overload report (OC-OLR) asked
+    doic_reports: int = 0  # --doic: new overload reports taken
     warmup_requests: int = 0
     warmup_answers: int = 0
     result_codes: dict[int, int] = field(default_factory=dict)
@@ -66,6 +69,9 @@ class Stats:
             "mismatches",
             "late_answers",
             "dropped",
+            "busy",
+            "abated",
+            "doic_reports",
             "warmup_requests",
             "warmup_answers",
             "mmes_connected",

@@ -57,6 +57,8 @@ from s13eir.diameter.constants import (
 )
 from s13eir.diameter.header import pack_header
 
+from .doic import SUPPORTED_FEATURES, Report, scan_olr
+
 __all__ = [
     "BLACKLISTED",
     "EQUIPMENT_UNKNOWN",
@@ -148,7 +150,14 @@ class EcrEncoder:
     __slots__ = ("_e2e0", "_fixed", "_hbh0", "_head", "_tail", "count")
 
     def __init__(
-        self, origin_host: str, origin_realm: str, destination_realm: str, epoch: int, hbh0: int, e2e0: int
+        self,
+        origin_host: str,
+        origin_realm: str,
+        destination_realm: str,
+        epoch: int,
+        hbh0: int,
+        e2e0: int,
+        doic: bool = False,
     ) -> None:
         prefix = f"{origin_host};{epoch};".encode()
         sid_len = 8 + len(prefix) + SESSION_COUNTER_DIGITS
@@ -160,6 +169,7 @@ class EcrEncoder:
             + enc.utf8(AVP_ORIGIN_HOST, origin_host)
             + enc.utf8(AVP_ORIGIN_REALM, origin_realm)
             + enc.utf8(AVP_DESTINATION_REALM, destination_realm)
+            + (SUPPORTED_FEATURES if doic else b"")  # RFC 7683: in every request of a DOIC node
         )
         self._fixed = 0x01000000 | (20 + len(self._head) + SESSION_COUNTER_DIGITS + len(self._tail))
         self._hbh0 = hbh0
@@ -303,11 +313,29 @@ class AnswerReader:
     different tails have been seen (an EIR whose answers carry a varying AVP).
     """
 
-    __slots__ = ("_known", "_limit")
+    __slots__ = ("_known", "_limit", "_olrs")
 
     def __init__(self, limit: int = 256) -> None:
         self._known: dict[bytes, Summary | None] = {}
+        self._olrs: dict[bytes, Report | None] = {}
         self._limit = limit
+
+    def olr(self, buf: bytes | bytearray, pos: int, end: int) -> Report | None:
+        """The answer's DOIC overload report (OC-OLR), remembered by the same tail."""
+        p = pos + 20
+        if end - p >= 8:
+            code, fl = _AVP.unpack_from(buf, p)
+            length = fl & 0xFFFFFF
+            if code == AVP_SESSION_ID and not fl & 0x80000000 and length >= 8 and p + length <= end:
+                tail = bytes(buf[p + ((length + 3) & ~3) : end])
+                known = self._olrs
+                if tail in known:
+                    return known[tail]
+                report = scan_olr(tail, 0, len(tail))
+                if len(known) < self._limit:
+                    known[tail] = report
+                return report
+        return scan_olr(buf, pos + 20, end)
 
     def read(self, buf: bytes | bytearray, pos: int, end: int) -> Summary | None:
         """The summary of the answer in ``buf[pos:end]``; None when it is unparsable."""

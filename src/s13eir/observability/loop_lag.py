@@ -44,10 +44,17 @@ class LoopLag:
 class LoopLagProbe:
     """Arms a timer every ``interval`` seconds on the running loop and records its lateness."""
 
-    def __init__(self, lag: LoopLag, interval: float, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        lag: LoopLag,
+        interval: float,
+        clock: Callable[[], float] = time.perf_counter,
+        on_sample: Callable[[float], None] | None = None,
+    ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.lag = lag
+        self.on_sample = on_sample  # each lateness, as measured (admission control reads it)
         self.interval = interval
         self._clock = clock
         self._due = 0.0
@@ -68,5 +75,8 @@ class LoopLagProbe:
 
     def _tick(self) -> None:
         now = self._clock()
-        self.lag.record(now - self._due)
+        late = now - self._due
+        self.lag.record(late)
         self._arm(now)
+        if self.on_sample is not None:
+            self.on_sample(max(late, 0.0))

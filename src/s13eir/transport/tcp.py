@@ -114,6 +114,10 @@ class DiameterProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def write_buffer_size(self) -> int:
+        t = self._transport
+        return t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+
     @property
     def state(self) -> PeerState:
         return self.core.state if self.core is not None else PeerState.WAIT_CER

@@ -1,0 +1,145 @@
+"""Admission control on a live node over TCP, both stores: an overload (a held event loop,
+or Redis lookups piling up) is answered with 3004 for a share of the requests and OC-OLR
+reports for DOIC peers, every request is answered, and the node recovers by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from s13eir.config import config_from_mapping
+
+from . import mme as M
+from .conftest import RunningNode, node_config, running_node
+from .mme import Answer, Mme
+from .services import RedisServer
+from .test_redis_node import BLACK, redis_config, seed
+
+pytestmark = pytest.mark.timeout(60)
+
+MME2 = "mme2.s13eir.test"
+OC_SUPPORTED_FEATURES, OC_FEATURE_VECTOR, OC_OLR = 621, 622, 623
+OVERLOAD = {"lag_ms": 50, "step_percent": 50, "hold_s": 0.5, "validity_s": 3}
+
+
+def features() -> bytes:
+    return M.grouped(OC_SUPPORTED_FEATURES, M.avp(OC_FEATURE_VECTOR, (1).to_bytes(8, "big"), flags=0), flags=0)
+
+
+def doic_ecr(imei: str = M.IMEI_UNLISTED) -> bytes:
+    return M.with_avps(M.to_bytes(M.ecr(imei, origin_host=MME2)), features())
+
+
+async def metric(rn: RunningNode, name: str) -> float:
+    return await asyncio.to_thread(_metric, rn, name)
+
+
+def _metric(rn: RunningNode, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{rn.http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name:
+                return float(s.value)
+    raise AssertionError(f"{name} not exported")
+
+
+async def answers(m: Mme, requests: list[bytes], also: list[bytes] = ()) -> list[Answer]:  # type: ignore[assignment]
+    """Send the requests back to back; every one (and every one of ``also``, sent before)
+    must be answered, in any order."""
+    ids = {M.request_ids(r)[1] for r in [*requests, *also]}
+    await m.send(b"".join(requests))
+    out = []
+    while len(out) < len(ids):
+        a = await m.read_answer(timeout=10)
+        if a.is_request and a.command == M.CMD_DWR:
+            await m.send(M.dwa_for(a))
+            continue
+        assert a.hbh in ids
+        out.append(a)
+    return out
+
+
+def olr(a: Answer) -> dict[int, int]:
+    (report,) = a.find(OC_OLR)
+    return {c.code: int.from_bytes(c.data, "big") for c in report.children()}
+
+
+async def wait_reduction(rn: RunningNode, pred: Any, what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not pred(await metric(rn, "s13eir_overload_reduction_percent")):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def hold_the_loop(seconds: float) -> None:
+    """What a long GC pause or a descheduled process does: no callback runs meanwhile."""
+    await asyncio.sleep(0.15)  # let the lag probe arm its timer
+    time.sleep(seconds)
+    await asyncio.sleep(0.15)  # the probe fires late, and samples
+
+
+async def test_a_held_loop_sheds_with_3004_reports_to_doic_peers_and_recovers() -> None:
+    cfg = config_from_mapping(node_config(diameter={"overload": OVERLOAD}))
+    async with running_node(cfg) as rn:
+        plain = await Mme.open(rn.host, rn.port)
+        doic = await Mme.open(rn.host, rn.port, origin_host=MME2)
+        before = await answers(plain, [M.to_bytes(M.ecr()) for _ in range(20)])
+        assert {a.result_code for a in before} == {2001} and not any(a.find(OC_OLR) for a in before)
+
+        await hold_the_loop(0.4)
+        assert await metric(rn, "s13eir_overload_reduction_percent") >= 50
+        got = await answers(plain, [M.to_bytes(M.ecr()) for _ in range(100)])
+        codes = [a.result_code for a in got]
+        assert codes.count(3004) + codes.count(2001) == 100 and codes.count(3004) >= 40
+        busy = next(a for a in got if a.result_code == 3004)
+        assert busy.e_bit and busy.error_message == "overloaded" and busy.find(M.AVP_SESSION_ID)
+        assert await metric(rn, "s13eir_overload_refused_total") == codes.count(3004)
+
+        reported = await answers(doic, [doic_ecr() for _ in range(20)])
+        assert {a.result_code for a in reported} == {2001}  # a DOIC peer sheds by itself
+        report = olr(reported[0])
+        assert report[627] >= 50 and report[626] == 0 and report[625] == 3  # reduction, HOST_REPORT, validity
+        assert reported[0].find(OC_SUPPORTED_FEATURES)
+
+        await wait_reduction(rn, lambda r: r == 0, "the node to recover")
+        after = await answers(plain, [M.to_bytes(M.ecr()) for _ in range(100)])
+        assert {a.result_code for a in after} == {2001}
+        ended = await answers(doic, [doic_ecr()])
+        assert olr(ended[0])[625] == 0 and olr(ended[0])[624] > report[624]  # validity 0: the overload ended
+        assert await metric(rn, "s13eir_overload_episodes_total") == 1
+        for m in (plain, doic):
+            m.writer.close()
+
+
+async def test_redis_lookups_piling_up_are_an_overload(redis_server: RedisServer) -> None:
+    """Redis paused (CLIENT PAUSE): confirmations of listed phones wait, the in-flight count
+    crosses diameter.overload.in_flight, and the node sheds until Redis answers again."""
+    r = seed(redis_server)
+    overrides = redis_config(redis_server)
+    overrides["diameter"] = {"overload": {**OVERLOAD, "in_flight": 20, "lag_ms": 10_000}}
+    overrides["store"]["redis"]["timeout_ms"] = 3000
+    async with running_node(config_from_mapping(overrides)) as rn:
+        await asyncio.sleep(0.3)
+        m = await Mme.open(rn.host, rn.port)
+        r.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        paused = [M.to_bytes(M.ecr(BLACK)) for _ in range(60)]
+        await m.send(b"".join(paused))
+        await wait_reduction(rn, lambda x: x > 0, "the in-flight lookups to count as an overload")
+        late = [M.to_bytes(M.ecr(BLACK)) for _ in range(40)]
+        got = {a.hbh: a for a in await answers(m, late, also=paused)}
+        assert len(got) == 100
+        # The paused lookups are answered once Redis is back: BLACKLISTED, none lost.
+        assert {got[M.request_ids(q)[1]].equipment_status for q in paused} == {1}
+        late_answers = [got[M.request_ids(q)[1]] for q in late]
+        assert 3004 in [a.result_code for a in late_answers]
+        assert all(a.equipment_status == 1 for a in late_answers if a.result_code != 3004)
+        await wait_reduction(rn, lambda x: x == 0, "the node to recover")
+        again = await answers(m, [M.to_bytes(M.ecr(BLACK)) for _ in range(20)])
+        assert {a.equipment_status for a in again} == {1}
+        m.writer.close()
