@@ -116,6 +116,13 @@ def ecrs(draw: st.DrawFn) -> bytes:
                         A.u32(9998, 1, vendor=V),
                         raw_avp(264, b"mme2.test", None, 0x40, junk),
                         raw_avp(1401, b"", V, 0xC0, junk),
+                        # RFC 7683 OC-Supported-Features: canonical (taken), or not (declined)
+                        A.grouped(621, [A.encode(622, struct.pack("!Q", 1), flags=0)], mandatory=False),
+                        A.grouped(621, [A.encode(622, struct.pack("!Q", 3), flags=0x40)]),
+                        A.grouped(621, [], mandatory=False),
+                        A.grouped(621, [A.u32(622, 1, mandatory=False)], mandatory=False),
+                        A.grouped(621, [A.u32(9999, 1)], mandatory=False),
+                        A.grouped(621, [A.encode(622, struct.pack("!Q", 1), vendor=V)], mandatory=False),
                     ]
                 ),
                 max_size=2,
@@ -174,6 +181,13 @@ def test_fast_path_takes_the_common_ecr() -> None:
     frame = pack_header(20 + len(body), 0xC0, 324, 16777252, 1, 2) + body
     listed = app.fast_answer(frame, PEER)
     assert isinstance(listed, bytes) and listed == full_path(app, frame)
+    # An MME speaking DOIC (RFC 7683): its OC-Supported-Features does not cost the full path.
+    doic = A.grouped(621, [A.encode(622, struct.pack("!Q", 1), flags=0)], mandatory=False)
+    frame = pack_header(20 + len(body) + len(doic), 0xC0, 324, 16777252, 1, 2) + body + doic
+    taken = app.fast_answer(frame, PEER)
+    assert isinstance(taken, bytes) and taken == full_path(app, frame)
+    second = app.fast_answer(frame, PEER)  # through the layout learnt
+    assert second == taken
 
 
 @settings(max_examples=300)  # half the frames are declined by the scanner before the layout is tried

@@ -36,6 +36,9 @@ _USER_NAME = 1
 _TERMINAL_INFORMATION = 1401  # vendor 10415
 _IMEI = 1402  # vendor 10415, inside Terminal-Information
 _SOFTWARE_VERSION = 1403  # vendor 10415, inside Terminal-Information
+_OC_SUPPORTED_FEATURES = 621  # RFC 7683: an MME speaking DOIC puts it in every request
+_OC_FEATURE_VECTOR = 622
+_OC_BIT = 128
 _REQUIRED = 0b111111  # Session-Id, Auth-Session-State, Origin-Host, Origin-Realm, Destination-Realm, TI
 _BIT = {_SESSION_ID: 1, _AUTH_SESSION_STATE: 2, _ORIGIN_HOST: 4, _ORIGIN_REALM: 8, _DESTINATION_REALM: 16}
 _TI_BIT = 32
@@ -93,6 +96,14 @@ def scan_ecr(frame: bytes) -> FastEcr | None:
         if length < 8 or pos + length > end:
             return None
         data = frame[pos + 8 : pos + length]
+        if code == _OC_SUPPORTED_FEATURES:
+            # Only its canonical forms: empty, or one OC-Feature-Vector (the peer answers
+            # with the DOIC AVPs; anything else is the full path's to judge).
+            if seen & _OC_BIT or not (length == 8 or (length == 24 and _is_feature_vector(data))):
+                return None
+            seen |= _OC_BIT
+            pos = nxt
+            continue
         if code == _USER_NAME:
             if seen & _USER_BIT or not data.isascii():
                 return None
@@ -127,6 +138,11 @@ def scan_ecr(frame: bytes) -> FastEcr | None:
     spans = (sid_at, sid_at + len(sid_data), imei_at, imei_at + len(imei), sv_at,
              -1 if sv is None else sv_at + len(sv), user_at, user_end)  # fmt: skip
     return FastEcr(sid, imei[:14].decode(), imsi, sid_data, imei, sv, host, realm, spans)
+
+
+def _is_feature_vector(data: bytes) -> bool:
+    code, fl = _AVP.unpack_from(data, 0)
+    return bool(code == _OC_FEATURE_VECTOR and fl & 0x80FFFFFF == 16)
 
 
 def _scan_terminal_information(frame: bytes, pos: int, end: int) -> tuple[bytes, bytes | None, int, int] | None:

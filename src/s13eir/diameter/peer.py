@@ -136,7 +136,10 @@ class PeerConnection:
         self.in_flight = 0
         self.answered = 0  # application requests answered at once (not deferred), for the latency histogram
         self.shed = 0  # requests refused with 3004 by admission control
-        self.doic = False  # the peer's latest request announced DOIC (OC-Supported-Features)
+        # The peer speaks DOIC: its first application request announced it (an MME is
+        # configured for DOIC or not), or a later one did. Only then are requests checked.
+        self.doic = False
+        self._probed = False
         self._doic_waiting: set[bytes] = set()  # hop-by-hop ids of deferred DOIC requests
         self._now = now
         self._dpa_received = False  # in Closing: close once the last deferred answer is out
@@ -173,6 +176,8 @@ class PeerConnection:
                     else:
                         self._shed(frame, ov)
                         continue
+            if not self._probed and self.state is PeerState.OPEN and frame[4] & FLAG_REQUEST:
+                self._probe(frame)
             # A request of an application with a fast path, from an open peer under its
             # in-flight limit: answered here, per frame, without the generic handling.
             if fast_paths and self.state is PeerState.OPEN and frame[4] & FLAG_REQUEST and self.in_flight < limit:
@@ -181,12 +186,15 @@ class PeerConnection:
                     assert self.peer is not None
                     answer = fast(frame, self.peer)
                     if answer is not None:
+                        doic = self.doic and doic_in_frame(frame)
                         if isinstance(answer, bytes):
-                            self._out.append(answer)
+                            self._out.append(self._with_doic(answer) if doic else answer)
                             self.answered += 1
                         else:
                             self.in_flight += 1
                             self._deferred.append(answer)
+                            if doic:
+                                self._doic_waiting.add(frame[12:16])
                         fast_frames += 1
                         continue
             self._on_frame(frame, now)
@@ -324,18 +332,24 @@ class PeerConnection:
             self.answered += 1
             self._events.append(ProtocolError(screened.result_code, header.command_code, screened.detail))
             return
-        if self.settings.doic is not None:
-            self.doic = announced(screened[1]) is not None
+        doic = self.settings.doic is not None and announced(screened[1]) is not None
+        if doic:
+            self.doic = True
         app = self.settings.applications[header.application_id]
         result = app.handle_request(header, frame, screened[1], self.peer)
         if isinstance(result, bytes):
-            self._out.append(self._with_doic(result) if self.doic else result)
+            self._out.append(self._with_doic(result) if doic else result)
             self.answered += 1
         else:
             self.in_flight += 1
             self._deferred.append(result)
-            if self.doic:
+            if doic:
                 self._doic_waiting.add(frame[12:16])
+
+    def _probe(self, frame: bytes) -> None:
+        if frame[8:12] != APP_BASE_BYTES:
+            self._probed = True
+            self.doic = self.settings.doic is not None and doic_in_frame(frame)
 
     def _with_doic(self, answer: bytes) -> bytes:
         assert self.settings.doic is not None

@@ -114,6 +114,8 @@ class MmeConnection(PeerDriver):
                 entry = pending.pop(_U32.unpack_from(buf, pos + 12)[0], None)
                 if entry is None:
                     stats.late_answers += 1
+                    if self.abatement is not None:  # its overload report still counts
+                        self._take_report(buf, pos, pos + length, now)
                 else:
                     self._answer(buf, pos, pos + length, now, entry)
             else:
@@ -143,12 +145,8 @@ class MmeConnection(PeerDriver):
             return
         code, status, got = summary
         stats.result_codes[code] = stats.result_codes.get(code, 0) + 1
-        ab = self.abatement
-        if ab is not None:
-            report = self._reader.olr(buf, pos, end)
-            if report is not None and report[0] > ab.sequence:
-                ab.update(report, now)
-                stats.doic_reports += 1
+        if self.abatement is not None:
+            self._take_report(buf, pos, end, now)
         if code == TOO_BUSY:
             stats.busy += 1  # the EIR shedding load: an answer, but no verdict to check
             return
@@ -158,6 +156,14 @@ class MmeConnection(PeerDriver):
             stats.error("answer_without_result")
         elif got != self._expected[combo]:
             self._mismatch(combo, outcome_name(got))
+
+    def _take_report(self, buf: bytes | bytearray, pos: int, end: int, now: int) -> None:
+        ab = self.abatement
+        assert ab is not None
+        report = self._reader.olr(buf, pos, end)
+        if report is not None and report[0] > ab.sequence:
+            ab.update(report, now)
+            self.stats.doic_reports += 1
 
     def _other(self, frame: bytes, flags: int, command: int) -> None:
         """Everything but an ECA: CEA, DWR, DPR, DPA (rare, so decoded the simple way)."""
