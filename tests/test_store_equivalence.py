@@ -370,7 +370,8 @@ class StoreEquivalence(RuleBasedStateMachine):
                     want = h.accepted.verdict(imei, imsi)
                     if ready:
                         assert not outage and key(got) == key(want), (
-                            f"step {h.steps}: {imei}/{imsi}: node {key(got)} != reference {key(want)}"
+                            f"step {h.steps}: {imei}/{imsi}: node {key(got)} != reference {key(want)}; "
+                            + self.where(node, imei)
                         )
                     elif want.status in (EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED):
                         assert got is None or got.status is not EquipmentStatus.WHITELISTED, (
@@ -378,6 +379,27 @@ class StoreEquivalence(RuleBasedStateMachine):
                             "during an outage"
                         )
         h.touched = set()
+
+    def where(self, node: RedisLists, imei: str) -> str:
+        """What the node and Redis hold for ``imei``: where a divergence comes from."""
+        n = int(imei)
+        blooms = {name: n in lst.bloom for name, lst in node._lists.items() if lst.bloom is not None}
+        active = [name for name, lst in node._lists.items() if any(lst.bloom is b for b in node._blooms)]
+        cached = [k for k in node._cache if k[0] == imei]
+        r = self.h.raw()
+        try:
+            current = {k.decode(): int(v) for k, v in r.hgetall(L.k_current(PREFIX)).items()}
+            stored = {}
+            for name, gen in current.items():
+                if name in IMEI_LISTS:
+                    stored[name] = r.hget(L.k_imei_bucket(PREFIX, gen, n), L.imei_field(n))
+        finally:
+            r.close()
+        gens = {k: v.gen for k, v in node._lists.items()}
+        counts = {k: v.count for k, v in node._lists.items()}
+        return (f"node: in bloom {blooms}, blooms consulted {active}, generations {gens}, counts {counts}, "
+                f"cached {cached}, rebuilding {sorted(node._rebuilding)}, seq {node.seq}, state {node.state()}; "
+                f"redis: current {current}, entry {stored}")  # fmt: skip
 
     def after_write(self, what: str) -> None:
         self.h.steps += 1
