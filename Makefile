@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: run test lint typecheck unit services install install-test bench clean \
-	lock lock-check upgrade test-lowest image image-test fuzz-deep
+	lock lock-check upgrade test-lowest image image-test fuzz-deep audit
 
 $(UV): tools/uv-requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -39,6 +39,11 @@ $(STAMP_TEST): pyproject.toml uv.lock | $(UV)
 install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
 
+## audit: every pinned package against the advisories (PyPI, and ADVISORIES=a checkout of
+## github.com/pypa/advisory-database when given)
+audit: $(STAMP_TEST)
+	$(BIN)/python tools/audit_deps.py $(if $(ADVISORIES),--advisories $(ADVISORIES))
+
 ## run: serve config/eir.yaml (Diameter on 127.0.0.1:3868, N5g-eir on :8080, metrics on :9100)
 run: $(STAMP_RUN)
 	$(BIN)/s13eir serve --config $(CONFIG)
@@ -58,8 +63,8 @@ services:
 	fi
 
 lint: $(STAMP_TEST)
-	$(BIN)/ruff check src tests bench deploy
-	$(BIN)/ruff format --check src tests bench deploy
+	$(BIN)/ruff check src tests bench deploy tools
+	$(BIN)/ruff format --check src tests bench deploy tools
 
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy --strict src
