@@ -392,3 +392,33 @@ async def test_a_reload_during_a_bloom_rebuild_keeps_what_it_loaded(redis_server
         assert facts.imei and facts.imei[0].list.value == "black"
     finally:
         await node.stop()
+
+
+async def test_an_add_logged_just_before_a_rebuild_starts_is_not_lost(redis_server: RedisServer) -> None:
+    """A Cluster writer logs a whole slice, then writes it: the node puts an add of the slice
+    in its filter, a removal later in the same slice starts a rebuild, and the rebuild's scan
+    runs before the add is written. The filter swapped in must still hold the add (the long
+    state-machine run on a Cluster answered such a greylisted IMEI WHITELISTED)."""
+    r = redis.Redis.from_url(redis_server.url)
+    listed = [f"352099001{i:05d}" for i in range(10)]
+    seed_list(r, "black", [(i, "stolen") for i in listed])
+    node = RedisLists(aioredis.Redis.from_url(redis_server.url), "s13eir", timeout_s=1.0, rebuild_after_removals=0.2)
+    await node.start()
+    try:
+        new = "35209900199999"
+        append_change(r, L.Change("add", "black", new, reason="stolen", source="feed"), apply=False)
+        for i in listed[:3]:  # the rest of the slice: 3 removals of 10 start a rebuild
+            seq = append_change(r, L.Change("remove", "black", i))
+        deadline = time.monotonic() + 5
+        while node.seq < seq or node._rebuilding:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert node.stats.changes_applied == 4
+        gen = int(r.hget(L.k_current("s13eir"), "black") or 0)  # only now is the add written
+        r.hset(L.k_meta("s13eir", gen), "977", L.encode_meta("black", "feed", "stolen"))
+        r.hset(L.k_imei_bucket("s13eir", gen, int(new)), L.imei_field(int(new)), "977")
+        assert int(new) in node._lists["black"].bloom  # type: ignore[operator]
+        facts = await node.fetch(new, None)
+        assert facts.imei and facts.imei[0].list.value == "black"
+    finally:
+        await node.stop()

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +51,10 @@ _KINDS = {"black": ListKind.BLACK, "grey": ListKind.GREY, "white": ListKind.WHIT
 _IMEI_LISTS = ("black", "grey", "white")
 _BACKOFF_MAX_S = 1.0  # Redis back: ready (and answering from it) within about a second
 _FRESH_S = 2.0
+# A rebuild also takes in the adds of the last _RECENT_S seconds (at most _RECENT_ADDS):
+# a Cluster writer may not have written them yet when the scan reads their buckets.
+_RECENT_S = 10.0
+_RECENT_ADDS = 100_000
 # The lookups of one batch in one call. Keys are built here from the IMEIs rather than
 # sent: redis-py spends microseconds of CPU per argument it packs, which would make the
 # node, not Redis, the limit of the Bloom-positive path. ARGV: [1] the IMEI bucket key
@@ -174,6 +178,10 @@ class RedisLists:
         # IMEIs added to a list while its filter is rebuilt: the scan may not see them (it
         # passed their bucket already, or, on a Cluster, the writer logs before it applies).
         self._added_during_rebuild: dict[str, list[int]] = {}
+        # Adds applied lately, as (loop time, list, IMEI): a Cluster writer logs a slice of
+        # changes, then writes it, so an add this node has already put in its filter may not
+        # be in Redis yet when a rebuild starts; the rebuild's scan could pass its bucket.
+        self._recent_adds: deque[tuple[float, str, int]] = deque(maxlen=_RECENT_ADDS)
         # Cluster only: the writer logs a change before it applies it, so for a moment after
         # the record a lookup can read the old value. Answers for IMEIs changed in the last
         # _FRESH_S seconds are not cached (they are asked again), lest the old one stick.
@@ -706,6 +714,7 @@ class RedisLists:
                     pending = self._added_during_rebuild.get(lst.name)
                     if pending is not None:
                         pending.append(n)
+                    self._recent_adds.append((asyncio.get_running_loop().time(), lst.name, n))
                     # By identity: rbloom's == raises ValueError for filters of different sizes.
                     if not any(b is lst.bloom for b in self._blooms):
                         self._blooms = (*self._blooms, lst.bloom)
@@ -719,7 +728,10 @@ class RedisLists:
                         # Marked now, not when the task starts: the other removals of this
                         # batch must not start a rebuild each (one scan of Redis per removal).
                         self._rebuilding.add(lst.name)
-                        self._added_during_rebuild[lst.name] = []
+                        since = asyncio.get_running_loop().time() - _RECENT_S
+                        self._added_during_rebuild[lst.name] = [
+                            m for t, name, m in self._recent_adds if name == lst.name and t >= since
+                        ]
                         self._spawn("bloom-rebuild", self._rebuild(lst.name))
             elif change.op == "add":
                 await self._reload_list(change.list, gen)
