@@ -287,10 +287,31 @@ BASE = base_ecr()  # greylisted, with Proxy-Info: the full path
 # Whitelisted and plain: what the server's fast path answers, until a mutation makes it decline.
 BASE_WHITE = M.to_bytes(M.ecr(M.IMEI_UNLISTED, imsi="001010000000003", sv="07", hbh=0x2345, e2e=0x6789))
 
+
+def nested(depth: int, code: int, vendor: int | None, flags: int) -> bytes:
+    """A grouped AVP ``depth`` levels deep around one leaf."""
+    inner = M.utf8(M.AVP_PROXY_HOST, "dra.s13eir.test")
+    for _ in range(depth):
+        inner = M.grouped(code, inner, vendor=vendor, flags=flags)
+    return inner
+
+
+# Adversarial: nesting around the depth limit (diameter.max_avp_depth, 16) and far past it,
+# in the grouped AVPs a server must look into (Proxy-Info, Failed-AVP, Terminal-Information)
+# and in unknown ones, with the M-bit set or not.
+nesting = st.builds(
+    nested,
+    st.sampled_from([1, 2, 14, 15, 16, 17, 18, 40, 200]),
+    st.sampled_from([M.AVP_PROXY_INFO, M.AVP_FAILED_AVP, 9999, M.AVP_TERMINAL_INFORMATION]),
+    st.sampled_from([None, M.VENDOR_3GPP]),
+    st.sampled_from([0, M.AVP_M]),
+)
+
 structural = st.one_of(
     st.tuples(st.just("dup"), st.integers(0, 20)),
     st.tuples(st.just("remove"), st.integers(0, 20)),
     st.tuples(st.just("insert"), st.integers(0, 20), raw_avps()),
+    st.tuples(st.just("insert"), st.integers(0, 20), nesting),
 )
 byte_level = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 8 * len(BASE) - 1)),
@@ -298,6 +319,10 @@ byte_level = st.one_of(
     st.tuples(st.just("msg_len"), st.integers(0, 0xFFFFFF) | st.integers(len(BASE) - 12, len(BASE) + 12)),
     st.tuples(st.just("avp_len"), st.integers(0, 20), st.integers(0, 0xFFFFFF) | st.integers(0, 64)),
     st.tuples(st.just("inner_len"), st.integers(0, 64)),
+    # Adversarial: an AVP length at each boundary (0, below a header, a header, one off
+    # either way, to the end of the message and past it), and padding lost or junk.
+    st.tuples(st.just("len_edge"), st.integers(0, 20), st.integers(0, 10)),
+    st.tuples(st.just("unpad"), st.integers(0, 20), st.integers(1, 3), st.sampled_from([0, 0xFF])),
 )
 
 
@@ -329,6 +354,22 @@ def mutate(ops: list[tuple[Any, ...]], base: bytes = BASE) -> bytes:
             at = offsets[op[1] % len(offsets)]
             if at + 8 <= len(data):
                 data[at + 5 : at + 8] = op[2].to_bytes(3, "big")
+        elif kind == "len_edge" and offsets:
+            at = offsets[op[1] % len(offsets)]
+            if at + 8 <= len(data):
+                length = int.from_bytes(data[at + 5 : at + 8], "big")
+                head = 12 if data[at + 4] & M.AVP_V else 8
+                edges = [0, 7, 8, head - 1, head, length - 1, length + 1, length + 3, length + 4,
+                         len(data) - at, len(data) - at + 1]  # fmt: skip
+                data[at + 5 : at + 8] = max(0, edges[op[2] % len(edges)]).to_bytes(3, "big")
+        elif kind == "unpad" and offsets:
+            at = offsets[op[1] % len(offsets)]
+            if at + 8 <= len(data):
+                length = int.from_bytes(data[at + 5 : at + 8], "big")
+                short = max(0, length - op[2])  # the data ends earlier: its padding holds junk
+                data[at + 5 : at + 8] = short.to_bytes(3, "big")
+                for i in range(at + short, min(at + ((length + 3) & ~3), len(data))):
+                    data[i] = op[3]
         elif kind == "inner_len":
             at = bytes(data).find(struct.pack("!I", M.AVP_IMEI))
             if at >= 0 and at + 8 <= len(data):

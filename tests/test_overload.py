@@ -32,7 +32,7 @@ def control(**kw: object) -> OverloadControl:
 
 
 def test_reduction_rises_per_sample_over_a_threshold_and_falls_after_the_hold() -> None:
-    c = control(lag_s=0.05, step=10, hold_s=1.0)
+    c = control(lag_s=0.05, step=10, hold_s=1.0, sustain=1)
     assert not c.sample(0.0, 0.01, 0, 0) and c.reduction == 0
     for i in range(3):
         assert c.sample(0.1 * (i + 1), 0.2, 0, 0)
@@ -45,14 +45,26 @@ def test_reduction_rises_per_sample_over_a_threshold_and_falls_after_the_hold() 
     assert c.reduction == 0 and c.ended_at == 2.2 and c.reason == "" and c.peak == 30 and c.sequence == 1006
 
 
+def test_one_stall_alone_is_not_an_overload() -> None:
+    """A GC pause or a reload holds the loop once: the backlog drains at full speed, and
+    refusing then would refuse what the node can answer. Sustained, it is an overload."""
+    c = control(sustain=2)
+    for t in range(10):
+        assert not c.sample(t * 0.2, 0.5, 0, 0, 0)  # every other sample over: never in a row
+        assert not c.sample(t * 0.2 + 0.1, 0.0, 0, 0, 0)
+    assert c.reduction == 0 and c.entered == 0
+    assert not c.sample(3.0, 0.5, 0, 0, 0) and c.sample(3.1, 0.0, 0, 0, 5 << 20)  # two in a row
+    assert c.reduction == 10 and "waiting to be read" in c.reason
+
+
 def test_each_signal_counts_and_the_reduction_is_capped() -> None:
-    c = control(in_flight=10, write_buffer=100, step=40, max_reduction=90)
+    c = control(in_flight=10, write_buffer=100, input_backlog=1000, step=40, max_reduction=90, sustain=1)
     c.sample(0, 0, 11, 0)
     assert "11 requests in flight" in c.reason
     c.sample(0.1, 0, 0, 101)
     assert "101 bytes queued" in c.reason
-    c.sample(0.2, 0, 11, 101)
-    assert c.reduction == 90
+    c.sample(0.2, 0, 11, 101, 1001)
+    assert c.reduction == 90 and "1001 bytes waiting to be read" in c.reason
 
 
 def test_disabled_never_reduces() -> None:
@@ -125,7 +137,7 @@ def with_features(frame: bytes) -> bytes:
 
 def overloaded_peer(reduction: int, fast: bool = True) -> tuple[PeerConnection, OverloadControl]:
     s = settings(fast=fast)
-    c = control(validity_s=7)
+    c = control(validity_s=7, sustain=1)
     s.overload, s.doic = c, Reporter(c)
     conn = PeerConnection(s, 0.0, random.Random(1), "127.0.0.1")
     conn.receive_data(cer(), 0.0)

@@ -78,10 +78,14 @@ async def wait_reduction(rn: RunningNode, pred: Any, what: str) -> None:
 
 
 async def hold_the_loop(seconds: float) -> None:
-    """What a long GC pause or a descheduled process does: no callback runs meanwhile."""
+    """A loop that cannot keep up: held 150 ms at a time (the probe's 100 ms timer late on
+    every sample, a sustained overload, unlike one stall), with only a moment between."""
     await asyncio.sleep(0.15)  # let the lag probe arm its timer
-    time.sleep(seconds)
-    await asyncio.sleep(0.15)  # the probe fires late, and samples
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.15)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
 
 
 async def test_a_held_loop_sheds_with_3004_reports_to_doic_peers_and_recovers() -> None:
@@ -92,7 +96,7 @@ async def test_a_held_loop_sheds_with_3004_reports_to_doic_peers_and_recovers() 
         before = await answers(plain, [M.to_bytes(M.ecr()) for _ in range(20)])
         assert {a.result_code for a in before} == {2001} and not any(a.find(OC_OLR) for a in before)
 
-        await hold_the_loop(0.4)
+        await hold_the_loop(0.5)
         assert await metric(rn, "s13eir_overload_reduction_percent") >= 50
         got = await answers(plain, [M.to_bytes(M.ecr()) for _ in range(100)])
         codes = [a.result_code for a in got]

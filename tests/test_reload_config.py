@@ -9,6 +9,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 import yaml
 
@@ -19,6 +20,7 @@ from s13eir.node import Node
 from . import mme as M
 from .conftest import MME_REALM, node_config
 from .mme import Mme
+from .test_redis_node import redis_config, seed
 
 UNLISTED = "35450712345675"
 
@@ -75,6 +77,78 @@ async def test_sighup_reloads_peers_and_policy_and_refuses_a_bad_file(tmp_path: 
         finally:
             await stays.close()
             await removed.close()
+    finally:
+        await node.stop()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_reloads_under_load_fail_no_answer(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    """An MME pipelines ECRs (an unlisted and a blacklisted phone) while the configuration
+    is reloaded ten times, alternating policy.unknown_imei and the peer list (a peer added,
+    then removed again): every request is answered on the same connection, every listed
+    phone BLACKLISTED, every unlisted one per one of the two policies, and those answered
+    after the last reload per the last. Both stores (on Redis the listed phone's answer
+    waits for a lookup)."""
+    if backend == "redis":
+        server = request.getfixturevalue("redis_server")
+        seed(server)
+        cfg: dict[str, Any] = redis_config(server)
+    else:
+        cfg = node_config()
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    node = Node(load_config(path, environ={}), str(path))
+    await node.start()
+    black = "35209900176148"
+    try:
+        port = next(p for t, _, p in node.bound if t == "tcp")
+        m = await Mme.open("127.0.0.1", port)
+        sent: dict[int, str] = {}
+        answers: dict[int, M.Answer] = {}
+        stop = asyncio.Event()
+
+        async def reader() -> None:
+            while len(answers) < len(sent) or not stop.is_set():
+                a = await m.read_answer(timeout=10)
+                if a.is_request and a.command == M.CMD_DWR:
+                    await m.send(M.dwa_for(a))
+                    continue
+                assert not a.is_request, a  # no DPR: this peer stays in every version
+                answers[a.hbh] = a
+
+        read = asyncio.ensure_future(reader())
+        for i in range(10):
+            batch = [M.ecr(black if k % 4 == 0 else UNLISTED) for k in range(200)]
+            for req in batch:
+                sent[req.header.hop_by_hop_identifier] = "black" if req.terminal_information.imei == black else "white"
+            await m.send(b"".join(M.to_bytes(r) for r in batch))
+            new = copy.deepcopy(cfg)
+            new["policy"] = {"unknown_imei": "greylisted" if i % 2 == 0 else "whitelisted"}
+            if i % 2 == 0:
+                new["peers"]["list"] = [*cfg["peers"]["list"], {"origin_host": "mme9.s13eir.test",
+                                                                "origin_realm": MME_REALM}]  # fmt: skip
+            path.write_text(yaml.safe_dump(new))
+            assert await node.reload()
+            await asyncio.sleep(0.02)  # the node reads on meanwhile (a Redis-mode reload never yields)
+        last = [M.ecr(UNLISTED) for _ in range(50)]  # after the last reload (whitelisted)
+        for req in last:
+            sent[req.header.hop_by_hop_identifier] = "last"
+        await m.send(b"".join(M.to_bytes(r) for r in last))
+        stop.set()
+        await asyncio.wait_for(read, 20)
+        assert answers.keys() == sent.keys()
+        for hbh, kind in sent.items():
+            a = answers[hbh]
+            assert a.result_code == 2001, a
+            if kind == "black":
+                assert a.equipment_status == M.BLACKLISTED
+            elif kind == "white":
+                assert a.equipment_status in (M.WHITELISTED, M.GREYLISTED)
+            else:
+                assert a.equipment_status == M.WHITELISTED
+        assert {a.equipment_status for h, a in answers.items() if sent[h] == "white"} == {M.WHITELISTED, M.GREYLISTED}
+        await m.close()
     finally:
         await node.stop()
         await asyncio.sleep(0)

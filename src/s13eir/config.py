@@ -114,6 +114,8 @@ class OverloadConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     lag_ms: Annotated[float, msgspec.Meta(gt=0)] = 50.0  # event-loop lag of one 100 ms sample
     in_flight: Annotated[int, msgspec.Meta(ge=1)] = 4096  # Redis lookups waiting, all peers
     write_buffer_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 << 20  # queued to one peer
+    input_backlog_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1 << 20  # received, not yet read
+    sustain_samples: Annotated[int, msgspec.Meta(ge=1, le=100)] = 2  # in a row before shedding
     step_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
     max_reduction_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] = 100
     hold_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0

@@ -122,6 +122,8 @@ def overload_settings(o: OverloadConfig) -> OverloadSettings:
         lag_s=o.lag_ms / 1000,
         in_flight=o.in_flight,
         write_buffer=o.write_buffer_bytes,
+        input_backlog=o.input_backlog_bytes,
+        sustain=o.sustain_samples,
         step=o.step_percent,
         max_reduction=o.max_reduction_percent,
         hold_s=o.hold_s,

@@ -25,14 +25,16 @@ class AdmissionMonitor:
     def on_lag(self, lag_s: float) -> None:
         in_flight = 0
         write_buffer = 0
+        backlog = 0
         for conn in self.connections:
             core = conn.core
             if core is not None:
                 in_flight += core.in_flight
             write_buffer = max(write_buffer, conn.write_buffer_size())
+            backlog = max(backlog, conn.input_backlog())
         c = self.control
         before = c.reduction
-        if not c.sample(time.monotonic(), lag_s, in_flight, write_buffer):
+        if not c.sample(time.monotonic(), lag_s, in_flight, write_buffer, backlog):
             return
         if before == 0:
             self._started, self._refused_at_start = time.monotonic(), c.refused
