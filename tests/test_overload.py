@@ -15,9 +15,9 @@ from s13eir.diameter import avp as enc
 from s13eir.diameter.answers import busy_answer, error_answer
 from s13eir.diameter.doic import Reporter, announced
 from s13eir.diameter.header import parse_header
-from s13eir.diameter.overload import OverloadControl, OverloadSettings
 from s13eir.diameter.peer import PeerConnection
 from s13eir.diameter.traffic import lenient_avps
+from s13eir.overload import OverloadControl, OverloadSettings
 
 from .test_peer_sansio import LOCAL, cer, ecr, messages, settings
 

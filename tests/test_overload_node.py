@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from s13eir.config import config_from_mapping
 
 from . import mme as M
-from .conftest import RunningNode, node_config, running_node
+from .conftest import RunningNode, free_port, node_config, running_node
 from .mme import Answer, Mme
 from .services import RedisServer
 from .test_redis_node import BLACK, redis_config, seed
@@ -147,3 +147,24 @@ async def test_redis_lookups_piling_up_are_an_overload(redis_server: RedisServer
         again = await answers(m, [M.to_bytes(M.ecr(BLACK)) for _ in range(20)])
         assert {a.equipment_status for a in again} == {1}
         m.writer.close()
+
+
+async def test_n5g_eir_sheds_the_same_share_with_503() -> None:
+    """One admission control for both interfaces: while the node is overloaded, the AMFs'
+    requests get the same share refused, as 503 NF_CONGESTION_RISK with Retry-After
+    (TS 29.500), and the rest their verdicts; after the recovery every one is answered."""
+    from .sbi_helpers import PEI_BLACK, RESOURCE, h2_client
+
+    port = free_port()
+    cfg = config_from_mapping(node_config(diameter={"overload": OVERLOAD}, sbi={"address": "127.0.0.1", "port": port}))
+    async with running_node(cfg) as rn, h2_client(f"http://127.0.0.1:{port}") as client:
+        await hold_the_loop(0.5)
+        assert rn.node.overload.reduction >= 50
+        got = [await client.get(RESOURCE, params={"pei": PEI_BLACK}) for _ in range(20)]
+        refused = [r for r in got if r.status_code == 503]
+        assert 0 < len(refused) < 20 and len(refused) == rn.node.overload.refused
+        assert refused[0].json()["cause"] == "NF_CONGESTION_RISK" and refused[0].headers["retry-after"] == "1"
+        assert all(r.json() == {"status": "BLACKLISTED"} for r in got if r.status_code == 200)
+        await wait_reduction(rn, lambda r: r == 0, "the node to recover")
+        again = [await client.get(RESOURCE, params={"pei": PEI_BLACK}) for _ in range(10)]
+        assert {r.status_code for r in again} == {200}

@@ -107,7 +107,7 @@ class ListenConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
 
 
 class OverloadConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Admission control (diameter/overload.py): past any threshold, a share of requests
+    """Admission control (overload.py): past any threshold, a share of requests
     is refused with 3004 and DOIC peers are asked (OC-OLR) to shed that share themselves."""
 
     enabled: bool = True

@@ -46,7 +46,6 @@ from .diameter.constants import (
 )
 from .diameter.doic import Reporter
 from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
-from .diameter.overload import OverloadControl, OverloadSettings
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.traffic import Screening
 from .events.publisher import SightingPublisher
@@ -62,6 +61,7 @@ from .observability.logs import get_logger, mask_entry, mask_imsi
 from .observability.loop_lag import LoopLagProbe
 from .observability.metrics import Metrics
 from .observability.redact import redact_url
+from .overload import OverloadControl, OverloadSettings
 from .s13 import (
     AUTH_SESSION_STATE_AVP,
     Deferred,
@@ -471,6 +471,7 @@ class Node:
                 node_name=self.config.node.origin_host,
                 reuse_port=self.reuse_port,
                 supervisor=self.supervisor,
+                overload=self.overload,
             )
             self.bound.append(("sbi", *self.sbi.bound))
         for listen in self.config.listen:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from ..overload import OverloadControl
 from . import avp as enc
 from .avp import Avp, AvpLengthError, decode_avps
 from .constants import (
@@ -31,7 +32,6 @@ from .constants import (
     HOST_REPORT,
     OLR_DEFAULT_ALGO,
 )
-from .overload import OverloadControl
 
 _U64 = struct.Struct("!Q")
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..overload import OverloadControl
 from . import base_messages
 from .answers import busy_answer, error_answer
 from .avp import Avp
@@ -34,7 +35,6 @@ from .doic import in_frame as doic_in_frame
 from .events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .framing import FrameBuffer, FramingError
 from .header import Header, parse_header
-from .overload import OverloadControl
 from .traffic import Rejected, Screening, screen
 from .watchdog import Random, Watchdog, WatchdogAction
 

@@ -71,6 +71,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -190,6 +191,14 @@ def _problem(
         body["invalidParams"] = invalid
     out = outcome or SbiOutcome(status, cause, None, client=client, detail=detail)
     return Answer(status, _PROBLEM_HEADERS + headers, msgspec.json.encode(body), out)
+
+
+def overloaded(client: str = "") -> Answer:
+    """What admission control answers an AMF for the share it sheds: 503 with the cause
+    NF_CONGESTION_RISK (TS 29.500 table 5.2.7.2-1) and Retry-After, the N5g-eir
+    counterpart of S13's 3004: the AMF retries another EIR instance or later."""
+    return _problem(503, "overloaded: shedding load", "NF_CONGESTION_RISK", headers=((b"retry-after", b"1"),),
+                    client=client)  # fmt: skip
 
 
 def _param_error(cause: str, name: str, reason: str, client: str, pei: str | None = None) -> Answer:

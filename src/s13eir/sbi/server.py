@@ -41,8 +41,19 @@ from s13eir.config import PolicyConfig, SbiConfig
 from s13eir.decision.model import EquipmentStatus
 from s13eir.observability.logs import get_logger
 from s13eir.observability.metrics import Metrics
+from s13eir.overload import OverloadControl
 from s13eir.sbi.metrics import SbiMetrics
-from s13eir.sbi.n5g_eir import Answer, Check, DeferredAnswer, Limits, N5gEir, N5gPolicy, Request, SbiOutcome
+from s13eir.sbi.n5g_eir import (
+    Answer,
+    Check,
+    DeferredAnswer,
+    Limits,
+    N5gEir,
+    N5gPolicy,
+    Request,
+    SbiOutcome,
+    overloaded,
+)
 from s13eir.sbi.nrf import NrfClient, nf_instance_id
 from s13eir.sbi.oauth2 import TokenVerifier, load_verifier
 from s13eir.supervision import Supervisor
@@ -90,6 +101,7 @@ class _Shared:
     idle_timeout: float
     clock: Callable[[], float]
     connections: set[_H2Protocol]
+    overload: OverloadControl | None = None  # the node's admission control, shared with S13
 
 
 class _H2Protocol(asyncio.Protocol):
@@ -244,6 +256,11 @@ class _H2Protocol(asyncio.Protocol):
                        self.client)  # fmt: skip
 
     def _answer(self, stream_id: int, req: Request) -> None:
+        ov = self.s.overload
+        if ov is not None and ov.reduction and ov.refuse():
+            ov.refused += 1
+            self._complete(stream_id, req, overloaded(self.client))
+            return
         try:
             answer = self.s.service.handle(req, self.s.clock())
         except Exception as exc:  # a bug must cost one answer, not the connection or the server
@@ -438,6 +455,7 @@ async def start_sbi(
     log: FilteringBoundLogger | None = None,
     clock: Callable[[], float] = time.time,
     supervisor: Supervisor | None = None,
+    overload: OverloadControl | None = None,
 ) -> SbiServer:
     """Bind the N5g-eir server and start the NRF client (if ``cfg.nrf.url``); returns once
     listening. ``check(imei14, imsi)`` gives the verdict (None: no verdict, answered 500);
@@ -455,7 +473,7 @@ async def start_sbi(
     sbi_metrics = SbiMetrics()
     sbi_metrics.attach(metrics)
     shared = _Shared(service, on_outcome, sbi_metrics, log, cfg.max_concurrent_streams, cfg.idle_timeout_s, clock,
-                     set())  # fmt: skip
+                     set(), overload)  # fmt: skip
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: _H2Protocol(shared),

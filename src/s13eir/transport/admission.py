@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..diameter.overload import OverloadControl
 from ..observability.logs import get_logger
+from ..overload import OverloadControl
 from .tcp import DiameterProtocol
 
 
