@@ -17,7 +17,7 @@ from s13eir import __version__
 from s13eir.config import config_from_mapping
 from s13eir.observability import http
 from s13eir.observability.http import start_http
-from s13eir.observability.logs import configure_logging, get_logger, mask_imsi
+from s13eir.observability.logs import configure_logging, get_logger, mask_imsi, set_level
 from s13eir.observability.loop_lag import LAG_BUCKETS, LoopLag, LoopLagProbe
 from s13eir.observability.metrics import LATENCY_BUCKETS, NO_STATUS, Metrics, render
 
@@ -62,6 +62,25 @@ def test_json_logging_filters_and_stamps_utc() -> None:
     assert event["reason"] == "why"
     assert event["timestamp"].endswith("Z")
     assert log.is_enabled_for(logging.INFO) and not log.is_enabled_for(logging.DEBUG)
+
+
+@pytest.mark.usefixtures("reset_structlog")
+def test_set_level_moves_the_loggers_already_handed_out() -> None:
+    """SIGHUP's logging.level: loggers taken at start (with their bindings) follow."""
+    out = io.StringIO()
+    configure_logging("warning", "json", stream=out)
+    log = get_logger("s13eir.test", feed="ceir")
+    log.info("dropped")
+    set_level("debug")
+    log.debug("kept", n=1)
+    assert log.is_enabled_for(logging.DEBUG)
+    set_level("error")
+    log.warning("dropped too")
+    log.error("kept too")
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["feed"]) for e in events] == [("kept", "ceir"), ("kept too", "ceir")]
+    with pytest.raises(ValueError):
+        set_level("loud")
 
 
 @pytest.mark.usefixtures("reset_structlog")

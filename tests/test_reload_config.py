@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 from s13eir.client import S13Client
 from s13eir.config import load_config
 from s13eir.node import Node
+from s13eir.observability.logs import configure_logging
 
 from . import mme as M
 from .conftest import MME_REALM, node_config
@@ -152,3 +154,32 @@ async def test_reloads_under_load_fail_no_answer(tmp_path: Path, backend: str, r
     finally:
         await node.stop()
         await asyncio.sleep(0)
+
+
+async def test_sighup_changes_the_log_level_live(tmp_path: Path) -> None:
+    configure_logging("warning", "json")  # as s13eir serve does before the node starts
+    cfg: dict[str, Any] = node_config(logging={"level": "warning"})
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    node = Node(load_config(path, environ={}), str(path))
+    await node.start()
+    try:
+        assert not node.log.is_enabled_for(logging.INFO)
+        path.write_text(yaml.safe_dump({**cfg, "logging": {"level": "info"}}))
+        with structlog.testing.capture_logs() as logs:
+            assert await node.reload()
+        done = next(e for e in logs if e["event"] == "config_reloaded")
+        assert done["applied"] == ["logging"] and done["restart_needed"] is None
+        assert node.log.is_enabled_for(logging.INFO) and node._log_verdicts
+        path.write_text(yaml.safe_dump({**cfg, "logging": {"level": "info", "format": "console"}}))
+        with structlog.testing.capture_logs() as logs:
+            assert await node.reload()
+        done = next(e for e in logs if e["event"] == "config_reloaded")
+        assert done["restart_needed"] == ["logging.format"]
+        path.write_text(yaml.safe_dump(cfg))
+        assert await node.reload()
+        assert not node.log.is_enabled_for(logging.INFO) and not node._log_verdicts
+    finally:
+        await node.stop()
+        await asyncio.sleep(0)
+        structlog.reset_defaults()

@@ -57,7 +57,7 @@ from .lists.shared import load_mapped
 from .lists.snapshot import ListSnapshot
 from .node_errors import StartError
 from .observability.http import start_http
-from .observability.logs import get_logger, mask_entry, mask_imsi
+from .observability.logs import get_logger, mask_entry, mask_imsi, set_level
 from .observability.loop_lag import LoopLagProbe
 from .observability.metrics import Metrics
 from .observability.redact import redact_url
@@ -555,7 +555,7 @@ class Node:
 
     async def reload(self, force: bool = False) -> bool:
         """SIGHUP: re-read the configuration file and every list file, then apply what can
-        change live (``peers``, ``policy``, ``logging.log_whitelisted`` and ``mask_imsi``,
+        change live (``peers``, ``policy``, ``logging.level``, ``log_whitelisted`` and ``mask_imsi``,
         ``store.lists``, ``sync.guards``) in one step; anything else that changed is named as needing a restart. A
         configuration or list file that does not validate, or lists the guards refuse
         (``force`` overrides them), changes nothing and says why."""
@@ -584,12 +584,13 @@ class Node:
         """Apply the sections of ``new`` that can change live; name the others that changed."""
         old = self.config
         replace = msgspec.structs.replace
-        logs = replace(old.logging, log_whitelisted=new.logging.log_whitelisted, mask_imsi=new.logging.mask_imsi)
+        logs = replace(old.logging, level=new.logging.level, log_whitelisted=new.logging.log_whitelisted,
+                       mask_imsi=new.logging.mask_imsi)  # fmt: skip
         restart = [name for name in old.__struct_fields__ if name not in ("peers", "policy", "logging", "store", "sync")
                    and getattr(old, name) != getattr(new, name)]  # fmt: skip
         if logs != new.logging:
-            # Every component's logger is bound at start: a new level or format needs a restart.
-            restart.append("logging.level/format")
+            # The renderer is bound into every logger at start: a new format needs a restart.
+            restart.append("logging.format")
         if replace(old.store, lists=new.store.lists) != new.store:
             restart.append("store (other than store.lists)")
         if replace(old.sync, guards=new.sync.guards) != new.sync:
@@ -600,6 +601,9 @@ class Node:
         )  # fmt: skip
         changed = [name for name in ("peers", "policy", "logging") if getattr(old, name) != getattr(config, name)]
         if config.logging != old.logging:
+            if config.logging.level != old.logging.level:
+                set_level(config.logging.level)
+                self._log_verdicts = self.log.is_enabled_for(logging.INFO)
             self._log_white = config.logging.log_whitelisted
             self._mask = config.logging.mask_imsi or (config.events is not None and config.events.mask_imsi)
             if self.sightings is not None:

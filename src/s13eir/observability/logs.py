@@ -2,7 +2,8 @@
 
 Levels are filtered by ``structlog.make_filtering_bound_logger``, whose methods below the
 configured level are no-ops, so a ``log.debug(...)`` left on the request path costs one
-method call.
+method call. ``set_level`` changes the level of a running process (SIGHUP): every logger
+``get_logger`` handed out takes the filtering class of the new level.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import weakref
 from typing import Any, TextIO, cast
 
 import msgspec
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor
 
-__all__ = ["configure_logging", "get_logger", "mask_entry", "mask_gpsi", "mask_imsi", "mask_supi"]
+__all__ = ["configure_logging", "get_logger", "mask_entry", "mask_gpsi", "mask_imsi", "mask_supi", "set_level"]
+
+# Every logger get_logger() returned, by weak reference (bound loggers are unhashable):
+# set_level() moves them. Components take theirs once, at start, so the list stays short.
+_LOGGERS: list[weakref.ref[Any]] = []
 
 # Anything msgspec cannot encode (an exception, a Path, a custom object) is logged as str().
 _json = msgspec.json.Encoder(enc_hook=str)
@@ -47,10 +53,7 @@ def configure_logging(level: str = "info", fmt: str = "json", *, stream: TextIO 
     Loggers obtained from :func:`get_logger` before this call keep the old configuration:
     call it first, at start-up.
     """
-    try:
-        threshold = logging.getLevelNamesMapping()[level.upper()]
-    except KeyError:
-        raise ValueError(f"unknown log level {level!r}") from None
+    threshold = _threshold(level)
     if fmt not in ("json", "console"):
         raise ValueError(f"unknown log format {fmt!r}: expected json or console")
     processors: list[Processor] = [
@@ -72,14 +75,36 @@ def configure_logging(level: str = "info", fmt: str = "json", *, stream: TextIO 
     )
 
 
-def get_logger(name: str) -> FilteringBoundLogger:
-    """A concrete bound logger with ``logger=name``.
+def get_logger(name: str, **bindings: Any) -> FilteringBoundLogger:
+    """A concrete bound logger with ``logger=name`` (and ``bindings``).
 
     ``structlog.get_logger()`` returns a lazy proxy that re-resolves on every call (about
     1.9 µs per filtered-out call against 0.27 µs); ``bind()`` on it returns the real
     filtering logger. The flip side: call this after :func:`configure_logging`.
     """
-    return cast(FilteringBoundLogger, structlog.get_logger().bind(logger=name))
+    log = cast(FilteringBoundLogger, structlog.get_logger().bind(logger=name, **bindings))
+    if len(_LOGGERS) > 1000:
+        _LOGGERS[:] = [r for r in _LOGGERS if r() is not None]
+    _LOGGERS.append(weakref.ref(log))
+    return log
+
+
+def _threshold(level: str) -> int:
+    try:
+        return logging.getLevelNamesMapping()[level.upper()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}") from None
+
+
+def set_level(level: str) -> None:
+    """A new level for the running process: the loggers keep their bindings and take the
+    no-op methods of the new level (the filtering classes differ only in their methods)."""
+    wrapper = structlog.make_filtering_bound_logger(_threshold(level))
+    structlog.configure(wrapper_class=wrapper)
+    for ref in _LOGGERS:
+        log = ref()
+        if log is not None:
+            log.__class__ = wrapper
 
 
 def mask_imsi(imsi: str | None) -> str | None:

@@ -176,7 +176,7 @@ class MqttFeed:
         self.subscribed = asyncio.Event()  # set while connected and subscribed
         self._backoff = (backoff_min_s, backoff_max_s)
         self._keepalive = keepalive_s
-        self._log = get_logger("s13eir.sync.feed").bind(feed=self.name)
+        self._log = get_logger("s13eir.sync.feed", feed=self.name)
 
     # -- per message ---------------------------------------------------------------------
 
