@@ -238,3 +238,28 @@ def test_abatement_follows_newer_reports_and_their_validity() -> None:
     assert a.reduction == 70
     a.update((7, 70, 0), 4 * s)  # validity 0: the overload ended
     assert a.reduction == 0 and not a.abate(4 * s) and a.reports == 3
+
+
+def test_deferred_answers_to_doic_requests_carry_the_report_too() -> None:
+    """An answer that waits for I/O (a Redis confirmation) gets the DOIC AVPs when it is
+    delivered, on the fast path and the full path alike; a plain request's does not."""
+    from s13eir.diameter.answers import answer as wrap
+    from s13eir.diameter.header import parse_header as ph
+
+    class Waiting:
+        def handle_request(self, header: object, frame: bytes, avps: object, peer: object) -> object:
+            return (frame,)  # a token: the answer comes later
+
+    for fast in (False, True):
+        conn, _ = overloaded_peer(0, fast=False)
+        app = Waiting()
+        conn.settings.applications = {16777252: app}  # type: ignore[dict-item]
+        if fast:
+            conn._fast = {(16777252).to_bytes(4, "big"): lambda frame, peer: (frame,)}
+        conn.receive_data(with_features(ecr(hbh=31)) + ecr(hbh=32), 1.0)
+        tokens = conn.take_deferred()
+        assert len(tokens) == 2 and conn.in_flight == 2
+        for (frame,) in tokens:  # type: ignore[misc]
+            conn.deliver(wrap(ph(frame), enc.u32(268, 2001) + LOCAL.origin_avps))
+        by_hbh = {m.header.hop_by_hop_identifier: m for m in messages(conn.data_to_send())}
+        assert avp(by_hbh[31], FEATURES) is not None and avp(by_hbh[32], FEATURES) is None, fast
