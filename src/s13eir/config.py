@@ -135,6 +135,9 @@ class DiameterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     max_in_flight_per_peer: Annotated[int, msgspec.Meta(ge=1)] = 1024
     # Grouped AVPs nested deeper than this are refused (5004, Failed-AVP): S13 needs 3.
     max_avp_depth: Annotated[int, msgspec.Meta(ge=3, le=64)] = 16
+    # Connections that have not completed CER, all together; past it a new one is closed
+    # at once (0: no limit). Each costs at most cer_timeout_s and one max_message_size.
+    max_pending_connections: Annotated[int, msgspec.Meta(ge=0)] = 64
     overload: OverloadConfig = msgspec.field(default_factory=OverloadConfig)
 
 

@@ -222,6 +222,7 @@ class Node:
         self.servers: list[asyncio.AbstractServer] = []
         self.bound: list[tuple[str, str, int]] = []  # (transport, address, port) actually listening
         self._stopping = False
+        self._refused_logged = 0.0
         self._stopped = asyncio.Event()
         self._log_white = config.logging.log_whitelisted
         # Verdict lines are at info: below that level, do not even build their fields.
@@ -496,7 +497,18 @@ class Node:
     def _protocol(self) -> DiameterProtocol:
         self.metrics.connections_total += 1
         resolve = self._resolve if self.redis_lists is not None else None
-        return DiameterProtocol(self.settings, self._on_event, self.connections, self.metrics.observe_latency, resolve)
+        return DiameterProtocol(self.settings, self._on_event, self.connections, self.metrics.observe_latency, resolve,
+                                max_pending=self.config.diameter.max_pending_connections,
+                                on_refused=self._refused_pending)  # fmt: skip
+
+    def _refused_pending(self) -> None:
+        self.metrics.connections_refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= 1.0:  # a flood logs once a second, the count says how many
+            self._refused_logged = now
+            self.log.warning("connection_refused", reason="too many connections awaiting CER",
+                             limit=self.config.diameter.max_pending_connections,
+                             refused_total=self.metrics.connections_refused)  # fmt: skip
 
     def ready(self) -> tuple[bool, str]:
         """(ready, reason) for ``/readyz``: not while loading the lists (``loading: ...``),

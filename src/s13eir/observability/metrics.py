@@ -64,6 +64,7 @@ class Metrics:
         "_registry",
         "answers",
         "connections_closed_error",
+        "connections_refused",
         "connections_total",
         "latency_buckets",
         "latency_sum",
@@ -87,6 +88,7 @@ class Metrics:
         self.reloads_failed = 0
         self.reloads_refused = 0  # refused by sync.guards (too big a change), not by a parse error
         self.connections_total = 0
+        self.connections_refused = 0  # closed at once: too many connections awaiting CER
         self.connections_closed_error = 0
         self._bloom_source: BloomSource | None = None
         self._fast_whitelisted_source: Callable[[], int] | None = None
@@ -222,6 +224,9 @@ class MetricsCollector(Collector):
         yield reloads
 
         yield CounterMetricFamily("s13eir_connections", "Diameter connections accepted.", value=m.connections_total)
+        yield CounterMetricFamily("s13eir_connections_refused",
+                                  "Connections closed at once: diameter.max_pending_connections awaiting CER.",
+                                  value=m.connections_refused)  # fmt: skip
         yield CounterMetricFamily(
             "s13eir_connections_closed_error",
             "Diameter connections closed because of an error.",

@@ -35,6 +35,8 @@ class DiameterProtocol(asyncio.Protocol):
         connections: set[DiameterProtocol],
         observe: Callable[[float, int], None] | None = None,
         resolve: Callable[[object, Callable[[bytes], None]], None] | None = None,
+        max_pending: int = 0,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         # Answers requests that need I/O (remote list lookups) through the given callback.
@@ -50,6 +52,10 @@ class DiameterProtocol(asyncio.Protocol):
         self.core: PeerConnection | None = None
         self.remote: str = ""
         self.closed = asyncio.Event()
+        # Connections that have not completed CER, all of them together: past this, a new
+        # one is closed at once (nobody authenticated can make the node hold more).
+        self._max_pending = max_pending
+        self._on_refused = on_refused
 
     # asyncio callbacks ------------------------------------------------------
 
@@ -60,6 +66,12 @@ class DiameterProtocol(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         ip = peername[0] if isinstance(peername, tuple) else None
         self.remote = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        if self._max_pending and sum(c.state is PeerState.WAIT_CER for c in self._connections) >= self._max_pending:
+            if self._on_refused is not None:
+                self._on_refused()
+            transport.abort()
+            self.closed.set()
+            return
         self.core = PeerConnection(self._settings, self._loop.time(), random.Random(), ip, owner=self)
         self._connections.add(self)
         self._after()
