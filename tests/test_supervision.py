@@ -181,8 +181,8 @@ async def test_a_node_shows_a_crashed_follower_and_restarts_it(redis_server: Red
         status, body = await asyncio.to_thread(readyz, http)
         assert status == 503 and body.startswith("task down: change-follower (KeyError"), body
         deadline = time.monotonic() + 10
-        while (await asyncio.to_thread(readyz, http))[0] != 200:
-            assert time.monotonic() < deadline, "the follower was not restarted"
+        while (ready := await asyncio.to_thread(readyz, http))[0] != 200:
+            assert time.monotonic() < deadline, f"the follower was not restarted: {ready}"
             await asyncio.sleep(0.1)
         assert node.supervisor.failures["change-follower"] == 1
         # Restarted, it follows the stream again.
