@@ -295,6 +295,17 @@ async def test_live_adds_to_lists_of_different_sizes_reach_the_node(redis_server
         assert await readyz(rn) == 200
 
 
+async def written_late_and_found(r: redis.Redis, node: RedisLists, imei: str) -> None:
+    """Write an add the Cluster way's second step (after its record), then check that the
+    node's filter holds it and a lookup finds it on the blacklist."""
+    gen = int(r.hget(L.k_current("s13eir"), "black") or 0)
+    r.hset(L.k_meta("s13eir", gen), "977", L.encode_meta("black", "feed", "stolen"))
+    r.hset(L.k_imei_bucket("s13eir", gen, int(imei)), L.imei_field(int(imei)), "977")
+    assert int(imei) in node._lists["black"].bloom  # type: ignore[operator]
+    facts = await node.fetch(imei, None)
+    assert facts.imei and facts.imei[0].list.value == "black"
+
+
 async def test_an_add_during_a_bloom_rebuild_is_not_lost(redis_server: RedisServer) -> None:
     """The rebuild scans Redis while the stream goes on: an IMEI added meanwhile (here logged
     before it is written, as a Cluster writer does) must be in the filter swapped in."""
@@ -314,12 +325,7 @@ async def test_an_add_during_a_bloom_rebuild_is_not_lost(redis_server: RedisServ
             await asyncio.sleep(0.01)
         assert node.stats.changes_applied == 4
         # Only now is the add written (the writer's second step); the node's filter has it.
-        gen = int(r.hget(L.k_current("s13eir"), "black") or 0)
-        r.hset(L.k_meta("s13eir", gen), "977", L.encode_meta("black", "feed", "stolen"))
-        r.hset(L.k_imei_bucket("s13eir", gen, int(new)), L.imei_field(int(new)), "977")
-        assert int(new) in node._lists["black"].bloom  # type: ignore[operator]
-        facts = await node.fetch(new, None)
-        assert facts.imei and facts.imei[0].list.value == "black"
+        await written_late_and_found(r, node, new)
     finally:
         await node.stop()
 
@@ -414,11 +420,7 @@ async def test_an_add_logged_just_before_a_rebuild_starts_is_not_lost(redis_serv
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         assert node.stats.changes_applied == 4
-        gen = int(r.hget(L.k_current("s13eir"), "black") or 0)  # only now is the add written
-        r.hset(L.k_meta("s13eir", gen), "977", L.encode_meta("black", "feed", "stolen"))
-        r.hset(L.k_imei_bucket("s13eir", gen, int(new)), L.imei_field(int(new)), "977")
-        assert int(new) in node._lists["black"].bloom  # type: ignore[operator]
-        facts = await node.fetch(new, None)
-        assert facts.imei and facts.imei[0].list.value == "black"
+        # Only now is the add written (the writer's second step); the node's filter has it.
+        await written_late_and_found(r, node, new)
     finally:
         await node.stop()

@@ -148,17 +148,16 @@ def busy_answer(frame: bytes, origin: bytes, message: str) -> bytes:
                         text = avpcodec.utf8(AVP_ERROR_MESSAGE, message[:200], mandatory=False)
                         tail = avpcodec.u32(AVP_RESULT_CODE, TOO_BUSY) + origin + text
                         _TAILS[(origin, message)] = tail
-                    sid = frame[20 : 20 + sid_len] + _PAD[sid_len & 3]
+                    sid = avpcodec.pad(frame[20 : 20 + sid_len])
                     length = HEADER_LENGTH + len(sid) + len(tail)
                     flags = (frame[4] & FLAG_PROXIABLE) | FLAG_ERROR
                     return b"".join((b"\x01", length.to_bytes(3, "big"), bytes((flags,)), frame[5:20], sid, tail))
-    return error_answer(parse_header(frame), _lenient(frame), origin, TOO_BUSY, message=message)
+    return error_answer(parse_header(frame), lenient_avps(frame), origin, TOO_BUSY, message=message)
 
 
-_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
-
-
-def _lenient(frame: bytes) -> list[Avp]:
+def lenient_avps(frame: bytes) -> list[Avp]:
+    """The AVPs of a request that failed screening, as far as they can be read,
+    so that the error answer can still echo Session-Id and Proxy-Info."""
     try:
         return decode_avps(frame, HEADER_LENGTH)
     except AvpLengthError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .answers import error_answer
+from .answers import error_answer, lenient_avps
 from .avp import Avp, AvpLengthError, decode_avps
 from .constants import (
     APPLICATION_UNSUPPORTED,
@@ -45,15 +45,6 @@ class Screening:
     check_destination_realm: bool = False
     answer_extras: dict[int, bytes] | None = None  # application id -> AVPs every answer carries
     max_avp_depth: int = MAX_AVP_DEPTH  # grouped AVPs nested deeper are refused (5004)
-
-
-def lenient_avps(frame: bytes) -> list[Avp]:
-    """The AVPs of a request that failed screening, as far as they can be read,
-    so that the error answer can still echo Session-Id and Proxy-Info."""
-    try:
-        return decode_avps(frame, HEADER_LENGTH)
-    except AvpLengthError as exc:
-        return exc.partial
 
 
 def screen(header: Header, frame: bytes, s: Screening) -> tuple[CommandDef, list[Avp]] | Rejected:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import struct
 
-from s13eir.diameter import avp as enc
+from s13eir.diameter import doic as diameter_doic
 from s13eir.diameter.constants import (
-    AVP_OC_FEATURE_VECTOR,
     AVP_OC_OLR,
     AVP_OC_REDUCTION_PERCENTAGE,
     AVP_OC_SEQUENCE_NUMBER,
-    AVP_OC_SUPPORTED_FEATURES,
     AVP_OC_VALIDITY_DURATION,
-    OLR_DEFAULT_ALGO,
 )
 
 _AVP = struct.Struct("!II")
@@ -25,11 +22,8 @@ _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 DEFAULT_VALIDITY_S = 30  # §7.4: absent, or above 86400
 
-# What every ECR of a DOIC-speaking MME carries (M-bit clear).
-SUPPORTED_FEATURES = enc.grouped(
-    AVP_OC_SUPPORTED_FEATURES, [enc.encode(AVP_OC_FEATURE_VECTOR, _U64.pack(OLR_DEFAULT_ALGO), flags=0)],
-    mandatory=False,
-)  # fmt: skip
+# What every ECR of a DOIC-speaking MME carries: the EIR's own encoding (M-bit clear).
+SUPPORTED_FEATURES = diameter_doic.SUPPORTED_FEATURES
 
 Report = tuple[int, int, int]  # (OC-Sequence-Number, OC-Reduction-Percentage, OC-Validity-Duration)
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from s13eir.diameter import avp as enc
 from s13eir.diameter.constants import (
@@ -322,37 +323,35 @@ class AnswerReader:
 
     def olr(self, buf: bytes | bytearray, pos: int, end: int) -> Report | None:
         """The answer's DOIC overload report (OC-OLR), remembered by the same tail."""
-        p = pos + 20
-        if end - p >= 8:
-            code, fl = _AVP.unpack_from(buf, p)
-            length = fl & 0xFFFFFF
-            if code == AVP_SESSION_ID and not fl & 0x80000000 and length >= 8 and p + length <= end:
-                tail = bytes(buf[p + ((length + 3) & ~3) : end])
-                known = self._olrs
-                if tail in known:
-                    return known[tail]
-                report = scan_olr(tail, 0, len(tail))
-                if len(known) < self._limit:
-                    known[tail] = report
-                return report
-        return scan_olr(buf, pos + 20, end)
+        found: Report | None = self._remembered(buf, pos, end, self._olrs, scan_olr)
+        return found
 
     def read(self, buf: bytes | bytearray, pos: int, end: int) -> Summary | None:
         """The summary of the answer in ``buf[pos:end]``; None when it is unparsable."""
+        found: Summary | None = self._remembered(buf, pos, end, self._known, _scan_summary)
+        return found
+
+    def _remembered(self, buf: bytes | bytearray, pos: int, end: int, known: dict[bytes, Any],
+                    scan: Callable[[bytes | bytearray, int, int], Any]) -> Any:  # fmt: skip
+        """``scan`` of the AVPs after a well-formed leading Session-Id, remembered in
+        ``known`` by those bytes; the whole answer scanned when it does not start so."""
         p = pos + 20
         if end - p >= 8:
             code, fl = _AVP.unpack_from(buf, p)
             length = fl & 0xFFFFFF
             if code == AVP_SESSION_ID and not fl & 0x80000000 and length >= 8 and p + length <= end:
                 tail = bytes(buf[p + ((length + 3) & ~3) : end])
-                known = self._known
                 if tail in known:
                     return known[tail]
-                summary = _summarize(_scan_avps(tail, 0, len(tail)))
+                found = scan(tail, 0, len(tail))
                 if len(known) < self._limit:
-                    known[tail] = summary
-                return summary
-        return _summarize(scan_answer(buf, pos, end))
+                    known[tail] = found
+                return found
+        return scan(buf, p, end)
+
+
+def _scan_summary(buf: bytes | bytearray, p: int, end: int) -> Summary | None:
+    return _summarize(_scan_avps(buf, p, end))
 
 
 def _summarize(scanned: tuple[int, int, int] | None) -> Summary | None:
