@@ -6,19 +6,8 @@ from typing import Any
 
 import pytest
 
-from s13eir.config import (
-    Config,
-    ConfigError,
-    FilesMissing,
-    ListenConfig,
-    NamedFile,
-    check_files,
-    config_from_mapping,
-    file_problem,
-    load_config,
-    missing_files,
-    named_files,
-)
+from s13eir.config import Config, ConfigError, ListenConfig, config_from_mapping, load_config
+from s13eir.config_files import FilesMissing, NamedFile, check_files, file_problem, missing_files, named_files
 from s13eir.decision.model import ListKind, UnknownPolicy
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"

@@ -28,7 +28,8 @@ import pytest
 import yaml
 
 import s13eir
-from s13eir.config import Config, ConfigError, load_config, missing_files
+from s13eir.config import Config, ConfigError, load_config
+from s13eir.config_files import missing_files
 from s13eir.sync.redis_client import parse_sentinel_url
 
 ROOT = Path(__file__).resolve().parent.parent

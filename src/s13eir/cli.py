@@ -162,7 +162,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from .config import check_files, named_files
+    from .config_files import check_files, named_files
     from .diameter import dictionary
     from .lists.formats import ListSpec, load_lists
 
@@ -185,7 +185,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .config import check_files
+    from .config_files import check_files
 
     config = _load(args.config)
     # Before anything starts: a missing certificate is named here, not met as a bare
