@@ -52,11 +52,16 @@ def announced(avps: Sequence[Avp]) -> int | None:
     return None
 
 
+_SUPPORTED_FEATURES_CODE = b"\0\0\2\x6d"  # OC-Supported-Features, 621
+
+
 def in_frame(frame: bytes) -> bool:
     """Whether a request announces DOIC: a walk of its top-level AVP headers only."""
+    if _SUPPORTED_FEATURES_CODE not in frame:  # memchr-fast: most requests of most MMEs
+        return False
     pos, end = 20, len(frame)
     while pos + 8 <= end:
-        if frame[pos : pos + 4] == b"\0\0\2\x6d" and not frame[pos + 4] & 0x80:  # 621, no vendor
+        if frame[pos : pos + 4] == _SUPPORTED_FEATURES_CODE and not frame[pos + 4] & 0x80:  # 621, no vendor
             return True
         length = int.from_bytes(frame[pos + 5 : pos + 8], "big")
         if length < 8:
