@@ -11,7 +11,8 @@ The generator must be able to offer twice the node's capacity from one core, so 
 scenario (``--scenario``) decides what a request costs the node:
 
 - ``redis`` (the default): every phone listed, every lookup confirmed in Redis (node
-  cache off; redis-server on CPU 1 with the generator), the path where an EIR spends the
+  cache off; redis-server on CPU 0 with the node: the EIR site's two processes on one core,
+  so that the generator's core does not starve Redis), the path where an EIR spends the
   most per request;
 - ``full``: the sample lists embedded, the ECR fast path off
   (``policy.check_destination_realm``), every request through the full path;
@@ -54,13 +55,13 @@ from run import LISTS, PY, Server, free_port, pin, wait_tcp, write_config
 
 @contextlib.contextmanager
 def redis_store(tmp: Path) -> Iterator[dict[str, Any]]:
-    """A redis-server on CPU 1 (with the generator) holding the sample blacklist and
+    """A redis-server on CPU 0 (with the node) holding the sample blacklist and
     exceptions; yields the store section of a node reading every lookup from it."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise SystemExit("redis-server is not installed")
     rport = free_port()
-    redis = subprocess.Popen([*pin(1), exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+    redis = subprocess.Popen([*pin(0), exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)  # fmt: skip
     try:
         wait_tcp(rport, redis)

@@ -31,18 +31,51 @@ def control(**kw: object) -> OverloadControl:
 # -- the controller --------------------------------------------------------------------
 
 
-def test_reduction_rises_per_sample_over_a_threshold_and_falls_after_the_hold() -> None:
-    c = control(lag_s=0.05, step=10, hold_s=1.0, sustain=1)
+def test_a_sustained_delay_cuts_the_admitted_share_in_proportion() -> None:
+    """Multiplicative decrease: to target/delay of the share, between a half and nine
+    tenths per sample, so that twice the capacity is met within a sample or two."""
+    c = control(delay_s=0.1, sustain=1)
     assert not c.sample(0.0, 0.01, 0, 0) and c.reduction == 0
-    for i in range(3):
-        assert c.sample(0.1 * (i + 1), 0.2, 0, 0)
-    assert c.reduction == 30 and c.entered == 1 and "event-loop lag" in c.reason and c.sequence == 1003
-    assert not c.sample(0.4, 0.04, 0, 0)  # between half the threshold and the threshold: held
-    assert not c.sample(1.0, 0.01, 0, 0)  # calm from here
-    assert not c.sample(1.9, 0.01, 0, 0) and c.reduction == 30  # not yet hold_s
-    assert c.sample(2.0, 0.01, 0, 0) and c.reduction == 20
-    assert c.sample(2.1, 0.01, 0, 0) and c.sample(2.2, 0.01, 0, 0)
-    assert c.reduction == 0 and c.ended_at == 2.2 and c.reason == "" and c.peak == 30 and c.sequence == 1006
+    assert c.sample(0.1, 0.3, 0, 0)  # three times the target: the floor of the cut, a half
+    assert c.reduction == 50 and c.entered == 1 and "queueing delay 300 ms" in c.reason and c.sequence == 1001
+    assert c.over and c.delay == pytest.approx(0.3)
+    assert not c.sample(0.2, 0.2, 0, 0)  # falling by more than a fifth: draining, no further cut
+    assert c.sample(0.3, 0.2, 0, 0) and c.reduction == 75  # not falling: twice the target, halved
+    assert not c.sample(0.4, 0.105, 0, 0)  # falling again
+    assert c.sample(0.5, 0.105, 0, 0) and c.reduction == 78  # just over: the smallest cut, to 0.9
+    c2 = control(delay_s=0.1, sustain=1)
+    c2.sample(0.0, 0.125, 0, 0)
+    assert c2.reduction == 20  # a quarter over: to four fifths
+
+
+def test_the_share_comes_back_after_the_hold_faster_and_faster_pausing_below_the_last_cut() -> None:
+    c = control(delay_s=0.1, sustain=1, step=2, hold_s=0.5)
+    c.sample(0.0, 1.0, 0, 0)
+    c.sample(0.1, 1.0, 0, 0)
+    assert c.reduction == 75  # halved twice; the ceiling is 0.9 of the 50 before the last cut: 45
+    assert not c.sample(0.2, 0.07, 0, 0)  # between half the target and the target: held
+    seen = []
+    t = 0.3
+    while c.reduction and t < 5:
+        c.sample(t, 0.01, 0, 0)
+        seen.append(c.reduction)
+        t = round(t + 0.1, 1)
+    # Calm from 0.3 s; after hold_s (0.5 s) the share grows 2, 4, 6, ... points per sample,
+    # stopping at the ceiling (45 admitted, 55) and probing past it from one step again.
+    assert seen[:5] == [75] * 5
+    assert seen[5:9] == [73, 69, 63, 55] and seen[9:12] == [53, 49, 43]
+    assert seen[-1] == 0 and c.ended_at is not None and c.reason == "" and c.peak == 75 and not c.over
+    # A signal over half its threshold stops the ramp: it starts again from one step.
+    c = control(delay_s=0.1, sustain=1, step=2, hold_s=0.0)
+    c.sample(0.0, 0.2, 0, 0)
+    c.sample(0.1, 0.01, 0, 0)
+    c.sample(0.2, 0.01, 0, 0)
+    c.sample(0.3, 0.01, 0, 0)
+    assert c.reduction == 50 - 2 - 4
+    c.sample(0.4, 0.06, 0, 0)
+    c.sample(0.5, 0.01, 0, 0)
+    c.sample(0.6, 0.01, 0, 0)
+    assert c.reduction == 44 - 2
 
 
 def test_one_stall_alone_is_not_an_overload() -> None:
@@ -53,18 +86,43 @@ def test_one_stall_alone_is_not_an_overload() -> None:
         assert not c.sample(t * 0.2, 0.5, 0, 0, 0)  # every other sample over: never in a row
         assert not c.sample(t * 0.2 + 0.1, 0.0, 0, 0, 0)
     assert c.reduction == 0 and c.entered == 0
-    assert not c.sample(3.0, 0.5, 0, 0, 0) and c.sample(3.1, 0.0, 0, 0, 5 << 20)  # two in a row
-    assert c.reduction == 10 and "waiting to be read" in c.reason
+    assert not c.sample(3.0, 0.5, 0, 0, 0) and c.sample(3.1, 0.0, 0, 0, 20 << 20, 1 << 30)  # two in a row
+    assert c.reduction == 20 and "waiting to be read" in c.reason
+
+
+def test_the_delay_counts_what_waits_to_be_read_at_the_rate_the_node_reads() -> None:
+    c = control(sustain=1, delay_s=0.1)
+    c.sample(0.0, 0.0, 0, 0)
+    c.sample(0.1, 0.01, 0, 0, 1_000_000, 500_000)  # 2 intervals of reading wait, plus the lag
+    assert c.delay == pytest.approx(0.21) and c.reduction == 50
+    c.sample(0.2, 0.0, 0, 0, 1000, 0)  # nothing read in an interval while bytes wait
+    assert c.delay == pytest.approx(0.1)
+    c.sample(0.3, 0.0, 0, 0, 0, 0, 0.15)  # the oldest lookup has waited 150 ms for the store
+    assert c.delay == pytest.approx(0.15) and "queueing delay 150 ms" in c.reason
+
+
+def test_a_full_receive_window_is_an_overload_the_backlog_cannot_show() -> None:
+    """The peer is held back by TCP: its queue is out of sight, the cut is a fifth per sample."""
+    c = control(sustain=1)
+    assert c.sample(0.0, 0.0, 0, 0, 1000, 10**6, 0.0, True)
+    assert c.reduction == 20 and "receive window is full" in c.reason
+    c.sample(0.1, 0.0, 0, 0, 1000, 10**6, 0.0, True)
+    assert c.reduction == 36
+    c.sample(0.2, 0.0, 0, 0, 0, 10**6, 0.0, False)
+    assert c.reduction == 36 and not c.over
 
 
 def test_each_signal_counts_and_the_reduction_is_capped() -> None:
-    c = control(in_flight=10, write_buffer=100, input_backlog=1000, step=40, max_reduction=90, sustain=1)
+    c = control(in_flight=10, write_buffer=100, input_backlog=1000, max_reduction=90, sustain=1)
     c.sample(0, 0, 11, 0)
     assert "11 requests in flight" in c.reason
     c.sample(0.1, 0, 0, 101)
     assert "101 bytes queued" in c.reason
-    c.sample(0.2, 0, 11, 101, 1001)
-    assert c.reduction == 90 and "1001 bytes waiting to be read" in c.reason
+    c.sample(0.2, 0, 11, 101, 1001, 10**9)
+    assert "1001 bytes waiting to be read" in c.reason
+    for i in range(20):
+        c.sample(0.3 + i / 10, 0, 100, 0)
+    assert c.reduction == 90 == c.peak
 
 
 def test_disabled_never_reduces() -> None:
@@ -107,6 +165,7 @@ _SOME_AVPS = st.lists(st.sampled_from([
     enc.encode(9999, b"x", flags=0),
     b"\0\0\1\x07\0\0\0\x03",  # a length below 8
     enc.utf8(263, "é"),
+    enc.encode(9999, b"\0\0\1\x1c\0\0\0\x08", flags=0),  # Proxy-Info's code inside a value
 ]), max_size=6)  # fmt: skip
 
 
@@ -177,7 +236,26 @@ def test_a_doic_peer_gets_reports_and_is_not_refused_below_full_reduction() -> N
         assert features == {622: 1}  # the loss algorithm chosen
     c.reduction = 100
     conn.receive_data(b"".join(with_features(ecr(hbh=200 + i)) for i in range(4)), 1.0)
-    assert [a.result_code for a in messages(conn.data_to_send())] == [3004] * 4
+    refused = messages(conn.data_to_send())
+    assert [a.result_code for a in refused] == [3004] * 4
+    assert all(avp(a, OLR) is not None and avp(a, FEATURES) is not None for a in refused)  # the report too
+
+
+def test_a_doic_peer_is_refused_its_share_while_the_node_is_still_behind() -> None:
+    """What a DOIC peer sent before its first report arrived waits in front of the node:
+    while a signal is over its threshold, the peer's requests are refused too (with the
+    report), so that the queue drains; once under, the peer's own abatement is enough."""
+    conn, c = overloaded_peer(0)
+    c.sample(0.0, 0.5, 0, 0)  # sustain=1: halved at once, still over
+    assert c.reduction == 50 and c.over
+    conn.receive_data(b"".join(with_features(ecr(hbh=100 + i)) for i in range(10)), 1.0)
+    answers = messages(conn.data_to_send())
+    assert [a.result_code for a in answers].count(3004) == 5 and conn.doic
+    assert all(avp(a, OLR) is not None for a in answers)
+    c.sample(0.1, 0.08, 0, 0)  # under the threshold: no longer behind
+    assert c.reduction == 50 and not c.over
+    conn.receive_data(b"".join(with_features(ecr(hbh=200 + i)) for i in range(10)), 1.0)
+    assert [a.result_code for a in messages(conn.data_to_send())] == [2001] * 10
 
 
 def test_the_end_of_an_overload_is_reported_then_only_features() -> None:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 
 MME2 = "mme2.s13eir.test"
 OC_SUPPORTED_FEATURES, OC_FEATURE_VECTOR, OC_OLR = 621, 622, 623
-OVERLOAD = {"lag_ms": 50, "step_percent": 50, "hold_s": 0.5, "validity_s": 3}
+OVERLOAD = {"delay_ms": 20, "step_percent": 50, "hold_s": 0.5, "validity_s": 3}
 
 
 def features() -> bytes:
@@ -105,6 +105,8 @@ async def test_a_held_loop_sheds_with_3004_reports_to_doic_peers_and_recovers() 
         assert busy.e_bit and busy.error_message == "overloaded" and busy.find(M.AVP_SESSION_ID)
         assert await metric(rn, "s13eir_overload_refused_total") == codes.count(3004)
 
+        await asyncio.sleep(0.25)  # calm samples: no longer behind, still shedding (hold_s)
+        assert await metric(rn, "s13eir_overload_reduction_percent") >= 50
         reported = await answers(doic, [doic_ecr() for _ in range(20)])
         assert {a.result_code for a in reported} == {2001}  # a DOIC peer sheds by itself
         report = olr(reported[0])
@@ -126,7 +128,7 @@ async def test_redis_lookups_piling_up_are_an_overload(redis_server: RedisServer
     crosses diameter.overload.in_flight, and the node sheds until Redis answers again."""
     r = seed(redis_server)
     overrides = redis_config(redis_server)
-    overrides["diameter"] = {"overload": {**OVERLOAD, "in_flight": 20, "lag_ms": 10_000}}
+    overrides["diameter"] = {"overload": {**OVERLOAD, "in_flight": 20, "delay_ms": 10_000}}
     overrides["store"]["redis"]["timeout_ms"] = 3000
     async with running_node(config_from_mapping(overrides)) as rn:
         await asyncio.sleep(0.3)
@@ -168,3 +170,40 @@ async def test_n5g_eir_sheds_the_same_share_with_503() -> None:
         await wait_reduction(rn, lambda r: r == 0, "the node to recover")
         again = [await client.get(RESOURCE, params={"pei": PEI_BLACK}) for _ in range(10)]
         assert {r.status_code for r in again} == {200}
+
+
+async def test_a_peer_held_back_by_a_full_receive_window_is_an_overload() -> None:
+    """The node stops reading one connection (as a busy loop does) while its MME keeps
+    sending: the kernel's receive queue fills, TCP holds the MME back, and the queue on
+    its side is out of the node's sight. A full window counts as an overload in itself;
+    everything sent is still answered once the node reads again, and the node recovers."""
+    cfg = config_from_mapping(node_config(diameter={"overload": {**OVERLOAD, "delay_ms": 10_000}}))
+    async with running_node(cfg) as rn:
+        m = await Mme.open(rn.host, rn.port)
+        await answers(m, [M.to_bytes(M.ecr())])
+        (conn,) = rn.node.connections
+        assert conn.input_backlog() == (0, False)
+        transport = conn._transport
+        assert transport is not None
+        transport.pause_reading()
+        sent = [M.to_bytes(M.ecr()) for _ in range(12_000)]  # some MB: more than the window takes
+        ids = {M.request_ids(r)[1] for r in sent}
+        m.writer.write(b"".join(sent))  # not drained: the MME's side holds what TCP does not take
+        deadline = time.monotonic() + 10
+        while not conn.input_backlog()[1]:
+            assert time.monotonic() < deadline, f"the receive queue never filled: {conn.input_backlog()}"
+            await asyncio.sleep(0.05)
+        for _ in range(2):  # sustain_samples: the delay (threshold 10 s) and the backlog stay under
+            rn.node.admission.on_lag(0.0)
+        assert rn.node.overload.reduction == 20 and "receive window is full" in rn.node.overload.reason
+        transport.resume_reading()
+        got: dict[int, int] = {}
+        while len(got) < len(ids):
+            a = await m.read_answer(10)
+            if a.is_request and a.command == M.CMD_DWR:
+                await m.send(M.dwa_for(a))
+                continue
+            got[a.hbh] = a.result_code
+        assert set(got) == ids and set(got.values()) <= {2001, 3004}
+        await wait_reduction(rn, lambda r: r == 0, "the node to recover")
+        m.writer.close()

@@ -103,14 +103,15 @@ class OverloadConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     is refused with 3004 and DOIC peers are asked (OC-OLR) to shed that share themselves."""
 
     enabled: bool = True
-    lag_ms: Annotated[float, msgspec.Meta(gt=0)] = 50.0  # event-loop lag of one 100 ms sample
+    # Queueing delay of a request arriving now (event-loop lag + unread bytes / read rate)
+    delay_ms: Annotated[float, msgspec.Meta(gt=0)] = 100.0
     in_flight: Annotated[int, msgspec.Meta(ge=1)] = 4096  # Redis lookups waiting, all peers
     write_buffer_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 << 20  # queued to one peer
-    input_backlog_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1 << 20  # received, not yet read
+    input_backlog_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 << 20  # received, not yet read, all peers
     sustain_samples: Annotated[int, msgspec.Meta(ge=1, le=100)] = 2  # in a row before shedding
-    step_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+    step_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] = 2  # per sample, coming back
     max_reduction_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] = 100
-    hold_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    hold_s: Annotated[float, msgspec.Meta(ge=0)] = 0.5
     validity_s: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 10  # OC-Validity-Duration
 
 

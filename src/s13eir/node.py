@@ -119,7 +119,7 @@ def overload_settings(o: OverloadConfig) -> OverloadSettings:
     """config.diameter.overload as the controller's settings."""
     return OverloadSettings(
         enabled=o.enabled,
-        lag_s=o.lag_ms / 1000,
+        delay_s=o.delay_ms / 1000,
         in_flight=o.in_flight,
         write_buffer=o.write_buffer_bytes,
         input_backlog=o.input_backlog_bytes,
@@ -217,7 +217,9 @@ class Node:
             doic=Reporter(self.overload),
         )
         self.connections: set[DiameterProtocol] = set()
-        self.admission = AdmissionMonitor(self.overload, self.connections)
+        rl = self.redis_lists
+        waiting = (lambda: rl.oldest_wait(asyncio.get_running_loop().time())) if rl is not None else None
+        self.admission = AdmissionMonitor(self.overload, self.connections, waiting)
         self.metrics.add_source(self.admission.metrics)
         self.servers: list[asyncio.AbstractServer] = []
         self.bound: list[tuple[str, str, int]] = []  # (transport, address, port) actually listening

@@ -158,9 +158,11 @@ class PeerConnection:
         ov = self.settings.overload
         # Admission control: while the node is overloaded, a share of application requests
         # is refused with a 3004 built from a template (cheaper than any answer). A DOIC
-        # peer is asked to shed that share itself, and is refused only at full reduction.
+        # peer is asked to shed that share itself; it is refused too at full reduction, and
+        # while the node is still over a threshold: what it sent before its first report
+        # arrived waits in front of the node, and only refusing some of it drains it in time.
         shedding = (ov is not None and ov.reduction and self.state is PeerState.OPEN
-                    and (not self.doic or ov.reduction >= ov.settings.max_reduction))  # fmt: skip
+                    and (not self.doic or ov.over or ov.reduction >= ov.settings.max_reduction))  # fmt: skip
         for frame in self._frames.frames(data):
             if self.should_close:
                 break
@@ -171,7 +173,8 @@ class PeerConnection:
                 assert ov is not None
                 if ov.refuse():
                     # A DOIC peer not known as one yet (its first requests) is not refused.
-                    if ov.reduction < ov.settings.max_reduction and self.settings.doic and doic_in_frame(frame):
+                    if (not ov.over and ov.reduction < ov.settings.max_reduction
+                            and self.settings.doic and doic_in_frame(frame)):  # fmt: skip
                         self.doic = True
                     else:
                         self._shed(frame, ov)
@@ -356,7 +359,9 @@ class PeerConnection:
         return with_avps(answer, self.settings.doic.answer_avps(self._now))
 
     def _shed(self, frame: bytes, ov: OverloadControl) -> None:
-        self._out.append(busy_answer(frame, self.settings.local.origin_avps, "overloaded"))
+        answer = busy_answer(frame, self.settings.local.origin_avps, "overloaded")
+        # A DOIC peer's 3004 carries the report too (RFC 7683 §5.2.1.2, §5.5.2).
+        self._out.append(self._with_doic(answer) if self.doic and doic_in_frame(frame) else answer)
         self.answered += 1
         self.shed += 1
         ov.refused += 1

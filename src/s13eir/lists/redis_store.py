@@ -172,6 +172,9 @@ class RedisLists:
         self._cache_keys: dict[str, set[str]] = {}
         self._batch: list[tuple[str, str | None, Confirmed]] = []
         self._flush_scheduled = False
+        # Batches sent and not yet answered, in the order sent: the first is the oldest.
+        self._waiting: dict[int, float] = {}
+        self._batches = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._follower: asyncio.Task[None] | None = None
         self._rebuilding: set[str] = set()
@@ -245,14 +248,28 @@ class RedisLists:
         if self.regressed:  # what Redis holds now is not the lists: do not ask it
             self._unavailable(batch, self.regressed)
             return
-        self._spawn("confirm", self._flush(batch))
+        self._batches += 1
+        self._spawn("confirm", self._flush(batch, self._batches))
+
+    def oldest_wait(self, now: float) -> float:
+        """How long the oldest unanswered lookup has waited for Redis (loop time): the
+        delay admission control adds to what a request arriving now will wait."""
+        started = next(iter(self._waiting.values()), None)
+        return 0.0 if started is None else max(0.0, now - started)
 
     def _spawn(self, name: str, coro: Any) -> None:
         task = self.supervisor.spawn(name, coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self, batch: list[tuple[str, str | None, Confirmed]]) -> None:
+    async def _flush(self, batch: list[tuple[str, str | None, Confirmed]], key: int) -> None:
+        self._waiting[key] = asyncio.get_running_loop().time()
+        try:
+            await self._confirm_batch(batch)
+        finally:
+            self._waiting.pop(key, None)
+
+    async def _confirm_batch(self, batch: list[tuple[str, str | None, Confirmed]]) -> None:
         self.stats.remote_lookups += len(batch)
         lists = [self._lists[name] for name in _IMEI_LISTS if name in self._lists]
         exc = self._lists.get("exceptions")

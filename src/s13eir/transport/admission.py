@@ -5,7 +5,7 @@ of the reduction, and exports it as metrics."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -15,9 +15,11 @@ from .tcp import DiameterProtocol
 
 
 class AdmissionMonitor:
-    def __init__(self, control: OverloadControl, connections: set[DiameterProtocol]) -> None:
+    def __init__(self, control: OverloadControl, connections: set[DiameterProtocol],
+                 waiting: Callable[[], float] | None = None) -> None:  # fmt: skip
         self.control = control
         self.connections = connections
+        self.waiting = waiting  # how long the oldest request waiting for the store has waited
         self.log = get_logger("s13eir.overload")
         self._started: float | None = None
         self._refused_at_start = 0
@@ -26,15 +28,21 @@ class AdmissionMonitor:
         in_flight = 0
         write_buffer = 0
         backlog = 0
+        read = 0
+        window_full = False
         for conn in self.connections:
             core = conn.core
             if core is not None:
                 in_flight += core.in_flight
             write_buffer = max(write_buffer, conn.write_buffer_size())
-            backlog = max(backlog, conn.input_backlog())
+            waiting, full = conn.input_backlog()
+            backlog += waiting
+            window_full = window_full or full
+            read += conn.take_read()
         c = self.control
         before = c.reduction
-        if not c.sample(time.monotonic(), lag_s, in_flight, write_buffer, backlog):
+        wait = self.waiting() if self.waiting is not None else 0.0
+        if not c.sample(time.monotonic(), lag_s, in_flight, write_buffer, backlog, read, wait, window_full):
             return
         if before == 0:
             self._started, self._refused_at_start = time.monotonic(), c.refused
@@ -54,4 +62,8 @@ class AdmissionMonitor:
                                 value=c.reduction)  # fmt: skip
         yield CounterMetricFamily("s13eir_overload_refused", "Requests refused with 3004 by admission control.",
                                   value=c.refused)  # fmt: skip
+        yield GaugeMetricFamily("s13eir_overload_delay_seconds",
+                                "Queueing delay of a request arriving now, as last estimated: event-loop lag, "
+                                "plus the bytes waiting to be read at the rate the node reads, plus the oldest "
+                                "Redis lookup's wait.", value=c.delay)  # fmt: skip
         yield CounterMetricFamily("s13eir_overload_episodes", "Times the node became overloaded.", value=c.entered)

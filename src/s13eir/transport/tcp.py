@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import random
+import socket
 import struct
 import termios
 import time
@@ -56,6 +57,7 @@ class DiameterProtocol(asyncio.Protocol):
         # one is closed at once (nobody authenticated can make the node hold more).
         self._max_pending = max_pending
         self._on_refused = on_refused
+        self.bytes_read = 0  # since admission control last took it (``take_read``)
 
     # asyncio callbacks ------------------------------------------------------
 
@@ -81,6 +83,7 @@ class DiameterProtocol(asyncio.Protocol):
         assert core is not None
         t0 = time.perf_counter()
         before = core.answered
+        self.bytes_read += len(data)
         try:
             core.receive_data(data, self._loop.time())
         except Exception as exc:
@@ -129,17 +132,26 @@ class DiameterProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def input_backlog(self) -> int:
-        """Bytes the kernel holds for this connection that the node has not read yet: the
-        queue in front of it, which no timer inside the process can see."""
+    def input_backlog(self) -> tuple[int, bool]:
+        """Bytes the kernel holds for this connection that the node has not read yet (the
+        queue in front of it, which no timer inside the process can see), and whether
+        they fill half its receive buffer or more. Then the peer's sending is held back by
+        the TCP window: more waits on its side, where the node cannot count it."""
         t = self._transport
         sock = t.get_extra_info("socket") if t is not None and not t.is_closing() else None
         if sock is None:
-            return 0
+            return 0, False
         try:
-            return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0])
+            n = int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0])
+            return n, n > 0 and 2 * n >= sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         except (OSError, ValueError):
-            return 0
+            return 0, False
+
+    def take_read(self) -> int:
+        """Bytes read since the last call: with ``input_backlog``, how long what waits will
+        take to read at the rate the node reads."""
+        n, self.bytes_read = self.bytes_read, 0
+        return n
 
     def write_buffer_size(self) -> int:
         t = self._transport
