@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests import mme as M  # noqa: E402
 
-from run import free_port, wait_ready, write_config  # noqa: E402
+from harness import free_port, wait_ready, write_config  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from run import echo_server, free_port, load, p, s13eir, write_config
+from harness import echo_server, free_port, load, p, s13eir, write_config
 
 
 def search(tmp: Path, port: int, args: argparse.Namespace, extra: list[str], hi: float) -> tuple[float, list[Any]]:

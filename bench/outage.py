@@ -34,11 +34,11 @@ from pathlib import Path
 
 import yaml
 
-from run import free_port, wait_ready
+from harness import free_port, wait_ready
+from s13eir.backends.redis_client import connect
 from s13eir.client import S13Client
 from s13eir.config import GuardsConfig, RedisConfig
 from s13eir.lists.formats import ListSpec
-from s13eir.sync.redis_client import connect
 from s13eir.sync.writer import ListWriter
 
 NO_GUARDS = GuardsConfig(min_entries_to_guard=10**9)

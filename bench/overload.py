@@ -50,7 +50,7 @@ from typing import Any
 
 import yaml
 
-from run import LISTS, PY, Server, free_port, pin, wait_tcp, write_config
+from harness import LISTS, PY, Server, free_port, pin, wait_tcp, write_config
 
 
 @contextlib.contextmanager

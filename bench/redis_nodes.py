@@ -31,11 +31,11 @@ from pathlib import Path
 
 import yaml
 
-from run import free_port, ready
+from harness import free_port, ready
+from s13eir.backends.redis_client import connect
 from s13eir.config import RedisConfig
 from s13eir.lists.redis_layout import Change
 from s13eir.lists.redis_store import RedisLists
-from s13eir.sync.redis_client import connect
 from s13eir.sync.writer import ListWriter
 
 

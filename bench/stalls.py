@@ -19,7 +19,7 @@ import subprocess
 import sys
 from typing import Any
 
-from run import PY, pin
+from harness import PY, pin
 
 _PROBE = """
 import json, sys, time

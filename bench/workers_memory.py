@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from run import free_port, ready
+from harness import free_port, ready
 
 
 def mem_kb(pid: int) -> tuple[int, int]:

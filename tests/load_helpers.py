@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from s13eir.loadgen import add_load_parser, load_main
+from s13eir.loadgen.cli import add_load_parser, load_main
 
 from .conftest import ROOT
 

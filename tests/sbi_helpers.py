@@ -26,10 +26,12 @@ from cryptography.x509.oid import NameOID
 
 from s13eir.config import PolicyConfig, SbiConfig
 from s13eir.decision.model import UnknownPolicy
+from s13eir.decision.policy import Policy
 from s13eir.lists.formats import ListSpec, load_lists
 from s13eir.lists.snapshot import ListSnapshot
 from s13eir.observability.metrics import Metrics
-from s13eir.sbi import SbiOutcome, SbiServer, lists_check, start_sbi
+from s13eir.sbi.n5g_eir import SbiOutcome, lists_check
+from s13eir.sbi.server import SbiServer, start_sbi
 
 from .conftest import SAMPLE_LISTS
 
@@ -56,7 +58,8 @@ IMSI_EXCEPTION = "001010000000001"
 
 
 def sample_check(unknown: UnknownPolicy = UnknownPolicy.WHITELISTED, snapshot: ListSnapshot = SNAPSHOT) -> Any:
-    return lists_check(lambda: snapshot, unknown)
+    policy = Policy(unknown)
+    return lists_check(lambda: snapshot, lambda: policy)
 
 
 @dataclass

@@ -8,12 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from s13eir.decision.model import EquipmentStatus, Reason, Rule, Verdict
+from s13eir.decision.policy import Policy
 from s13eir.diameter import avp as avpcodec
 from s13eir.diameter.avp import AvpLengthError, decode_avps
 from s13eir.diameter.capx import LocalIdentity
 from s13eir.diameter.header import Header
 from s13eir.lists.snapshot import ListSnapshot
-from s13eir.s13 import MeIdentityCheck, S13Policy
+from s13eir.s13 import MeIdentityCheck
 
 avp_strategy = st.tuples(
     st.integers(1, 0xFFFFFFFF),
@@ -52,7 +53,7 @@ def test_eca_decodes_in_python_diameter(
     session_id: str, status: EquipmentStatus | None, hbh: int, e2e: int, proxies: list[tuple[str, bytes]]
 ) -> None:
     local = LocalIdentity("eir.test", "test", ("127.0.0.1",))
-    app = MeIdentityCheck(local, ListSnapshot.empty(), S13Policy())
+    app = MeIdentityCheck(local, ListSnapshot.empty(), Policy())
     request_avps = [avpcodec.utf8(263, session_id)]
     for host, state in proxies:
         request_avps.append(avpcodec.grouped(284, [avpcodec.utf8(280, host), avpcodec.encode(33, state)]))

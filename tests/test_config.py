@@ -9,6 +9,7 @@ import pytest
 from s13eir.config import Config, ConfigError, ListenConfig, config_from_mapping, load_config
 from s13eir.config_files import FilesMissing, NamedFile, check_files, file_problem, missing_files, named_files
 from s13eir.decision.model import ListKind, UnknownPolicy
+from s13eir.decision.policy import Policy
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 NODE = {"origin_host": "eir.example", "origin_realm": "example"}
@@ -79,7 +80,8 @@ def test_defaults() -> None:
     assert (cfg.peers.allow_unknown, cfg.peers.watchdog_interval_s, cfg.peers.list) == (False, 30, ())
     p = cfg.policy
     assert p.unknown_imei is UnknownPolicy.WHITELISTED
-    assert (p.malformed_imei, p.imeisv_in_imei, p.check_destination_realm) == ("reject", "reject", False)
+    assert (p.malformed_imei.value, p.imeisv_in_imei.value, p.check_destination_realm) == ("reject", "reject", False)
+    assert p.store_unavailable.value == "last_known" and p.decision_policy() == Policy()
     assert (cfg.store.backend, cfg.store.bloom_fp_rate, cfg.store.lists) == ("embedded", 0.001, ())
     lg = cfg.logging
     assert (lg.level, lg.format, lg.log_whitelisted, lg.mask_imsi) == ("info", "json", False, False)

@@ -13,13 +13,14 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from s13eir.decision.model import UnknownPolicy
+from s13eir.decision.policy import Policy
 from s13eir.diameter import avp as A
 from s13eir.diameter import dictionary
 from s13eir.diameter.capx import LocalIdentity, PeerInfo
 from s13eir.diameter.header import pack_header, parse_header
-from s13eir.diameter.traffic import Rejected, Screening, screen
+from s13eir.diameter.screening import Rejected, Screening, screen
 from s13eir.lists.formats import ListSpec, load_lists
-from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck, S13Policy
+from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck
 from s13eir.s13_fastpath import Layout, scan_ecr
 
 from .conftest import SAMPLE_LISTS
@@ -149,8 +150,8 @@ def full_path(app: MeIdentityCheck, frame: bytes) -> bytes:
 def test_fast_path_matches_full_path_or_declines(frame: bytes, policy: UnknownPolicy) -> None:
     seen_fast: list[object] = []
     seen_full: list[object] = []
-    app = MeIdentityCheck(LOCAL, SNAPSHOT, S13Policy(unknown_imei=policy), lambda o, p: seen_fast.append(o))
-    full_app = MeIdentityCheck(LOCAL, SNAPSHOT, S13Policy(unknown_imei=policy), lambda o, p: seen_full.append(o))
+    app = MeIdentityCheck(LOCAL, SNAPSHOT, Policy(unknown_imei=policy), lambda o, p: seen_fast.append(o))
+    full_app = MeIdentityCheck(LOCAL, SNAPSHOT, Policy(unknown_imei=policy), lambda o, p: seen_full.append(o))
     fast = app.fast_answer(frame, PEER)
     if fast is not None:
         event("fast path took it")
@@ -164,7 +165,7 @@ def test_fast_path_matches_full_path_or_declines(frame: bytes, policy: UnknownPo
 
 def test_fast_path_takes_the_common_ecr() -> None:
     """Not a path that always declines: a plain ECR for a phone on no list is taken."""
-    app = MeIdentityCheck(LOCAL, SNAPSHOT, S13Policy())
+    app = MeIdentityCheck(LOCAL, SNAPSHOT, Policy())
     for imei, imsi in (("35450712345675", None), ("354507123456750", "001010123456789")):
         ti = A.grouped(1401, [A.utf8(1402, imei, vendor=V), A.utf8(1403, "01", vendor=V)], vendor=V)
         avps = [A.utf8(263, "mme.test;1;1"), A.u32(277, 1), A.utf8(264, "mme.test"), A.utf8(296, "test"),
@@ -221,8 +222,8 @@ def test_layout_reads_what_the_scanner_reads(frame: bytes, data: st.DataObject) 
         assert got == scan_ecr(second)
     # Through the application: the first ECR teaches the layout, the second uses it.
     seen: list[object] = []
-    app = MeIdentityCheck(LOCAL, SNAPSHOT, S13Policy(), lambda o, p: seen.append(o))
+    app = MeIdentityCheck(LOCAL, SNAPSHOT, Policy(), lambda o, p: seen.append(o))
     app.fast_answer(frame, PEER)
     fast = app.fast_answer(second, PEER)
     if fast is not None:
-        assert fast == full_path(MeIdentityCheck(LOCAL, SNAPSHOT, S13Policy()), second)
+        assert fast == full_path(MeIdentityCheck(LOCAL, SNAPSHOT, Policy()), second)

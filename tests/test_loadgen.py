@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from s13eir.config import config_from_mapping
-from s13eir.loadgen import load_main
+from s13eir.loadgen.cli import load_main
 from s13eir.loadgen.client import mme_budget, split_mmes
 from s13eir.loadgen.connection import MmeConnection, Traffic
 from s13eir.loadgen.echo import serve_echo

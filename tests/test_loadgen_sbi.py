@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from s13eir.config import config_from_mapping
-from s13eir.loadgen import load_main
 from s13eir.loadgen.amf import SbiUrlError, parse_sbi_url, pei_path
+from s13eir.loadgen.cli import load_main
 from s13eir.loadgen.imeis import Combo
 
 from .conftest import node_config, running_node

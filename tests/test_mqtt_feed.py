@@ -19,12 +19,12 @@ import pytest
 import structlog
 import yaml
 
+from s13eir.backends.redis_client import AnyRedis, connect
 from s13eir.config import Config, MqttSyncConfig, RedisConfig, config_from_mapping
 from s13eir.lists.redis_layout import BUCKET, LISTS, Change, k_changes, k_current, k_feed, k_lock
 from s13eir.sync.changeset import encode_changeset
 from s13eir.sync.mqtt_feed import MqttFeed, read_feed_seq
 from s13eir.sync.process import EXIT_FAILURE, EXIT_OK, SyncProcess, k_sync_snapshots
-from s13eir.sync.redis_client import AnyRedis, connect
 from s13eir.sync.writer import ListWriter
 
 from .services import MosquittoBroker, RedisServer

@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from s13eir import __version__
 from s13eir.config import config_from_mapping
+from s13eir.decision.masking import mask_imsi
 from s13eir.observability import http
 from s13eir.observability.http import start_http
-from s13eir.observability.logs import configure_logging, get_logger, mask_imsi, set_level
+from s13eir.observability.logs import configure_logging, get_logger, set_level
 from s13eir.observability.loop_lag import LAG_BUCKETS, LoopLag, LoopLagProbe
 from s13eir.observability.metrics import LATENCY_BUCKETS, NO_STATUS, Metrics, render
 

@@ -1,5 +1,5 @@
 """policy.store_unavailable: what each mode answers for a Bloom positive the store
-cannot confirm (decision.outage), as a property and on a node whose Redis died."""
+cannot confirm (decision.policy), as a property and on a node whose Redis died."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from s13eir.config import config_from_mapping
 from s13eir.decision.model import EquipmentStatus, ListKind, UnknownPolicy
-from s13eir.decision.outage import StoreUnavailablePolicy, outage_verdict
+from s13eir.decision.policy import StoreUnavailablePolicy, outage_verdict
 from s13eir.lists.snapshot import ListSnapshot, SnapshotBuilder
 
 from .conftest import running_node

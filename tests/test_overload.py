@@ -16,7 +16,7 @@ from s13eir.diameter.answers import busy_answer, error_answer
 from s13eir.diameter.doic import Reporter, announced
 from s13eir.diameter.header import parse_header
 from s13eir.diameter.peer import PeerConnection
-from s13eir.diameter.traffic import lenient_avps
+from s13eir.diameter.screening import lenient_avps
 from s13eir.overload import OverloadControl, OverloadSettings
 
 from .test_peer_sansio import LOCAL, cer, ecr, messages, settings

@@ -19,22 +19,23 @@ from diameter.message.commands import (
     MeIdentityCheckRequest,
 )
 
+from s13eir.decision.policy import Policy
 from s13eir.diameter import dictionary
 from s13eir.diameter.capx import LocalIdentity, PeerEntry, PeerPolicy
 from s13eir.diameter.events import PeerClosed, PeerOpened, PeerRejected, WatchdogChanged
 from s13eir.diameter.framing import FrameBuffer
 from s13eir.diameter.peer import PeerConnection, PeerRegistry, PeerSettings, PeerState
-from s13eir.diameter.traffic import Screening
+from s13eir.diameter.screening import Screening
 from s13eir.diameter.watchdog import Watchdog, WatchdogAction, WatchdogState
 from s13eir.lists.snapshot import ListSnapshot
-from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck, S13Policy
+from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck
 
 D = dictionary.load()
 LOCAL = LocalIdentity("eir.test", "test", ("127.0.0.1",), origin_state_id=7)
 
 
 def settings(registry: PeerRegistry | None = None, allow_unknown: bool = False, fast: bool = False) -> PeerSettings:
-    app = MeIdentityCheck(LOCAL, ListSnapshot.empty(), S13Policy())
+    app = MeIdentityCheck(LOCAL, ListSnapshot.empty(), Policy())
     return PeerSettings(
         local=LOCAL,
         policy=PeerPolicy.of([PeerEntry("mme.test", "test")], allow_unknown),

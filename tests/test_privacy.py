@@ -12,7 +12,7 @@ import structlog
 
 from s13eir.client import S13Client
 from s13eir.config import config_from_mapping
-from s13eir.observability.logs import mask_entry, mask_gpsi, mask_supi
+from s13eir.decision.masking import mask_entry, mask_gpsi, mask_supi
 
 from .conftest import MME_HOST, MME_REALM, node_config, running_node
 from .sbi_helpers import h2_client

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import redis
 
+from s13eir.backends.redis_client import connect
 from s13eir.config import RedisConfig, config_from_mapping
 from s13eir.lists.redis_layout import Change
-from s13eir.sync.redis_client import connect
 from s13eir.sync.writer import ListWriter
 
 from .conftest import node_config, running_node, verdict

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from rbloom import Bloom
 from redis.asyncio.cluster import RedisCluster
 
+from s13eir.backends.redis_client import connect, parse_sentinel_url
 from s13eir.config import GuardsConfig, RedisConfig
 from s13eir.lists.formats import ListSpec
 from s13eir.lists.redis_layout import (
@@ -35,7 +36,6 @@ from s13eir.lists.redis_layout import (
     k_seq,
     parse_change,
 )
-from s13eir.sync.redis_client import connect, parse_sentinel_url
 from s13eir.sync.writer import ListWriter, WriterError, WriterLockHeld, WriterLockLost, writer_lock
 
 from .conftest import free_port

@@ -24,13 +24,14 @@ from hypothesis import strategies as st
 
 from s13eir.decision.imei import luhn_check_digit
 from s13eir.decision.model import EquipmentStatus, ListKind, UnknownPolicy, Verdict
+from s13eir.decision.policy import MalformedImeiPolicy, Policy
 from s13eir.diameter import dictionary
 from s13eir.diameter.capx import LocalIdentity, PeerInfo
 from s13eir.diameter.header import parse_header
-from s13eir.diameter.traffic import Rejected, Screening, screen
+from s13eir.diameter.screening import Rejected, Screening, screen
 from s13eir.lists.snapshot import ListSnapshot, SnapshotBuilder
-from s13eir.s13 import AUTH_SESSION_STATE_AVP, MalformedImeiPolicy, MeIdentityCheck, Outcome, S13Policy
-from s13eir.sbi.n5g_eir import N5gEir, N5gPolicy, Request, lists_check
+from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck, Outcome
+from s13eir.sbi.n5g_eir import N5gEir, Request, lists_check
 
 from .mme import Answer, raw_ecr, raw_ecr_avps
 
@@ -106,7 +107,7 @@ def phones(draw: st.DrawFn, pairs: list[tuple[str, str]]) -> Phone:
     return Phone(imei, sv, user, pei, supi)
 
 
-def s13_verdict(snapshot: ListSnapshot, policy: S13Policy, phone: Phone) -> tuple[int, int | None, Verdict | None]:
+def s13_verdict(snapshot: ListSnapshot, policy: Policy, phone: Phone) -> tuple[int, int | None, Verdict | None]:
     outcomes: list[Outcome] = []
     app = MeIdentityCheck(LOCAL, snapshot, policy, on_outcome=lambda o, p: outcomes.append(o))
     frame = raw_ecr(raw_ecr_avps(phone.imei, imsi=phone.user_name, sv=phone.sv))
@@ -125,11 +126,8 @@ def test_n5g_eir_and_s13_agree(
 ) -> None:  # fmt: skip
     snapshot, pairs = lists
     batch = data.draw(st.lists(phones(pairs), min_size=1, max_size=8))
-    s13_policy = S13Policy(unknown_imei=unknown, malformed_imei=malformed)
-    n5g = N5gEir(
-        lists_check(lambda: snapshot, unknown),
-        N5gPolicy(unknown, None if malformed is MalformedImeiPolicy.REJECT else EquipmentStatus[malformed.name]),
-    )
+    s13_policy = Policy(unknown_imei=unknown, malformed_imei=malformed)
+    n5g = N5gEir(lists_check(lambda: snapshot, lambda: s13_policy), s13_policy)
     for phone in batch:
         code, equipment_status, s13 = s13_verdict(snapshot, s13_policy, phone)
         query = f"pei={phone.pei}" + (f"&supi={phone.supi}" if phone.supi else "")

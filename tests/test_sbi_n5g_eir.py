@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s13eir.decision.model import EquipmentStatus, UnknownPolicy
+from s13eir.decision.model import UnknownPolicy
+from s13eir.decision.policy import MalformedImeiPolicy, Policy
 from s13eir.sbi.identifiers import PeiKind, parse_pei, supi_imsi
-from s13eir.sbi.n5g_eir import Limits, N5gEir, N5gPolicy, Request, accepts_json
+from s13eir.sbi.n5g_eir import Limits, N5gEir, Request, accepts_json
 
 from .sbi_helpers import OPENAPI, PEI_BLACK, RESOURCE, sample_check
 
-SERVICE = N5gEir(sample_check(), N5gPolicy(), Limits(max_header_list_size=4096, max_uri_length=1024))
+SERVICE = N5gEir(sample_check(), Policy(), Limits(max_header_list_size=4096, max_uri_length=1024))
 
 
 def ask(query: str = "", **kw: object) -> tuple[int, dict[str, object]]:
@@ -98,14 +99,14 @@ def test_unknown_parameters_are_listed_together() -> None:
 
 def test_mac_pei_in_restrictive_and_permissive_mode() -> None:
     for unknown, expected in ((UnknownPolicy.UNKNOWN, 404), (UnknownPolicy.GREYLISTED, 200)):
-        service = N5gEir(sample_check(unknown), N5gPolicy(unknown))
+        service = N5gEir(sample_check(unknown), Policy(unknown))
         answer = service.handle(Request("GET", RESOURCE + "?pei=mac-00-11-22-33-44-55"), 0)
         assert answer.status == expected
         assert answer.outcome.imei14 is None
 
 
 def test_malformed_policy_verdict_has_the_s13_reason() -> None:
-    service = N5gEir(sample_check(), N5gPolicy(malformed_imei=EquipmentStatus.GREYLISTED))
+    service = N5gEir(sample_check(), Policy(malformed_imei=MalformedImeiPolicy.GREYLISTED))
     answer = service.handle(Request("GET", RESOURCE + "?pei=imei-12&supi=imsi-001010000000001"), 0)
     assert answer.status == 200
     v = answer.outcome.verdict
@@ -135,7 +136,7 @@ def test_every_answer_is_documented(
     from urllib.parse import quote
 
     query = "&".join(f"{quote(k, safe='%')}={quote(v)}" for k, v in params)
-    service = N5gEir(sample_check(unknown), N5gPolicy(unknown))
+    service = N5gEir(sample_check(unknown), Policy(unknown))
     answer = service.handle(Request(method, f"{path}?{query}", accept=accept, body_length=body), 0.0)
     headers = {k.decode(): v.decode() for k, v in answer.headers}
     OPENAPI.check(answer.status, headers, answer.body)

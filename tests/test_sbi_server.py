@@ -15,6 +15,7 @@ import pytest
 
 from s13eir.config import PolicyConfig
 from s13eir.decision.model import UnknownPolicy
+from s13eir.decision.policy import MalformedImeiPolicy
 from s13eir.observability.metrics import render
 
 from .sbi_helpers import (
@@ -106,7 +107,10 @@ async def test_query_errors_are_400_problem_details(query: str, cause: str, para
     ("policy", "status"), [("blacklisted", "BLACKLISTED"), ("greylisted", "GREYLISTED"), ("whitelisted", "WHITELISTED")]
 )
 async def test_malformed_imei_follows_the_s13_policy(policy: str, status: str) -> None:
-    async with running_sbi(policy=PolicyConfig(malformed_imei=policy)) as sbi, h2_client(sbi.url) as client:  # type: ignore[arg-type]
+    async with (
+        running_sbi(policy=PolicyConfig(malformed_imei=MalformedImeiPolicy(policy))) as sbi,
+        h2_client(sbi.url) as client,
+    ):
         assert (await get(client, "pei=imei-3520990017614")).json() == {"status": status}
         assert problem(await get(client, "pei=hello"))["cause"] == "MANDATORY_QUERY_PARAM_INCORRECT"
     verdict = sbi.outcomes[0].verdict

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from s13eir.decision.engine import decide
 from s13eir.decision.model import ListKind, UnknownPolicy
-from s13eir.lists.shared import load_mapped, save_snapshot
+from s13eir.lists.mmap_snapshot import load_mapped, save_snapshot
 from s13eir.lists.snapshot import SnapshotBuilder
 
 from .test_fastpath import SNAPSHOT

@@ -11,12 +11,19 @@ from collections.abc import Callable
 import aiomqtt
 import pytest
 
+from s13eir.backends.mqtt_url import parse_mqtt_url
 from s13eir.config import EventsConfig
 from s13eir.decision.model import EquipmentStatus, Reason, Rule, Verdict
-from s13eir.events import Sighting, SightingPublisher, decode_sighting, encode_sighting, sighting_from_outcome
-from s13eir.events.publisher import parse_mqtt_url
-from s13eir.events.sighting import format_time, sighting_topic
 from s13eir.s13 import EcrQuery, Outcome
+from s13eir.sightings.publisher import SightingPublisher
+from s13eir.sightings.sighting import (
+    Sighting,
+    decode_sighting,
+    encode_sighting,
+    format_time,
+    sighting_from_outcome,
+    sighting_topic,
+)
 
 from .services import MosquittoBroker
 

@@ -31,10 +31,10 @@ from s13eir.client import check_once
 from s13eir.config import config_from_mapping
 from s13eir.decision.model import ListKind
 from s13eir.lists.formats import ListFormatError, ListSpec, load_lists
-from s13eir.lists.loading import LOAD_SWITCH_INTERVAL_S, LoadProgress, in_thread
+from s13eir.lists.loading import LOAD_SWITCH_INTERVAL_S, in_thread
+from s13eir.lists.progress import LoadProgress
 from s13eir.lists.snapshot import SnapshotBuilder
-from s13eir.node import Node
-from s13eir.node_errors import StartError
+from s13eir.node import Node, StartError
 
 from .conftest import free_port, node_config
 

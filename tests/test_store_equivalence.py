@@ -45,16 +45,16 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from s13eir.backends.redis_client import connect
 from s13eir.config import GuardsConfig, RedisConfig
 from s13eir.decision.engine import decide
 from s13eir.decision.model import EquipmentStatus, Facts, ListKind, UnknownPolicy, Verdict
-from s13eir.decision.outage import StoreUnavailablePolicy, outage_verdict
+from s13eir.decision.policy import StoreUnavailablePolicy, outage_verdict
 from s13eir.lists import redis_layout as L
 from s13eir.lists.formats import ListSpec
 from s13eir.lists.redis_store import RedisLists, StoreUnavailable
 from s13eir.sync.changeset import encode_changeset
 from s13eir.sync.deltas import parse_delta
-from s13eir.sync.redis_client import connect
 from s13eir.sync.writer import ListWriter, writer_lock
 
 from .equivalence_model import (

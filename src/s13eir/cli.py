@@ -245,12 +245,12 @@ def _exit_code(exc: Exception) -> int | None:
     from .config import ConfigError
     from .diameter.dictionary import DictionaryError
     from .lists.formats import ListFormatError
-    from .node_errors import StartError
 
     if isinstance(exc, ConfigError | ListFormatError | DictionaryError):
         return EXIT_CONFIG
-    if isinstance(exc, StartError | OSError):  # e.g. the listen port is taken
-        return EXIT_FAILURE
+    node = sys.modules.get("s13eir.node")  # only a started node raises StartError
+    if isinstance(exc, OSError) or (node is not None and isinstance(exc, node.StartError)):
+        return EXIT_FAILURE  # e.g. the listen port is taken
     return None
 
 

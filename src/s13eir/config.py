@@ -20,20 +20,19 @@ import msgspec.inspect as mi
 import yaml
 
 from s13eir.decision.model import ListKind, UnknownPolicy
+from s13eir.decision.policy import ImeisvInImeiPolicy, MalformedImeiPolicy, Policy, StoreUnavailablePolicy
 
 __all__ = [
     "ENV_PREFIX",
     "Config",
     "ConfigError",
     "DiameterConfig",
-    "ImeisvInImeiPolicy",
     "ListFormat",
     "ListSourceConfig",
     "ListenConfig",
     "LogFormat",
     "LogLevel",
     "LoggingConfig",
-    "MalformedPolicy",
     "MetricsConfig",
     "NodeConfig",
     "NrfConfig",
@@ -56,9 +55,6 @@ Unsigned32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 Transport = Literal["tcp", "sctp"]
-MalformedPolicy = Literal["reject", "blacklisted", "greylisted", "whitelisted"]
-ImeisvInImeiPolicy = Literal["reject", "split"]
-StoreUnavailablePolicy = Literal["last_known", "greylisted", "bloom", "too_busy", "unable_to_comply"]
 ListFormat = Literal["dirbs-blacklist", "dirbs-exceptions", "csv", "tac-csv", "range-csv", "rules-yaml"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -149,8 +145,8 @@ class PeersConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
 
 class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     unknown_imei: UnknownPolicy = UnknownPolicy.WHITELISTED
-    malformed_imei: MalformedPolicy = "reject"
-    imeisv_in_imei: ImeisvInImeiPolicy = "reject"
+    malformed_imei: MalformedImeiPolicy = MalformedImeiPolicy.REJECT
+    imeisv_in_imei: ImeisvInImeiPolicy = ImeisvInImeiPolicy.REJECT
     check_destination_realm: bool = False
     # Redis store only: how to answer an IMEI that the Bloom filter says may be listed
     # while Redis cannot be asked (or the store regressed). last_known: the last answer
@@ -158,7 +154,11 @@ class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     # answer, else a blacklist Bloom positive is blacklisted (and the rest greylisted);
     # too_busy (3004: the MME tries another EIR); unable_to_comply (5012: the MME applies
     # its own policy). Never whitelisted for a black or grey Bloom positive. README: Outages.
-    store_unavailable: StoreUnavailablePolicy = "last_known"
+    store_unavailable: StoreUnavailablePolicy = StoreUnavailablePolicy.LAST_KNOWN
+
+    def decision_policy(self) -> Policy:
+        """The section as the one policy S13 and N5g-eir both ask (decision/policy.py)."""
+        return Policy(self.unknown_imei, self.malformed_imei, self.imeisv_in_imei, self.store_unavailable)
 
 
 class ListSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -32,9 +32,9 @@ from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
 from .config import Config, ConfigError, OverloadConfig, RedisConfig, load_config
-from .decision.engine import decide
+from .decision.masking import mask_entry, mask_imsi
 from .decision.model import EquipmentStatus, Facts, Verdict
-from .decision.outage import StoreUnavailablePolicy, outage_verdict
+from .decision.policy import Refusal
 from .diameter import dictionary as dictionary_mod
 from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy, admits
 from .diameter.constants import (
@@ -47,39 +47,35 @@ from .diameter.constants import (
 from .diameter.doic import Reporter
 from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
-from .diameter.traffic import Screening
-from .events.publisher import SightingPublisher
-from .events.sighting import Sighting, verdict_name
+from .diameter.screening import Screening
 from .lists.formats import ListFormatError, ListSpec, load_lists
-from .lists.loading import LoadProgress, in_thread
+from .lists.loading import in_thread
+from .lists.mmap_snapshot import load_mapped
+from .lists.progress import LoadProgress
 from .lists.redis_store import RedisLists, StoreUnavailable
-from .lists.shared import load_mapped
 from .lists.snapshot import ListSnapshot
-from .node_errors import StartError
 from .observability.http import start_http
-from .observability.logs import get_logger, mask_entry, mask_imsi, set_level
+from .observability.logs import get_logger, set_level
 from .observability.loop_lag import LoopLagProbe
 from .observability.metrics import Metrics
 from .observability.redact import redact_url
 from .overload import OverloadControl, OverloadSettings
-from .s13 import (
-    AUTH_SESSION_STATE_AVP,
-    Deferred,
-    ImeisvInImeiPolicy,
-    MalformedImeiPolicy,
-    MeIdentityCheck,
-    Outcome,
-    S13Policy,
-)
+from .s13 import AUTH_SESSION_STATE_AVP, Deferred, MeIdentityCheck, Outcome
 from .sbi.n5g_eir import SbiOutcome
 from .sbi.report import outcome_logger
 from .sbi.server import SbiServer, start_sbi
+from .sightings.publisher import SightingPublisher
+from .sightings.sighting import Sighting, verdict_name
 from .supervision import Supervisor
 from .transport.admission import AdmissionMonitor
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
 
 NO_STATUS = -1
+
+
+class StartError(Exception):
+    """The node cannot start (for instance, its lists cannot be loaded from Redis)."""
 
 
 def list_specs(config: Config) -> list[ListSpec]:
@@ -108,7 +104,7 @@ def _local_addresses(config: Config) -> tuple[str, ...]:
 
 
 def connect_redis(cfg: RedisConfig) -> Any:
-    from .sync.redis_client import connect
+    from .backends.redis_client import connect
 
     # The change-stream follower blocks in XREAD for up to a second: the socket timeout
     # must outlast that. Lookups are bounded separately by store.redis.timeout_ms.
@@ -180,7 +176,7 @@ class Node:
             )
         else:
             lists = ListSnapshot.empty()  # replaced by start() once the files are loaded
-        self.app = MeIdentityCheck(self.local, lists, self._s13_policy(config), self._on_outcome)
+        self.app = MeIdentityCheck(self.local, lists, config.policy.decision_policy(), self._on_outcome)
         self.metrics.set_fast_whitelisted_source(lambda: self.app.whitelisted_fast)
         # The fast path logs nothing, so it only serves whitelisted answers that are not
         # to be logged; it does not compare Destination-Realm, so it is off when that is checked.
@@ -247,16 +243,6 @@ class Node:
             self.sightings = SightingPublisher(config.events, config.node.origin_host, client_id=client_id, mask=mask)
             self.metrics.add_source(self._sighting_metrics)
 
-    @staticmethod
-    def _s13_policy(config: Config) -> S13Policy:
-        p = config.policy
-        return S13Policy(
-            p.unknown_imei,
-            MalformedImeiPolicy(p.malformed_imei),
-            ImeisvInImeiPolicy(p.imeisv_in_imei),
-            StoreUnavailablePolicy(p.store_unavailable),
-        )
-
     @property
     def app_snapshot(self) -> ListSnapshot:
         lists = self.app.lists
@@ -274,19 +260,18 @@ class Node:
         """N5g-eir's verdict from the same lists and engine as S13 (awaited when Redis must confirm)."""
         facts = self.app.lists.facts(imei14, imsi)
         if isinstance(facts, Facts):
-            return decide(facts, imsi, self.config.policy.unknown_imei, imei14)
+            return self.app.policy.verdict(facts, imsi, imei14)
         return self._sbi_remote(imei14, imsi)
 
     async def _sbi_remote(self, imei14: str, imsi: str | None) -> Verdict | None:
         assert self.redis_lists is not None
-        unknown = self.config.policy.unknown_imei
+        policy = self.app.policy
         try:
-            return decide(await self.redis_lists.fetch(imei14, imsi), imsi, unknown, imei14)
+            return policy.verdict(await self.redis_lists.fetch(imei14, imsi), imsi, imei14)
         except StoreUnavailable as e:
-            mode = StoreUnavailablePolicy(self.config.policy.store_unavailable)
-            outcome = outage_verdict(mode, e.last_known, e.positives, imsi, unknown, imei14)
-            # None (too_busy / unable_to_comply): 500 SYSTEM_FAILURE, the AMF applies its policy.
-            return None if outcome is None else outcome[0]
+            outcome = policy.unconfirmed(e.last_known, e.positives, imsi, imei14)
+            # A refusal (too_busy / unable_to_comply): 500 SYSTEM_FAILURE, the AMF applies its policy.
+            return None if isinstance(outcome, Refusal) else outcome[0]
 
     def _sbi_sighting(self, outcome: SbiOutcome) -> None:
         verdict = outcome.verdict
@@ -624,7 +609,7 @@ class Node:
                 self.sightings.mask = self._mask or (config.events is not None and config.events.mask_imsi)
             self._log_sbi = outcome_logger(self.log, log_whitelisted=self._log_white, mask=self._mask)
         if config.policy != old.policy:
-            self.app.policy = self._s13_policy(config)
+            self.app.policy = config.policy.decision_policy()
             self.settings.screening = dataclasses.replace(
                 self.settings.screening, check_destination_realm=config.policy.check_destination_realm
             )

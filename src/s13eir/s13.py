@@ -8,18 +8,15 @@ verdict, and the answer's shape (TS 29.272 §7.2.20).
 
 from __future__ import annotations
 
-import enum
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 import msgspec
 
-from .decision.engine import decide, policy_verdict
 from .decision.imei import normalize_imei
-from .decision.model import NO_FACTS, REMOTE, EquipmentStatus, Facts, NeedRemote, Reason, Rule, UnknownPolicy, Verdict
-from .decision.outage import OUTAGE_DETAIL, StoreUnavailablePolicy, outage_verdict
+from .decision.model import NO_FACTS, REMOTE, EquipmentStatus, Facts, NeedRemote, Verdict
+from .decision.policy import OUTAGE_DETAIL, Policy, Refusal
 from .diameter import avp as avpcodec
 from .diameter.answers import answer, error_answer, proxy_info_avps, session_id_avp
 from .diameter.avp import Avp, decode_avps
@@ -64,26 +61,6 @@ _ECR_CODE_APP = CMD_ME_IDENTITY_CHECK.to_bytes(3, "big") + APP_S13.to_bytes(4, "
 _WHITELISTED = EquipmentStatus.WHITELISTED
 _MAX_LAYOUT_KEYS = 4096
 _LAYOUTS_PER_KEY = 4
-
-
-class MalformedImeiPolicy(enum.Enum):
-    REJECT = "reject"  # 5004 INVALID_AVP_VALUE with Failed-AVP
-    BLACKLISTED = "blacklisted"
-    GREYLISTED = "greylisted"
-    WHITELISTED = "whitelisted"
-
-
-class ImeisvInImeiPolicy(enum.Enum):
-    REJECT = "reject"  # 16 digits in the IMEI AVP is malformed
-    SPLIT = "split"  # read it as IMEI (14) + SVN (2), as some MMEs send it
-
-
-@dataclass(frozen=True, slots=True)
-class S13Policy:
-    unknown_imei: UnknownPolicy = UnknownPolicy.WHITELISTED
-    malformed_imei: MalformedImeiPolicy = MalformedImeiPolicy.REJECT
-    imeisv_in_imei: ImeisvInImeiPolicy = ImeisvInImeiPolicy.REJECT
-    store_unavailable: StoreUnavailablePolicy = StoreUnavailablePolicy.LAST_KNOWN
 
 
 class Lists(Protocol):
@@ -159,7 +136,7 @@ class MeIdentityCheck:
         self,
         local: LocalIdentity,
         lists: Lists,
-        policy: S13Policy,
+        policy: Policy,
         on_outcome: Callable[[Outcome, PeerInfo], None] | None = None,
     ) -> None:
         self.local = local
@@ -211,11 +188,11 @@ class MeIdentityCheck:
                 del layouts[_LAYOUTS_PER_KEY:]
         facts = self.lists.facts(ecr.imei14, ecr.imsi)
         if facts is NO_FACTS:  # on no list: what decide() would say, without the walk
-            verdict = policy_verdict(self.policy.unknown_imei)
+            verdict = self.policy.unlisted()
         elif facts is REMOTE:
             return Deferred(frame, _query(ecr), peer, ecr.session_id_avp)
         else:
-            verdict = decide(cast(Facts, facts), ecr.imsi, self.policy.unknown_imei, ecr.imei14)
+            verdict = self.policy.verdict(cast(Facts, facts), ecr.imsi, ecr.imei14)
         if verdict.status is _WHITELISTED:
             self.whitelisted_fast += 1
             return self._eca_from_template(frame, ecr.session_id_avp, verdict)
@@ -256,7 +233,7 @@ class MeIdentityCheck:
         if facts is REMOTE:
             return Deferred(frame, query, peer, header=header, avps=avps)
         assert isinstance(facts, Facts)
-        verdict = decide(facts, query.imsi, self.policy.unknown_imei, query.imei14)
+        verdict = self.policy.verdict(facts, query.imsi, query.imei14)
         return self._answer(header, avps, query, verdict, peer)
 
     def complete(
@@ -268,17 +245,16 @@ class MeIdentityCheck:
     ) -> bytes:
         """Answer a deferred ECR with what the remote store said, or, when it could not
         be asked (``facts`` None), as ``policy.store_unavailable`` says
-        (``decision.outage``; ``positives``: the lists whose Bloom filters hold the IMEI)."""
+        (``decision.policy``; ``positives``: the lists whose Bloom filters hold the IMEI)."""
         q = d.query
         assert q.imei14 is not None
         if facts is not None:
-            return self._verdict_answer(d, decide(facts, q.imsi, self.policy.unknown_imei, q.imei14))
-        mode = self.policy.store_unavailable
-        outcome = outage_verdict(mode, last_known, positives, q.imsi, self.policy.unknown_imei, q.imei14)
-        if outcome is not None:
+            return self._verdict_answer(d, self.policy.verdict(facts, q.imsi, q.imei14))
+        outcome = self.policy.unconfirmed(last_known, positives, q.imsi, q.imei14)
+        if not isinstance(outcome, Refusal):
             return self._verdict_answer(d, *outcome)
         detail = OUTAGE_DETAIL
-        code = TOO_BUSY if mode is StoreUnavailablePolicy.TOO_BUSY else UNABLE_TO_COMPLY
+        code = TOO_BUSY if outcome is Refusal.TOO_BUSY else UNABLE_TO_COMPLY
         if self.on_outcome is not None:
             self.on_outcome(Outcome(code, None, q, detail), d.peer)
         header, avps = d.parts()
@@ -303,11 +279,9 @@ class MeIdentityCheck:
             self.on_outcome(Outcome(code, verdict, query, detail), peer)
 
     def _malformed(self, header: Header, avps: list[Avp], query: EcrQuery, peer: PeerInfo) -> bytes:
-        mal = self.policy.malformed_imei
-        if mal is not MalformedImeiPolicy.REJECT:
-            status = EquipmentStatus[mal.name]
-            reason = Reason(Rule.MALFORMED, "", "policy.malformed_imei", query.imei, mal.value)
-            return self._answer(header, avps, query, Verdict(status, reason), peer)
+        verdict = self.policy.malformed(query.imei)
+        if isinstance(verdict, Verdict):
+            return self._answer(header, avps, query, verdict, peer)
         ti = _find(avps, AVP_TERMINAL_INFORMATION, VENDOR_3GPP)
         imei_avp = _find(decode_avps(ti.data), AVP_IMEI, VENDOR_3GPP) if ti is not None else None
         failed = (
@@ -342,14 +316,9 @@ class MeIdentityCheck:
         sv = sv_avp.data.decode("utf-8", "replace") if sv_avp is not None else None
         imei = raw.decode("utf-8", "replace")
         imei14 = normalize_imei(imei)
-        if (
-            imei14 is None
-            and len(raw) == 16
-            and _digits(raw)
-            and self.policy.imeisv_in_imei is ImeisvInImeiPolicy.SPLIT
-        ):
-            imei14 = imei[:14]
-            sv = sv or imei[14:]
+        if imei14 is None and len(raw) == 16 and _digits(raw) and (split := self.policy.split_imeisv(imei)):
+            imei14 = split[0]
+            sv = sv or split[1]
         user = _find(avps, AVP_USER_NAME)
         imsi = None
         if user is not None and 5 <= len(user.data) <= 15 and _digits(user.data):

@@ -16,7 +16,7 @@ it again first thing (the gap is the worker's interpreter start, about a second)
 a worker maps the parsed file rather than parsing, so its own loading phase is short.
 
 With the embedded store, the supervisor parses the list files once and writes
-the snapshot to a file that every worker maps (``lists.shared``): the IMEI
+the snapshot to a file that every worker maps (``lists.mmap_snapshot``): the IMEI
 arrays are then held once in the page cache rather than once per worker. On
 SIGHUP it re-parses the files and, only if they are valid, replaces the file and
 tells the workers to map the new one; a bad file leaves every worker's lists as
@@ -46,8 +46,9 @@ from typing import Any
 
 from .config import Config
 from .lists.formats import ListFormatError
-from .lists.loading import LoadProgress, in_thread
-from .lists.shared import save_snapshot
+from .lists.loading import in_thread
+from .lists.mmap_snapshot import save_snapshot
+from .lists.progress import LoadProgress
 from .observability.http import start_http
 from .observability.logs import get_logger
 from .observability.metrics import Metrics

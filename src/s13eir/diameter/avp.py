@@ -8,6 +8,7 @@ because this path runs for every request.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -117,6 +118,13 @@ def utf8(code: int, value: str | bytes, *, vendor: int | None = None, mandatory:
 
 def grouped(code: int, children: Iterable[bytes], *, vendor: int | None = None, mandatory: bool = True) -> bytes:
     return encode(code, b"".join(children), vendor=vendor, flags=AVP_FLAG_MANDATORY if mandatory else 0)
+
+
+def address(code: int, ip: str, *, mandatory: bool = True) -> bytes:
+    """An Address AVP (RFC 6733 §4.3.1): the IANA address family, then the address."""
+    addr = ipaddress.ip_address(ip)
+    data = (b"\0\1" if addr.version == 4 else b"\0\2") + addr.packed
+    return encode(code, data, flags=AVP_FLAG_MANDATORY if mandatory else 0)
 
 
 def read_u32(data: bytes) -> int:

@@ -1,60 +1,43 @@
-"""DWR/DWA and DPR/DPA (RFC 6733 §5.4, §5.5), encoded with python-diameter."""
+"""DWR/DWA and DPR/DPA (RFC 6733 §5.4, §5.5), with the AVPs in the order of their CCFs."""
 
 from __future__ import annotations
 
-from diameter.message.commands import (
-    DeviceWatchdogAnswer,
-    DeviceWatchdogRequest,
-    DisconnectPeerAnswer,
-    DisconnectPeerRequest,
-)
-
+from . import avp as avpcodec
 from .capx import LocalIdentity
-from .constants import SUCCESS
-from .header import Header
+from .constants import (
+    APP_BASE,
+    AVP_DISCONNECT_CAUSE,
+    AVP_ORIGIN_STATE_ID,
+    AVP_RESULT_CODE,
+    CMD_DEVICE_WATCHDOG,
+    CMD_DISCONNECT_PEER,
+    FLAG_REQUEST,
+    SUCCESS,
+)
+from .header import HEADER_LENGTH, Header, pack_header
 
 
-def _bytes(msg: object) -> bytes:
-    data: bytes = msg.as_bytes()  # type: ignore[attr-defined]
-    return data
+def _message(flags: int, code: int, hbh: int, e2e: int, *avps: bytes) -> bytes:
+    body = b"".join(avps)
+    return pack_header(HEADER_LENGTH + len(body), flags, code, APP_BASE, hbh, e2e) + body
 
 
 def dwa(request: Header, local: LocalIdentity) -> bytes:
-    msg = DeviceWatchdogAnswer()
-    msg.header.hop_by_hop_identifier = request.hop_by_hop
-    msg.header.end_to_end_identifier = request.end_to_end
-    msg.result_code = SUCCESS
-    msg.origin_host = local.origin_host.encode()
-    msg.origin_realm = local.origin_realm.encode()
-    msg.origin_state_id = local.origin_state_id
-    return _bytes(msg)
+    return _message(0, CMD_DEVICE_WATCHDOG, request.hop_by_hop, request.end_to_end,
+                    avpcodec.u32(AVP_RESULT_CODE, SUCCESS), local.origin_avps,
+                    avpcodec.u32(AVP_ORIGIN_STATE_ID, local.origin_state_id))  # fmt: skip
 
 
 def dpa(request: Header, local: LocalIdentity) -> bytes:
-    msg = DisconnectPeerAnswer()
-    msg.header.hop_by_hop_identifier = request.hop_by_hop
-    msg.header.end_to_end_identifier = request.end_to_end
-    msg.result_code = SUCCESS
-    msg.origin_host = local.origin_host.encode()
-    msg.origin_realm = local.origin_realm.encode()
-    return _bytes(msg)
+    return _message(0, CMD_DISCONNECT_PEER, request.hop_by_hop, request.end_to_end,
+                    avpcodec.u32(AVP_RESULT_CODE, SUCCESS), local.origin_avps)  # fmt: skip
 
 
 def dwr(local: LocalIdentity, hop_by_hop: int, end_to_end: int) -> bytes:
-    msg = DeviceWatchdogRequest()
-    msg.header.hop_by_hop_identifier = hop_by_hop
-    msg.header.end_to_end_identifier = end_to_end
-    msg.origin_host = local.origin_host.encode()
-    msg.origin_realm = local.origin_realm.encode()
-    msg.origin_state_id = local.origin_state_id
-    return _bytes(msg)
+    return _message(FLAG_REQUEST, CMD_DEVICE_WATCHDOG, hop_by_hop, end_to_end,
+                    local.origin_avps, avpcodec.u32(AVP_ORIGIN_STATE_ID, local.origin_state_id))  # fmt: skip
 
 
 def dpr(local: LocalIdentity, cause: int, hop_by_hop: int, end_to_end: int) -> bytes:
-    msg = DisconnectPeerRequest()
-    msg.header.hop_by_hop_identifier = hop_by_hop
-    msg.header.end_to_end_identifier = end_to_end
-    msg.origin_host = local.origin_host.encode()
-    msg.origin_realm = local.origin_realm.encode()
-    msg.disconnect_cause = cause
-    return _bytes(msg)
+    return _message(FLAG_REQUEST, CMD_DISCONNECT_PEER, hop_by_hop, end_to_end,
+                    local.origin_avps, avpcodec.u32(AVP_DISCONNECT_CAUSE, cause))  # fmt: skip

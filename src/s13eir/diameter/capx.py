@@ -1,7 +1,8 @@
 """Capabilities exchange (RFC 6733 §5.3) as responder: CER in, CEA out.
 
-CEAs are encoded with python-diameter's command classes; the CER has already
-been framed and its AVPs decoded by the peer layer.
+The CER has already been framed and its AVPs decoded by the peer layer; the CEA is
+encoded with our own AVP codec (python-diameter, which pulls in ``socket``, decodes it
+in the tests as an independent check).
 """
 
 from __future__ import annotations
@@ -10,23 +11,29 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from diameter.message.avp import Avp as PdAvp
-from diameter.message.avp.grouped import FailedAvp, VendorSpecificApplicationId
-from diameter.message.commands import CapabilitiesExchangeAnswer
-
 from . import avp as avpcodec
 from .avp import Avp, decode_avps, read_u32
 from .constants import (
+    APP_BASE,
     APP_RELAY,
     APP_S13,
     AVP_ACCT_APPLICATION_ID,
     AVP_AUTH_APPLICATION_ID,
+    AVP_ERROR_MESSAGE,
+    AVP_FAILED_AVP,
+    AVP_FIRMWARE_REVISION,
     AVP_HOST_IP_ADDRESS,
     AVP_INBAND_SECURITY_ID,
     AVP_ORIGIN_HOST,
     AVP_ORIGIN_REALM,
     AVP_ORIGIN_STATE_ID,
+    AVP_PRODUCT_NAME,
+    AVP_RESULT_CODE,
+    AVP_SUPPORTED_VENDOR_ID,
+    AVP_VENDOR_ID,
     AVP_VENDOR_SPECIFIC_APPLICATION_ID,
+    CMD_CAPABILITIES_EXCHANGE,
+    FLAG_ERROR,
     INBAND_SECURITY_NO_INBAND,
     NO_COMMON_APPLICATION,
     NO_COMMON_SECURITY,
@@ -36,7 +43,7 @@ from .constants import (
     is_protocol_error,
 )
 from .dictionary import Dictionary
-from .header import Header
+from .header import HEADER_LENGTH, Header, pack_header
 from .validate import MAX_AVP_DEPTH, check_avps
 
 
@@ -211,26 +218,27 @@ def _address_allowed(remote_ip: str, allowed: Sequence[str]) -> bool:
 def build_cea(
     request: Header, local: LocalIdentity, result_code: int, message: str = "", failed_avp: bytes | None = None
 ) -> bytes:
-    """A CEA advertising S13 (TS 29.272 §7.1.8: Supported-Vendor-Id and the V-S-A-Id)."""
-    cea = CapabilitiesExchangeAnswer()
-    cea.header.hop_by_hop_identifier = request.hop_by_hop
-    cea.header.end_to_end_identifier = request.end_to_end
-    cea.header.is_error = is_protocol_error(result_code)
-    cea.result_code = result_code
-    cea.origin_host = local.origin_host.encode()
-    cea.origin_realm = local.origin_realm.encode()
-    cea.host_ip_address = list(local.host_ip_addresses)
-    cea.vendor_id = local.vendor_id
-    cea.product_name = local.product_name
-    cea.origin_state_id = local.origin_state_id
-    if message:
-        cea.error_message = message[:200]
-    if failed_avp is not None:
-        cea.failed_avp = FailedAvp(additional_avps=[PdAvp.from_bytes(failed_avp)])
-    cea.supported_vendor_id = [VENDOR_3GPP]
-    cea.vendor_specific_application_id = [
-        VendorSpecificApplicationId(vendor_id=VENDOR_3GPP, auth_application_id=app) for app in local.applications
+    """A CEA advertising S13 (TS 29.272 §7.1.8: Supported-Vendor-Id and the V-S-A-Id), in
+    the AVP order of RFC 6733 §5.3.2."""
+    avps = [avpcodec.u32(AVP_RESULT_CODE, result_code), local.origin_avps]
+    avps += [avpcodec.address(AVP_HOST_IP_ADDRESS, ip) for ip in local.host_ip_addresses]
+    avps += [
+        avpcodec.u32(AVP_VENDOR_ID, local.vendor_id),
+        avpcodec.utf8(AVP_PRODUCT_NAME, local.product_name, mandatory=False),
+        avpcodec.u32(AVP_ORIGIN_STATE_ID, local.origin_state_id),
     ]
-    cea.firmware_revision = local.firmware_revision
-    data: bytes = cea.as_bytes()
-    return data
+    if message:
+        avps.append(avpcodec.utf8(AVP_ERROR_MESSAGE, message[:200], mandatory=False))
+    if failed_avp is not None:
+        avps.append(avpcodec.grouped(AVP_FAILED_AVP, [failed_avp]))
+    avps.append(avpcodec.u32(AVP_SUPPORTED_VENDOR_ID, VENDOR_3GPP))
+    avps += [
+        avpcodec.grouped(AVP_VENDOR_SPECIFIC_APPLICATION_ID,
+                         [avpcodec.u32(AVP_VENDOR_ID, VENDOR_3GPP), avpcodec.u32(AVP_AUTH_APPLICATION_ID, app)])
+        for app in local.applications
+    ]  # fmt: skip
+    avps.append(avpcodec.u32(AVP_FIRMWARE_REVISION, local.firmware_revision, mandatory=False))
+    body = b"".join(avps)
+    flags = FLAG_ERROR if is_protocol_error(result_code) else 0
+    return pack_header(HEADER_LENGTH + len(body), flags, CMD_CAPABILITIES_EXCHANGE, APP_BASE,
+                       request.hop_by_hop, request.end_to_end) + body  # fmt: skip

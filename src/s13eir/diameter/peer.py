@@ -35,7 +35,7 @@ from .doic import in_frame as doic_in_frame
 from .events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .framing import FrameBuffer, FramingError
 from .header import Header, parse_header
-from .traffic import Rejected, Screening, screen
+from .screening import Rejected, Screening, screen
 from .watchdog import Random, Watchdog, WatchdogAction
 
 APP_BASE_BYTES = APP_BASE.to_bytes(4, "big")

@@ -37,7 +37,7 @@ import yaml
 from s13eir.decision.imei import normalize_imei, normalize_list_imei
 from s13eir.decision.model import ListKind
 from s13eir.lists.bloom import DEFAULT_FP_RATE
-from s13eir.lists.loading import LoadProgress
+from s13eir.lists.progress import LoadProgress
 from s13eir.lists.snapshot import ListSnapshot, SnapshotBuilder
 
 __all__ = [

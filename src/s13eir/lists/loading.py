@@ -11,7 +11,7 @@ serves ``/healthz``, ``/readyz`` and ``/metrics``:
   see; once the future resolves the thread has finished with it and never touches
   it again, so the loop takes over an object no other thread uses (the same hand
   over as a reload, which builds in an executor and then swaps one reference).
-* :class:`LoadProgress` is what ``/readyz`` says meanwhile. The loading thread
+* :class:`~s13eir.lists.progress.LoadProgress` is what ``/readyz`` says meanwhile. The loading thread
   writes a few plain attributes; the loop only reads them to describe the load.
 
 The thread shares the interpreter lock with the loop, and by default a thread
@@ -38,9 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from .snapshot import SnapshotBuilder
-
-__all__ = ["LOAD_SWITCH_INTERVAL_S", "LoadProgress", "in_thread"]
+__all__ = ["LOAD_SWITCH_INTERVAL_S", "in_thread"]
 
 _T = TypeVar("_T")
 
@@ -48,64 +46,6 @@ LOAD_SWITCH_INTERVAL_S = 0.0005
 # Loads in progress (in_thread calls awaiting), and the interval to restore after the last.
 _loads = 0
 _saved_interval = 0.0
-
-
-class LoadProgress:
-    """How far a load has got: which file, how many entries so far, or indexing.
-
-    Written by the loading thread, read by the event loop for ``/readyz``; each
-    field is replaced by a single store, so a reader sees each field either before
-    or after an update, and the text is for people, not for decisions.
-    """
-
-    __slots__ = ("_builder", "_entries", "_file", "_files", "_path", "_phase")
-
-    def __init__(self, phase: str = "starting") -> None:
-        self._phase = phase  # "starting", "reading", "indexing", or a free text (Redis, a shared file)
-        self._files = 0
-        self._file = 0
-        self._path = ""
-        self._builder: SnapshotBuilder | None = None
-        self._entries = 0
-
-    def begin(self, files: int, builder: SnapshotBuilder) -> None:
-        """A load of ``files`` list files into ``builder`` starts."""
-        self._files = files
-        self._builder = builder
-
-    def reading(self, index: int, path: str) -> None:
-        """File ``index`` (0-based) is being parsed."""
-        self._file = index + 1
-        self._path = path
-        self._phase = "reading"
-
-    def indexing(self) -> None:
-        """Every file is parsed: the entries are being sorted and indexed."""
-        self._entries = self.entries()
-        self._builder = None
-        self._phase = "indexing"
-
-    def set_phase(self, text: str) -> None:
-        """A load that is not a parse of list files (Redis, the supervisor's shared file)."""
-        self._phase = text
-
-    def entries(self) -> int:
-        """Entries parsed so far (all files together)."""
-        builder = self._builder
-        if builder is None:
-            return self._entries
-        try:
-            return builder.added()
-        except RuntimeError:  # the builder's tables changed while being counted
-            return self._entries
-
-    def describe(self) -> str:
-        """One line for ``/readyz``, e.g. ``reading list 2 of 3 (grey.csv), 1200000 entries so far``."""
-        if self._phase == "reading":
-            return f"reading list {self._file} of {self._files} ({self._path}), {self.entries()} entries so far"
-        if self._phase == "indexing":
-            return f"indexing {self._entries} entries"
-        return self._phase
 
 
 async def in_thread(fn: Callable[[], _T], name: str) -> _T:

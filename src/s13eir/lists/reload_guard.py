@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from s13eir.config import GuardsConfig
-from s13eir.sync.guards import evaluate_guards
+from s13eir.lists.guards import evaluate_guards
 
 __all__ = ["reload_refusals"]
 

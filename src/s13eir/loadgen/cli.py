@@ -20,6 +20,7 @@ from rich.console import Console
 
 from s13eir.config import Config, ConfigError, load_config
 from s13eir.decision.model import UnknownPolicy
+from s13eir.decision.policy import MalformedImeiPolicy, Policy
 from s13eir.lists.formats import ListFormatError
 
 from .amf import SbiUrlError, parse_sbi_url
@@ -196,7 +197,7 @@ def add_load_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--malformed-imei",
-        choices=["reject", "blacklisted", "greylisted", "whitelisted"],
+        choices=[m.value for m in MalformedImeiPolicy],
         default="reject",
         help="without --config: the EIR's policy.malformed_imei (default reject, i.e. 5004)",
     )
@@ -248,7 +249,7 @@ def _workload(args: argparse.Namespace, rng: random.Random) -> Workload:
         if args.sbi is None:
             _check_peers_listed(config, args)
         return generate_workload(parse_mix(args.mix if args.mix is not None else DEFAULT_MIX_LISTED), rng, oracle)
-    expectations = Expectations(UnknownPolicy(args.unknown_imei), args.malformed_imei)
+    expectations = Expectations(Policy(UnknownPolicy(args.unknown_imei), MalformedImeiPolicy(args.malformed_imei)))
     mix = parse_mix(args.mix if args.mix is not None else DEFAULT_MIX_UNLISTED)
     return generate_workload(mix, rng, None, expectations)
 

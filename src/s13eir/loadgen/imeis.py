@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from s13eir.config import Config, load_config
-from s13eir.decision.engine import decide
 from s13eir.decision.imei import luhn_check_digit
-from s13eir.decision.model import EquipmentStatus, ListKind, Rule, UnknownPolicy, Verdict
+from s13eir.decision.model import EquipmentStatus, ListKind, Rule, Verdict
+from s13eir.decision.policy import Policy, Refusal
 from s13eir.lists.formats import ListSpec, parse_list
 from s13eir.lists.snapshot import ListSnapshot, SnapshotBuilder
 
@@ -120,30 +120,22 @@ class Workload:
 
 @dataclass(frozen=True, slots=True)
 class Expectations:
-    """The EIR's policies that decide answers which no list decides."""
+    """What the EIR answers where no list decides: its policy, asked as the EIR asks it."""
 
-    unknown_imei: UnknownPolicy = UnknownPolicy.WHITELISTED
-    malformed_imei: str = "reject"  # reject | blacklisted | greylisted | whitelisted
+    policy: Policy = field(default_factory=Policy)
 
     @classmethod
     def from_config(cls, config: Config) -> Expectations:
-        return cls(config.policy.unknown_imei, config.policy.malformed_imei)
+        return cls(config.policy.decision_policy())
 
     @property
     def unlisted(self) -> int:
-        return _verdict_outcome_status(
-            {
-                UnknownPolicy.WHITELISTED: EquipmentStatus.WHITELISTED,
-                UnknownPolicy.GREYLISTED: EquipmentStatus.GREYLISTED,
-                UnknownPolicy.UNKNOWN: None,
-            }[self.unknown_imei]
-        )
+        return _verdict_outcome_status(self.policy.unlisted().status)
 
     @property
     def malformed(self) -> int:
-        if self.malformed_imei == "reject":
-            return 5004  # DIAMETER_INVALID_AVP_VALUE
-        return int(EquipmentStatus[self.malformed_imei.upper()])
+        verdict = self.policy.malformed("")
+        return 5004 if isinstance(verdict, Refusal) else _verdict_outcome_status(verdict.status)  # INVALID_AVP_VALUE
 
 
 def _verdict_outcome_status(status: EquipmentStatus | None) -> int:
@@ -229,7 +221,7 @@ class ListOracle:
         self.candidates = candidates
 
     def verdict(self, imei14: str, imsi: str | None) -> Verdict:
-        return decide(self.snapshot.facts(imei14, imsi), imsi, self.expectations.unknown_imei, imei14)
+        return self.expectations.policy.verdict(self.snapshot.facts(imei14, imsi), imsi, imei14)
 
 
 def load_oracle(config_path: str, rng: random.Random) -> tuple[Config, ListOracle]:

@@ -38,9 +38,10 @@ async def _serve(config_path: str) -> int:
     except (ListFormatError, OSError) as exc:
         print(exc, file=sys.stderr)
         return 2
+    policy = config.policy.decision_policy()
     server = await start_sbi(
         config.sbi,
-        lists_check(lambda: lists, config.policy.unknown_imei),
+        lists_check(lambda: lists, lambda: policy),
         outcome_logger(log, log_whitelisted=config.logging.log_whitelisted, mask=config.logging.mask_imsi),
         Metrics(),
         policy=config.policy,

@@ -19,15 +19,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
 import msgspec
 
-from s13eir.decision.engine import decide, policy_verdict
-from s13eir.decision.model import EquipmentStatus, Facts, Reason, Rule, UnknownPolicy, Verdict
+from s13eir.decision.model import EquipmentStatus, Facts, Verdict
+from s13eir.decision.policy import Policy, Refusal
 from s13eir.sbi.identifiers import Pei, PeiKind, parse_pei, supi_imsi, supported_features_ok
-from s13eir.sbi.oauth2 import TokenVerifier
+
+if TYPE_CHECKING:  # the verifier brings in JWT and cryptography (and ssl, socket)
+    from s13eir.sbi.oauth2 import TokenVerifier
 
 __all__ = [
     "API_NAME",
@@ -37,7 +39,6 @@ __all__ = [
     "Check",
     "Limits",
     "N5gEir",
-    "N5gPolicy",
     "Request",
     "SbiOutcome",
     "accepts_json",
@@ -114,15 +115,6 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
-class N5gPolicy:
-    """The S13 policies that apply to N5g-eir, as plain values."""
-
-    unknown_imei: UnknownPolicy = UnknownPolicy.WHITELISTED
-    # policy.malformed_imei: None = reject (the 400 counterpart of 5004), else that status.
-    malformed_imei: EquipmentStatus | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Limits:
     max_header_list_size: int = 8192
     max_uri_length: int = 2048
@@ -132,14 +124,13 @@ class FactsSource(Protocol):
     def facts(self, imei14: str, imsi: str | None) -> Facts: ...
 
 
-def lists_check(lists: Callable[[], FactsSource], unknown_imei: UnknownPolicy) -> Check:
-    """The ``check`` a node passes to ``start_sbi``: S13's own decision on the current lists.
-
-    ``lists`` is called per request because the node swaps the snapshot on reload.
-    """
+def lists_check(lists: Callable[[], FactsSource], policy: Callable[[], Policy]) -> Check:
+    """The ``check`` for ``start_sbi`` of a node whose lists are all in memory: S13's own
+    decision on the current lists, under the current policy (both called per request:
+    a reload swaps them)."""
 
     def check(imei14: str, imsi: str | None) -> Verdict:
-        return decide(lists().facts(imei14, imsi), imsi, unknown_imei, imei14)
+        return policy().verdict(lists().facts(imei14, imsi), imsi, imei14)
 
     return check
 
@@ -226,12 +217,12 @@ class N5gEir:
     def __init__(
         self,
         check: Check,
-        policy: N5gPolicy | None = None,
+        policy: Policy | None = None,
         limits: Limits | None = None,
         verifier: TokenVerifier | None = None,
     ) -> None:
         self.check = check
-        self.policy = policy or N5gPolicy()
+        self.policy = policy or Policy()
         self.limits = limits or Limits()
         self.verifier = verifier
 
@@ -331,14 +322,12 @@ class N5gEir:
                 )
             return self._finish_imei(result, detail, pei, parsed, supi, imsi, gpsi, client)
         elif parsed.kind is PeiKind.MALFORMED_IMEI:
-            status = self.policy.malformed_imei
-            if status is None:
+            malformed = self.policy.malformed(pei)  # what S13 answers a bad IMEI AVP
+            if isinstance(malformed, Refusal):  # S13's 5004
                 return _param_error("MANDATORY_QUERY_PARAM_INCORRECT", "pei", parsed.problem, client, pei)
-            # The same verdict S13 gives a malformed IMEI under policy.malformed_imei.
-            verdict = Verdict(status, Reason(Rule.MALFORMED, "", "policy.malformed_imei", pei, status.name.lower()))
-            detail = parsed.problem
+            verdict, detail = malformed, parsed.problem
         elif parsed.kind is PeiKind.NOT_IMEI:
-            verdict, detail = policy_verdict(self.policy.unknown_imei), parsed.problem
+            verdict, detail = self.policy.unlisted(), parsed.problem
         else:
             return _param_error("MANDATORY_QUERY_PARAM_INCORRECT", "pei", parsed.problem, client, pei)
         return self._finish(verdict, detail, pei, parsed, supi, imsi, gpsi, client)

@@ -13,8 +13,8 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from s13eir.decision.masking import mask_entry, mask_gpsi, mask_imsi, mask_supi
 from s13eir.decision.model import EquipmentStatus
-from s13eir.observability.logs import mask_entry, mask_gpsi, mask_imsi, mask_supi
 from s13eir.sbi.n5g_eir import SbiOutcome
 
 __all__ = ["outcome_logger"]

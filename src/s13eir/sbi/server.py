@@ -38,7 +38,6 @@ from h2.errors import ErrorCodes
 from structlog.typing import FilteringBoundLogger
 
 from s13eir.config import PolicyConfig, SbiConfig
-from s13eir.decision.model import EquipmentStatus
 from s13eir.observability.logs import get_logger
 from s13eir.observability.metrics import Metrics
 from s13eir.overload import OverloadControl
@@ -49,7 +48,6 @@ from s13eir.sbi.n5g_eir import (
     DeferredAnswer,
     Limits,
     N5gEir,
-    N5gPolicy,
     Request,
     SbiOutcome,
     overloaded,
@@ -58,7 +56,7 @@ from s13eir.sbi.nrf import NrfClient, nf_instance_id
 from s13eir.sbi.oauth2 import TokenVerifier, load_verifier
 from s13eir.supervision import Supervisor
 
-__all__ = ["OnOutcome", "SbiServer", "n5g_policy", "start_sbi"]
+__all__ = ["OnOutcome", "SbiServer", "start_sbi"]
 
 OnOutcome = Callable[[SbiOutcome], None]
 
@@ -81,12 +79,6 @@ _H2_CONFIG = h2.config.H2Configuration(
     validate_outbound_headers=False,  # ours are fixed and correct; validation costs per request
     normalize_outbound_headers=False,
 )
-
-
-def n5g_policy(policy: PolicyConfig) -> N5gPolicy:
-    """The node's S13 policy section as the values N5g-eir needs."""
-    mal = policy.malformed_imei
-    return N5gPolicy(policy.unknown_imei, None if mal == "reject" else EquipmentStatus[mal.upper()])
 
 
 @dataclass(slots=True)
@@ -422,7 +414,7 @@ class SbiServer:
 
     def set_policy(self, policy: PolicyConfig) -> None:
         """The node's ``policy`` section after a reload (requests that follow use it)."""
-        self._shared.service.policy = n5g_policy(policy)
+        self._shared.service.policy = policy.decision_policy()
 
     @property
     def connections(self) -> int:
@@ -468,8 +460,8 @@ async def start_sbi(
         o = cfg.oauth2
         verifier = load_verifier(algorithms=o.algorithms, secret=o.secret, key_file=o.key_file, audience=o.audience,
                                  issuer=o.issuer, leeway_s=o.leeway_s, nf_instance_id=instance_id)  # fmt: skip
-    service = N5gEir(check, n5g_policy(policy or PolicyConfig()), Limits(cfg.max_header_list_size, cfg.max_uri_length),
-                     verifier)  # fmt: skip
+    limits = Limits(cfg.max_header_list_size, cfg.max_uri_length)
+    service = N5gEir(check, (policy or PolicyConfig()).decision_policy(), limits, verifier)
     sbi_metrics = SbiMetrics()
     sbi_metrics.attach(metrics)
     shared = _Shared(service, on_outcome, sbi_metrics, log, cfg.max_concurrent_streams, cfg.idle_timeout_s, clock,

@@ -46,6 +46,7 @@ from typing import Any, Final
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
+from s13eir.backends.redis_client import AnyRedis
 from s13eir.decision.model import ListKind
 from s13eir.lists import formats
 from s13eir.lists.bloom import Bloom, new_bloom
@@ -60,7 +61,6 @@ from s13eir.lists.redis_layout import (
     k_ranges,
     k_tac,
 )
-from s13eir.sync.redis_client import AnyRedis
 
 __all__ = [
     "DEFAULT_BATCH",

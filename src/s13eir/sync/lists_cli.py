@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
+from s13eir.backends.redis_client import AnyRedis, connect
 from s13eir.config import Config, ConfigError, load_config
 from s13eir.decision.model import ListKind
 from s13eir.lists.formats import FORMATS, ListFormatError, ListSpec
@@ -28,7 +29,6 @@ from s13eir.lists.redis_layout import ALL_LISTS, RULES, k_seq
 from s13eir.observability.redact import redact_url
 from s13eir.sync.deltas import DELTA_KINDS, DeltaKind, parse_delta
 from s13eir.sync.imports import count_lines
-from s13eir.sync.redis_client import AnyRedis, connect
 from s13eir.sync.writer import FORMATS_FOR_LIST, ListWriter, WriterError, writer_lock
 
 __all__ = ["add_lists_parser", "cmd_lists"]

@@ -65,8 +65,8 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 import aiomqtt
 import redis.exceptions as rx
 
+from s13eir.backends.mqtt_url import parse_mqtt_url
 from s13eir.config import MqttSyncConfig
-from s13eir.events.publisher import parse_mqtt_url
 from s13eir.lists.redis_layout import Change, k_feed
 from s13eir.observability.logs import get_logger
 

@@ -50,8 +50,9 @@ from typing import Any, Final, TypeVar
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from s13eir.backends.mqtt_url import parse_mqtt_url
+from s13eir.backends.redis_client import AnyRedis, connect
 from s13eir.config import Config, ConfigError, SnapshotSourceConfig, load_config
-from s13eir.events.publisher import parse_mqtt_url
 from s13eir.lists.formats import ListFormatError, ListSpec
 from s13eir.lists.redis_layout import k_current
 from s13eir.observability.http import start_http
@@ -61,7 +62,6 @@ from s13eir.observability.redact import redact_url
 
 from ..supervision import Supervisor
 from .mqtt_feed import TRANSIENT_REDIS_ERRORS, MqttFeed, ResyncRefused
-from .redis_client import AnyRedis, connect
 from .writer import ImportReport, ListWriter, WriterError, WriterLock, WriterLockHeld, WriterLockLost, writer_lock
 
 __all__ = [

@@ -22,7 +22,7 @@ Import (:meth:`ListWriter.import_snapshot`), step by step:
    ``info``) and how many are absent from ``g`` (bucket by bucket, the field names of
    both compared as sets; run while step 4 runs). Same count, checksum and digest:
    ``unchanged``.
-   Otherwise the guards (:mod:`s13eir.sync.guards`) decide, unless ``force``.
+   Otherwise the guards (:mod:`s13eir.lists.guards`) decide, unless ``force``.
 6. Flip: ``P:current[list] = g``, ``P:previous[list] = old``, ``INCR P:seq``,
    ``info.state=ready``/``info.seq`` and the stream's ``generation`` record, in one
    script on a single server. On a Cluster in the order info, current, previous,
@@ -67,10 +67,12 @@ from typing import Any, Final, Literal
 
 from redis.asyncio.cluster import RedisCluster
 
+from s13eir.backends.redis_client import AnyRedis
 from s13eir.config import GuardsConfig
 from s13eir.decision.model import ListKind
 from s13eir.lists.bloom import DEFAULT_FP_RATE, new_bloom
 from s13eir.lists.formats import ListFormatError, ListSpec
+from s13eir.lists.guards import GuardVerdict, evaluate_guards, refused
 from s13eir.lists.redis_layout import (
     ALL_LISTS,
     LISTS,
@@ -97,7 +99,6 @@ from s13eir.lists.redis_layout import (
     parse_change,
 )
 from s13eir.supervision import Supervisor
-from s13eir.sync.guards import GuardVerdict, evaluate_guards, refused
 from s13eir.sync.imports import (
     DEFAULT_BATCH,
     EMPTY_CHECKSUM,
@@ -116,7 +117,6 @@ from s13eir.sync.imports import (
     scan_generation,
     scan_keys,
 )
-from s13eir.sync.redis_client import AnyRedis
 
 __all__ = [
     "DEFAULT_STREAM_MAXLEN",

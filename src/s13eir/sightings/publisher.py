@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from s13eir.backends.mqtt_url import parse_mqtt_url
 from s13eir.config import EventsConfig
 from s13eir.observability.logs import get_logger
 from s13eir.s13 import Outcome
@@ -43,57 +40,7 @@ from s13eir.supervision import Supervisor
 
 from .sighting import Interface, Sighting, encode_sighting, sighting_from_outcome, sighting_topic
 
-__all__ = ["MqttEndpoint", "SightingPublisher", "parse_mqtt_url"]
-
-_DEFAULT_PORTS: Final = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
-
-
-@dataclass(frozen=True, slots=True)
-class MqttEndpoint:
-    """Where a broker is, from ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://``."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-    def client_kwargs(self, cafile: str | None = None) -> dict[str, Any]:
-        """Keyword arguments for ``aiomqtt.Client`` (hostname, port, credentials, TLS:
-        the broker's certificate checked against ``cafile``, else the system's CAs)."""
-        kw: dict[str, Any] = {"hostname": self.host, "port": self.port}
-        if self.username is not None:
-            kw["username"] = self.username
-            kw["password"] = self.password
-        if self.tls:
-            kw["tls_context"] = ssl.create_default_context(cafile=cafile)
-        return kw
-
-    def __str__(self) -> str:  # for logs: never the password
-        scheme = "mqtts" if self.tls else "mqtt"
-        return f"{scheme}://{self.host}:{self.port}"
-
-
-def parse_mqtt_url(url: str) -> MqttEndpoint:
-    """Raises ValueError for a URL that names no usable broker."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"{url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{url!r}: bad port") from None
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"{url!r}: no host")
-    return MqttEndpoint(
-        host=host,
-        port=port if port is not None else _DEFAULT_PORTS[scheme],
-        username=unquote(parts.username) if parts.username is not None else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        tls=scheme in ("mqtts", "ssl"),
-    )
+__all__ = ["SightingPublisher"]
 
 
 class SightingPublisher:
@@ -132,7 +79,7 @@ class SightingPublisher:
         self._backoff = (backoff_min_s, backoff_max_s)
         self._publish_timeout = publish_timeout_s
         self._window = window
-        self._log = get_logger("s13eir.events")
+        self._log = get_logger("s13eir.sightings")
 
     # -- the answer path ----------------------------------------------------------------
 

@@ -38,8 +38,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from s13eir.decision.masking import mask_entry, mask_imsi
 from s13eir.decision.model import EquipmentStatus, Reason, Verdict
-from s13eir.observability.logs import mask_entry, mask_imsi
 from s13eir.s13 import EcrQuery, Outcome
 
 __all__ = [
