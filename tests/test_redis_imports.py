@@ -44,7 +44,8 @@ from s13eir.lists.redis_layout import (
 from s13eir.sync import lists_cli
 from s13eir.sync.deltas import delta_kind, parse_delta
 from s13eir.sync.imports import rule_range_line, rule_tac_line
-from s13eir.sync.writer import ListWriter, WriterError, writer_lock
+from s13eir.sync.lock import WriterError, writer_lock
+from s13eir.sync.writer import ListWriter
 
 from .services import RedisServer
 

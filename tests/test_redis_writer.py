@@ -36,7 +36,8 @@ from s13eir.lists.redis_layout import (
     k_seq,
     parse_change,
 )
-from s13eir.sync.writer import ListWriter, WriterError, WriterLockHeld, WriterLockLost, writer_lock
+from s13eir.sync.lock import WriterError, WriterLockHeld, WriterLockLost, writer_lock
+from s13eir.sync.writer import ListWriter
 
 from .conftest import free_port
 from .services import RedisServer, require

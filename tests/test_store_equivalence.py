@@ -55,7 +55,8 @@ from s13eir.lists.formats import ListSpec
 from s13eir.lists.redis_store import RedisLists, StoreUnavailable
 from s13eir.sync.changeset import encode_changeset
 from s13eir.sync.deltas import parse_delta
-from s13eir.sync.writer import ListWriter, writer_lock
+from s13eir.sync.lock import writer_lock
+from s13eir.sync.writer import ListWriter
 
 from .equivalence_model import (
     ALL,

@@ -54,7 +54,7 @@ from redis.asyncio.sentinel import Sentinel
 from s13eir.config import RedisConfig
 from s13eir.observability.redact import redact_url
 
-__all__ = ["DEFAULT_SENTINEL_PORT", "AnyRedis", "SentinelUrl", "connect", "parse_sentinel_url"]
+__all__ = ["DEFAULT_SENTINEL_PORT", "AnyRedis", "SentinelUrl", "as_int", "as_text", "connect", "parse_sentinel_url"]
 
 AnyRedis: TypeAlias = aioredis.Redis | RedisCluster
 DEFAULT_SENTINEL_PORT = 26379
@@ -168,3 +168,16 @@ def connect(cfg: RedisConfig, *, timeout_s: float | None = None) -> AnyRedis:
     if cfg.cluster:
         return RedisCluster.from_url(url, **opts)
     return aioredis.Redis.from_url(url, **opts)
+
+
+def as_text(value: bytes | str | None) -> str:
+    """A Redis reply as text ("" for none): the clients here do not decode replies."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def as_int(value: bytes | str | None) -> int | None:
+    """A Redis reply as an integer (None for none or "")."""
+    text = as_text(value)
+    return int(text) if text else None

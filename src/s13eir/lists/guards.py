@@ -23,10 +23,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from s13eir.config import GuardsConfig
+__all__ = ["GuardLimits", "GuardVerdict", "evaluate_guards", "refused"]
 
-__all__ = ["GuardVerdict", "evaluate_guards", "refused"]
+
+class GuardLimits(Protocol):
+    """The three numbers the guards compare with (``sync.guards`` in the configuration)."""
+
+    @property
+    def max_size_change(self) -> float: ...
+    @property
+    def max_removals(self) -> float: ...
+    @property
+    def min_entries_to_guard(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +58,7 @@ def _share(part: int, whole: int) -> float:
     return 0.0 if part == 0 else math.inf
 
 
-def evaluate_guards(current_count: int | None, new_count: int, removals: int, cfg: GuardsConfig) -> list[GuardVerdict]:
+def evaluate_guards(current_count: int | None, new_count: int, removals: int, cfg: GuardLimits) -> list[GuardVerdict]:
     """The verdicts for replacing a list of ``current_count`` entries (None: no current
     generation) by one of ``new_count``, of which ``removals`` entries disappear."""
     if current_count is None:

@@ -40,6 +40,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from s13eir.backends.redis_client import as_text
+from s13eir.backends.redis_scripts import lua
+
 from ..decision.model import NO_FACTS, REMOTE, Entry, ExceptionEntry, Facts, ListKind, NeedRemote
 from ..observability.logs import get_logger
 from ..supervision import Supervisor
@@ -55,34 +58,6 @@ _FRESH_S = 2.0
 # a Cluster writer may not have written them yet when the scan reads their buckets.
 _RECENT_S = 10.0
 _RECENT_ADDS = 100_000
-# The lookups of one batch in one call. Keys are built here from the IMEIs rather than
-# sent: redis-py spends microseconds of CPU per argument it packs, which would make the
-# node, not Redis, the limit of the Bloom-positive path. ARGV: [1] the IMEI bucket key
-# prefixes of the lists to ask, space-separated; [2] the exception bucket prefix or "";
-# [3] the 14-digit IMEIs back to back; [4] one IMSI (or "") per IMEI, each followed by
-# ",". Bucket and field are the IMEI's first 9 and last 5 digits as integers
-# (redis_layout: imei // BUCKET and imei % BUCKET); [5] the epoch key. The reply has the
-# store's epoch, then, per IMEI, one value per list and, when asked, one for the
-# exception pair ("" for none). The epoch tells a "not listed" from a store that lost
-# its data since the follower last looked (a restart without persistence).
-_CONFIRM_LUA = """
-local prefixes = {}
-for w in string.gmatch(ARGV[1], '%S+') do prefixes[#prefixes + 1] = w end
-local exc, imeis = ARGV[2], ARGV[3]
-local out, k = {redis.call('GET', ARGV[5]) or ''}, 0
-for imsi in string.gmatch(ARGV[4], '([^,]*),') do
-  local bucket = tostring(tonumber(string.sub(imeis, k + 1, k + 9)))
-  local field = tostring(tonumber(string.sub(imeis, k + 10, k + 14)))
-  for i = 1, #prefixes do
-    out[#out + 1] = redis.call('HGET', prefixes[i] .. bucket, field) or ''
-  end
-  if exc ~= '' and imsi ~= '' then
-    out[#out + 1] = redis.call('HGET', exc .. bucket, field .. ':' .. imsi) or ''
-  end
-  k = k + 14
-end
-return out
-"""
 
 Confirmed = Callable[["Facts | StoreUnavailable"], None]
 
@@ -110,12 +85,6 @@ class _List:
     count: int = 0
     removals: int = 0
     meta: dict[int, tuple[str, str, str]] = field(default_factory=dict)
-
-
-def _text(v: bytes | str | None) -> str:
-    if v is None:
-        return ""
-    return v.decode() if isinstance(v, bytes) else v
 
 
 @dataclass
@@ -191,7 +160,7 @@ class RedisLists:
         self._fresh: dict[str, float] = {}
         self._stopping = False
         # Keys are computed in the script, not declared: fine on one server, not on a Cluster.
-        self._confirm_script: Any = None if isinstance(redis, RedisCluster) else redis.register_script(_CONFIRM_LUA)
+        self._confirm_script: Any = None if isinstance(redis, RedisCluster) else redis.register_script(lua("confirm"))
 
     # -- the request path (synchronous) ----------------------------------------
 
@@ -281,7 +250,7 @@ class RedisLists:
                     results = await self._lookup(batch, lists, exc)
                 except RedisConnectionError:
                     results = await self._lookup(batch, lists, exc)
-                epoch = _text(results[0]) or None
+                epoch = as_text(results[0]) or None
                 if epoch != self.epoch:
                     # Not the store the lists were read from: its "not listed" means nothing.
                     raise StoreRegressed(f"the store's epoch is {epoch}, not {self.epoch}: re-reading it")
@@ -377,7 +346,7 @@ class RedisLists:
             values = await self.redis.hmget(L.k_meta(self.prefix, lst.gen), ordered)
             for i, v in zip(ordered, values, strict=True):
                 if v is not None:
-                    lst.meta[i] = L.decode_meta(_text(v))
+                    lst.meta[i] = L.decode_meta(as_text(v))
 
     def _meta(self, lst: _List, i: int) -> tuple[str, str, str]:
         return lst.meta.get(i, (lst.name, "", ""))
@@ -481,8 +450,8 @@ class RedisLists:
 
     async def _identity(self) -> tuple[str | None, int]:
         p = self.prefix
-        epoch = _text(await self.redis.get(L.k_epoch(p))) or None
-        return epoch, int(_text(await self.redis.get(L.k_seq(p))) or 0)
+        epoch = as_text(await self.redis.get(L.k_epoch(p))) or None
+        return epoch, int(as_text(await self.redis.get(L.k_seq(p))) or 0)
 
     async def _moved_back(self) -> bool:
         """Whether the store's identity or current generations differ from what this
@@ -490,7 +459,7 @@ class RedisLists:
         epoch, seq = await self._identity()
         if epoch != self.epoch or seq < self.seq:
             return True
-        current = {_text(k): int(v) for k, v in (await self.redis.hgetall(L.k_current(self.prefix))).items()}
+        current = {as_text(k): int(v) for k, v in (await self.redis.hgetall(L.k_current(self.prefix))).items()}
         ours = {name: lst.gen for name, lst in self._lists.items()}
         if self._rules_gen is not None:
             ours[L.RULES] = self._rules_gen
@@ -525,7 +494,7 @@ class RedisLists:
         p = self.prefix
         # Read the sequence first: changes made while we load are replayed from the stream.
         epoch, seq = await self._identity()
-        current = {_text(k): int(v) for k, v in (await self.redis.hgetall(L.k_current(p))).items()}
+        current = {as_text(k): int(v) for k, v in (await self.redis.hgetall(L.k_current(p))).items()}
         problem = self._judge(epoch, seq, current)
         lists: dict[str, _List] = {}
         rules = self._rules
@@ -577,13 +546,13 @@ class RedisLists:
 
     async def _load_list(self, name: str, gen: int, upto: int | None = None, epoch: str | None = None) -> _List:
         p = self.prefix
-        info = {_text(k): _text(v) for k, v in (await self.redis.hgetall(L.k_info(p, gen))).items()}
+        info = {as_text(k): as_text(v) for k, v in (await self.redis.hgetall(L.k_info(p, gen))).items()}
         if info.get("state") != "ready" or info.get("list") != name:
             raise StoreRegressed(f"the current {name} generation {gen} is gone or not ready ({L.k_info(p, gen)})")
         if epoch is not None and info.get("epoch") not in (None, epoch):
             # The generation belongs to another store than the one this node follows.
             raise StoreRegressed(f"the current {name} generation {gen} has epoch {info.get('epoch')}, not {epoch}")
-        meta = {int(k): L.decode_meta(_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
+        meta = {int(k): L.decode_meta(as_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
         lst = _List(name, gen, count=int(info.get("count", 0) or 0), meta=meta)
         data = await self.redis.get(L.k_bloom(p, gen))
         if not data:
@@ -610,7 +579,7 @@ class RedisLists:
             if not batch:
                 return not first or since + 1 > upto
             for record_id, fields in batch:
-                f = {_text(k): _text(v) for k, v in fields.items()}
+                f = {as_text(k): as_text(v) for k, v in fields.items()}
                 seq = int(f.get("seq", 0) or 0)
                 if first and seq != since + 1:
                     return False
@@ -618,7 +587,7 @@ class RedisLists:
                 if f.get("op") == "add" and f.get("list") == lst.name and int(f.get("gen", 0) or 0) == lst.gen:
                     lst.bloom.add(int(f["imei"]))
                     lst.count += 1
-                start = f"({_text(record_id)}"
+                start = f"({as_text(record_id)}"
             if len(batch) < 10_000:
                 return True
 
@@ -629,9 +598,9 @@ class RedisLists:
         exceptions = name == "exceptions"
         pattern = f"{p}:g:{gen}:{'x' if exceptions else 'e'}:*"
         async for key in self.redis.scan_iter(match=pattern, count=1000):
-            bucket = int(_text(key).rsplit(":", 1)[1])
+            bucket = int(as_text(key).rsplit(":", 1)[1])
             for fld in await self.redis.hkeys(key):
-                suffix = _text(fld).split(":", 1)[0]
+                suffix = as_text(fld).split(":", 1)[0]
                 bloom.add(bucket * L.BUCKET + int(suffix))
         return bloom
 
@@ -639,16 +608,16 @@ class RedisLists:
         if gen is None:
             return ListSnapshot.empty()
         p = self.prefix
-        if _text(await self.redis.hget(L.k_info(p, gen), "state")) != "ready":
+        if as_text(await self.redis.hget(L.k_info(p, gen), "state")) != "ready":
             raise StoreRegressed(f"the current rules generation {gen} is gone or not ready ({L.k_info(p, gen)})")
-        meta = {int(k): L.decode_meta(_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
+        meta = {int(k): L.decode_meta(as_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
         b = SnapshotBuilder()
         for tac, ids in (await self.redis.hgetall(L.k_tac(p, gen))).items():
             for i in L.decode_ids(ids):
                 kind, source, detail = meta.get(i, ("black", "", ""))
-                b.add_tac(_text(tac), ListKind(kind), source, detail)
+                b.add_tac(as_text(tac), ListKind(kind), source, detail)
         for rng, ids in (await self.redis.hgetall(L.k_ranges(p, gen))).items():
-            first, last = _text(rng).split("-", 1)
+            first, last = as_text(rng).split("-", 1)
             for i in L.decode_ids(ids):
                 kind, source, detail = meta.get(i, ("black", "", ""))
                 b.add_range(first, last, ListKind(kind), source, detail)
@@ -678,7 +647,7 @@ class RedisLists:
                     continue
                 for _name, entries in resp:
                     for _id, fields in entries:
-                        if not await self._apply({_text(k): _text(v) for k, v in fields.items()}):
+                        if not await self._apply({as_text(k): as_text(v) for k, v in fields.items()}):
                             break
             except asyncio.CancelledError:
                 raise

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from s13eir.config import GuardsConfig
-from s13eir.lists.guards import evaluate_guards
+from s13eir.lists.guards import GuardLimits, evaluate_guards
 
 __all__ = ["reload_refusals"]
 
 
-def reload_refusals(current: Mapping[str, int], new: Mapping[str, int], cfg: GuardsConfig) -> list[str]:
+def reload_refusals(current: Mapping[str, int], new: Mapping[str, int], cfg: GuardLimits) -> list[str]:
     """Why replacing lists of ``current`` counts by ``new`` ones is refused ([] = allowed)."""
     out = []
     for kind in sorted(set(current) | set(new)):

@@ -47,6 +47,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from s13eir.backends.redis_client import AnyRedis
+from s13eir.backends.redis_scripts import lua
 from s13eir.decision.model import ListKind
 from s13eir.lists import formats
 from s13eir.lists.bloom import Bloom, new_bloom
@@ -392,39 +393,6 @@ def count_lines(path: str) -> int:
     return n + (last != b"\n")
 
 
-# Standalone write path, one call per batch. KEYS: the batch's distinct hashes; ARGV[1]:
-# 'ids' to merge meta ids into an existing field, 'single' to keep the first (exception
-# pairs carry one id); ARGV[2]: the rows as "<key index>,<field>,<meta id>;" (fields and
-# ids never hold ',' or ';'). One string instead of three arguments per row: redis-py
-# packs arguments in Python at ~1.5 us each, which was a third of an import.
-# Returns one character per row: '1' new field, '2' existing field that gained the id,
-# '0' nothing new.
-_IMPORT_LUA = """
-local merge = ARGV[1] == 'ids'
-local out = {}
-for ki, f, id in string.gmatch(ARGV[2], '(%d+),([^,;]+),(%d+);') do
-  local key = KEYS[tonumber(ki)]
-  local flag = '0'
-  if redis.call('HSETNX', key, f, id) == 1 then
-    flag = '1'
-  elseif merge then
-    local old = redis.call('HGET', key, f)
-    if not string.find(',' .. old .. ',', ',' .. id .. ',', 1, true) then
-      local ids = {}
-      for x in string.gmatch(old, '[^,]+') do ids[#ids + 1] = tonumber(x) end
-      ids[#ids + 1] = tonumber(id)
-      table.sort(ids)
-      for j = 1, #ids do ids[j] = string.format('%d', ids[j]) end
-      redis.call('HSET', key, f, table.concat(ids, ','))
-      flag = '2'
-    end
-  end
-  out[#out + 1] = flag
-end
-return table.concat(out)
-"""
-
-
 def merge_ids(old: bytes | str, mid: str) -> str | None:
     """``old`` with ``mid`` added (sorted, as :func:`encode_ids`), or None if already there."""
     text = old.decode() if isinstance(old, bytes) else old
@@ -472,7 +440,7 @@ async def load_generation(
     res.bloom = new_bloom(expected_rows, bloom_fp_rate) if list_name != RULES else None
     mode = "single" if list_name == "exceptions" else "ids"
     sink = _RowSink(p, g, list_name, res.metas, res.bloom, batch_size, handoff.put)
-    script = r.register_script(_IMPORT_LUA) if atomic else None
+    script = r.register_script(lua("import")) if atomic else None
 
     def produce() -> None:
         try:
@@ -633,19 +601,9 @@ def _bucket_pattern(p: str, g: int, list_name: str) -> str:
     return f"{glob_escape(p)}:g:{g}:{letter}:*"
 
 
-# One call for many hashes' fields (a single server; a Cluster client pipelines HKEYS).
-# Callers pass at most _KEYS_PER_CALL keys, so that one call blocks the server briefly:
-# a bucket averages ~50 fields at 10 M IMEIs.
-_HKEYS_LUA = """
-local out = {}
-for i = 1, #KEYS do out[i] = redis.call('HKEYS', KEYS[i]) end
-return out
-"""
-
-
 async def _hkeys(r: AnyRedis, keys: Sequence[bytes | str]) -> list[list[bytes]]:
     if not isinstance(r, RedisCluster):
-        fields: list[list[bytes]] = await r.register_script(_HKEYS_LUA)(keys=list(keys))
+        fields: list[list[bytes]] = await r.register_script(lua("hkeys"))(keys=list(keys))
         return fields
     pipe = r.pipeline(transaction=False)
     for key in keys:

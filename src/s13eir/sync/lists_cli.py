@@ -29,7 +29,8 @@ from s13eir.lists.redis_layout import ALL_LISTS, RULES, k_seq
 from s13eir.observability.redact import redact_url
 from s13eir.sync.deltas import DELTA_KINDS, DeltaKind, parse_delta
 from s13eir.sync.imports import count_lines
-from s13eir.sync.writer import FORMATS_FOR_LIST, ListWriter, WriterError, writer_lock
+from s13eir.sync.lock import WriterError, writer_lock
+from s13eir.sync.writer import FORMATS_FOR_LIST, ListWriter
 
 __all__ = ["add_lists_parser", "cmd_lists"]
 

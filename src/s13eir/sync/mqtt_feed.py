@@ -71,7 +71,7 @@ from s13eir.lists.redis_layout import Change, k_feed
 from s13eir.observability.logs import get_logger
 
 from .changeset import ChangeSet, ChangeSetError, parse_changeset
-from .writer import WriterLockLost
+from .lock import WriterLockLost
 
 __all__ = [
     "TRANSIENT_REDIS_ERRORS",

@@ -51,7 +51,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from s13eir.backends.mqtt_url import parse_mqtt_url
-from s13eir.backends.redis_client import AnyRedis, connect
+from s13eir.backends.redis_client import AnyRedis, as_text, connect
 from s13eir.config import Config, ConfigError, SnapshotSourceConfig, load_config
 from s13eir.lists.formats import ListFormatError, ListSpec
 from s13eir.lists.redis_layout import k_current
@@ -61,8 +61,10 @@ from s13eir.observability.metrics import SourceMetrics
 from s13eir.observability.redact import redact_url
 
 from ..supervision import Supervisor
+from .import_report import ImportReport
+from .lock import WriterError, WriterLock, WriterLockHeld, WriterLockLost, writer_lock
 from .mqtt_feed import TRANSIENT_REDIS_ERRORS, MqttFeed, ResyncRefused
-from .writer import ImportReport, ListWriter, WriterError, WriterLock, WriterLockHeld, WriterLockLost, writer_lock
+from .writer import ListWriter
 
 __all__ = [
     "EXIT_CONFIG",
@@ -97,12 +99,6 @@ def file_sha256(path: str) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class SyncProcess:
@@ -171,7 +167,7 @@ class SyncProcess:
                 await self._import(snap, force=False, why="the list has no current generation")
                 continue
             sha = await asyncio.to_thread(file_sha256, snap.path)
-            raw = _text(await self.redis.hget(k_sync_snapshots(self.prefix), snap.list))
+            raw = as_text(await self.redis.hget(k_sync_snapshots(self.prefix), snap.list))
             last: dict[str, Any] = json.loads(raw) if raw else {}
             if last.get("sha256") == sha and last.get("path") == snap.path:
                 self.log.info("snapshot_unchanged", list=snap.list, path=snap.path, generation=int(current))
@@ -219,7 +215,7 @@ class SyncProcess:
             mtime, size = st.st_mtime_ns, st.st_size
         except OSError:
             mtime, size = -1, -1
-        return mtime, size, _text(await self.redis.hget(k_current(self.prefix), snap.list))
+        return mtime, size, as_text(await self.redis.hget(k_current(self.prefix), snap.list))
 
     def force_resync(self) -> None:
         """The operator's decision (SIGUSR1): the next resync overrides the guards."""
