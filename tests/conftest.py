@@ -20,7 +20,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
-from s13eir.config import Config, config_from_mapping
+from s13eir.config import Config
+from s13eir.config_loading import config_from_mapping
 from s13eir.node import Node
 
 from .services import MosquittoBroker, RedisServer, require

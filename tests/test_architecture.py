@@ -107,6 +107,62 @@ def test_the_import_contracts_hold() -> None:
     assert r.returncode == 0 and "0 broken" in r.stdout, r.stdout + r.stderr
 
 
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph`` (module -> modules it imports): Tarjan's strongly
+    connected components of more than one module, or one importing itself."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in graph.get(v, ()):
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle_in_the_package_or_the_benchmarks() -> None:
+    """Type-only imports (under TYPE_CHECKING) are left out: they do not run."""
+    import grimp
+
+    g = grimp.build_graph("s13eir", exclude_type_checking_imports=True)
+    package = {m: {i for i in g.find_modules_directly_imported_by(m) if i.startswith("s13eir")} for m in g.modules}
+    assert not _cycles(package)
+    bench = {p.stem: _bench_imports(p) for p in sorted((ROOT / "bench").glob("*.py"))}
+    assert not _cycles({k: v & set(bench) for k, v in bench.items()})
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _bench_imports(path: Path) -> set[str]:
+    """The top-level module names a benchmark script imports (they import each other by name)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 # -- the checks see a violation -----------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import s13eir
 from s13eir import cli
 from s13eir.checker import CheckResult, check_imei
 from s13eir.client import S13Client
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 
 from .conftest import MME_HOST, MME_REALM, ROOT, EirProcess, RunningNode, free_port, node_config, running_node
 from .test_smoke_e2e import SAMPLES

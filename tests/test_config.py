@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from s13eir.config import Config, ConfigError, ListenConfig, config_from_mapping, load_config
+from s13eir.config import Config, ConfigError, ListenConfig
 from s13eir.config_files import FilesMissing, NamedFile, check_files, file_problem, missing_files, named_files
+from s13eir.config_loading import config_from_mapping, load_config
 from s13eir.decision.model import ListKind, UnknownPolicy
 from s13eir.decision.policy import Policy
 

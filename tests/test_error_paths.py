@@ -25,7 +25,7 @@ from diameter.message.commands import (
     MeIdentityCheckAnswer,
 )
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 
 from . import mme as M
 from .conftest import EIR_HOST, EIR_REALM, MME_HOST, MME_REALM, RunningNode, node_config, running_node

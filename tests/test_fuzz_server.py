@@ -34,7 +34,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from s13eir.config import Config, config_from_mapping
+from s13eir.config import Config
+from s13eir.config_loading import config_from_mapping
 
 from . import mme as M
 from .conftest import EIR_HOST, RunningNode, node_config, running_node

@@ -29,8 +29,9 @@ import yaml
 
 import s13eir
 from s13eir.backends.redis_client import parse_sentinel_url
-from s13eir.config import Config, ConfigError, load_config
+from s13eir.config import Config, ConfigError
 from s13eir.config_files import missing_files
+from s13eir.config_loading import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"

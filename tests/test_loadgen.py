@@ -20,7 +20,7 @@ from diameter.message.commands import DeviceWatchdogRequest, MeIdentityCheckAnsw
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.loadgen.cli import load_main
 from s13eir.loadgen.client import mme_budget, split_mmes
 from s13eir.loadgen.connection import MmeConnection, Traffic

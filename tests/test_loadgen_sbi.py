@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.loadgen.amf import SbiUrlError, parse_sbi_url, pei_path
 from s13eir.loadgen.cli import load_main
 from s13eir.loadgen.imeis import Combo

@@ -17,7 +17,8 @@ import aiomqtt
 import pytest
 
 from s13eir.backends.redis_client import AnyRedis, connect
-from s13eir.config import RedisConfig, config_from_mapping
+from s13eir.config import RedisConfig
+from s13eir.config_loading import config_from_mapping
 
 from .services import MosquittoBroker, RedisServer, require
 from .test_mqtt_feed import EXIT_OK, add, imei, msg, read_lists, start, wait_for, write_black

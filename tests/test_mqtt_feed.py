@@ -20,7 +20,8 @@ import structlog
 import yaml
 
 from s13eir.backends.redis_client import AnyRedis, connect
-from s13eir.config import Config, MqttSyncConfig, RedisConfig, config_from_mapping
+from s13eir.config import Config, MqttSyncConfig, RedisConfig
+from s13eir.config_loading import config_from_mapping
 from s13eir.lists.redis_layout import BUCKET, LISTS, Change, k_changes, k_current, k_feed, k_lock
 from s13eir.sync.changeset import encode_changeset
 from s13eir.sync.mqtt_feed import MqttFeed, read_feed_seq

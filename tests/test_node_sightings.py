@@ -9,7 +9,7 @@ import json
 import aiomqtt
 
 from s13eir.client import S13Client
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 
 from .conftest import MME_HOST, MME_REALM, node_config, running_node
 from .services import MosquittoBroker

@@ -14,7 +14,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from s13eir import __version__
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.decision.masking import mask_imsi
 from s13eir.observability import http
 from s13eir.observability.http import start_http

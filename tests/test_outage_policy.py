@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.decision.model import EquipmentStatus, ListKind, UnknownPolicy
 from s13eir.decision.policy import StoreUnavailablePolicy, outage_verdict
 from s13eir.lists.snapshot import ListSnapshot, SnapshotBuilder

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 
 from . import mme as M
 from .conftest import RunningNode, free_port, node_config, running_node

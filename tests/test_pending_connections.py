@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 
 from . import mme as M
 from .conftest import node_config, running_node

@@ -11,7 +11,7 @@ import aiomqtt
 import structlog
 
 from s13eir.client import S13Client
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.decision.masking import mask_entry, mask_gpsi, mask_supi
 
 from .conftest import MME_HOST, MME_REALM, node_config, running_node

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiomqtt
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.lists.redis_layout import Change
 from s13eir.sync.changeset import encode_changeset
 from s13eir.sync.process import run_sync

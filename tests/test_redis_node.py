@@ -13,7 +13,7 @@ import redis
 import redis.asyncio as aioredis
 
 from s13eir.client import S13Client
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.lists import redis_layout as L
 from s13eir.lists.redis_store import RedisLists
 

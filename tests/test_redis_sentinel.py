@@ -12,7 +12,8 @@ from pathlib import Path
 import redis
 
 from s13eir.backends.redis_client import connect
-from s13eir.config import RedisConfig, config_from_mapping
+from s13eir.config import RedisConfig
+from s13eir.config_loading import config_from_mapping
 from s13eir.lists.redis_layout import Change
 from s13eir.sync.writer import ListWriter
 

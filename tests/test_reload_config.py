@@ -15,7 +15,7 @@ import structlog
 import yaml
 
 from s13eir.client import S13Client
-from s13eir.config import load_config
+from s13eir.config_loading import load_config
 from s13eir.node import Node
 from s13eir.observability.logs import configure_logging
 
@@ -170,7 +170,7 @@ async def test_sighup_changes_the_log_level_live(tmp_path: Path) -> None:
             assert await node.reload()
         done = next(e for e in logs if e["event"] == "config_reloaded")
         assert done["applied"] == ["logging"] and done["restart_needed"] is None
-        assert node.log.is_enabled_for(logging.INFO) and node._log_verdicts
+        assert node.log.is_enabled_for(logging.INFO) and node.reporting._log_verdicts
         path.write_text(yaml.safe_dump({**cfg, "logging": {"level": "info", "format": "console"}}))
         with structlog.testing.capture_logs() as logs:
             assert await node.reload()
@@ -178,7 +178,7 @@ async def test_sighup_changes_the_log_level_live(tmp_path: Path) -> None:
         assert done["restart_needed"] == ["logging.format"]
         path.write_text(yaml.safe_dump(cfg))
         assert await node.reload()
-        assert not node.log.is_enabled_for(logging.INFO) and not node._log_verdicts
+        assert not node.log.is_enabled_for(logging.INFO) and not node.reporting._log_verdicts
     finally:
         await node.stop()
         await asyncio.sleep(0)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from s13eir.config import ConfigError, NrfConfig, OAuth2Config, SbiConfig, config_from_mapping, load_config
+from s13eir.config import ConfigError, NrfConfig, OAuth2Config, SbiConfig
+from s13eir.config_loading import config_from_mapping, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 NODE = {"origin_host": "eir.example", "origin_realm": "example"}

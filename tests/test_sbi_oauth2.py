@@ -11,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from s13eir.config import ConfigError, config_from_mapping
+from s13eir.config import ConfigError
+from s13eir.config_loading import config_from_mapping
 from s13eir.sbi.oauth2 import TokenVerifier, load_verifier
 
 from .sbi_helpers import PEI_BLACK, RESOURCE, check_response, h2_client, problem, running_sbi

@@ -8,7 +8,7 @@ import socket
 import pytest
 from diameter.message import Message
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.diameter.framing import FrameBuffer
 from s13eir.transport.sctp import IPPROTO_SCTP, sctp_available
 

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from s13eir.client import check_once
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.decision.model import ListKind
 from s13eir.lists.formats import ListFormatError, ListSpec, load_lists
 from s13eir.lists.loading import LOAD_SWITCH_INTERVAL_S, in_thread

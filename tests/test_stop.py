@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 
 from . import mme as M
 from .conftest import node_config, running_node

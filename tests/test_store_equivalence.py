@@ -52,7 +52,8 @@ from s13eir.decision.model import EquipmentStatus, Facts, ListKind, UnknownPolic
 from s13eir.decision.policy import StoreUnavailablePolicy, outage_verdict
 from s13eir.lists import redis_layout as L
 from s13eir.lists.formats import ListSpec
-from s13eir.lists.redis_store import RedisLists, StoreUnavailable
+from s13eir.lists.redis_store import RedisLists
+from s13eir.lists.store_state import StoreUnavailable
 from s13eir.sync.changeset import encode_changeset
 from s13eir.sync.deltas import parse_delta
 from s13eir.sync.lock import writer_lock

@@ -21,7 +21,8 @@ from s13eir.decision.engine import decide
 from s13eir.decision.model import Facts, UnknownPolicy
 from s13eir.lists import redis_layout as L
 from s13eir.lists.formats import ListSpec
-from s13eir.lists.redis_store import RedisLists, StoreUnavailable
+from s13eir.lists.redis_store import RedisLists
+from s13eir.lists.store_state import StoreUnavailable
 from s13eir.sync.writer import ListWriter
 
 from .services import RedisServer

@@ -14,7 +14,7 @@ import pytest
 import redis as redis_sync
 import structlog
 
-from s13eir.config import config_from_mapping
+from s13eir.config_loading import config_from_mapping
 from s13eir.lists import redis_layout as L
 from s13eir.node import Node
 from s13eir.observability.metrics import SourceMetrics, render
@@ -33,7 +33,7 @@ SCOPED = {
     ("sync/process.py", "_until_stopped"): "the work, a stop waiter and a lock watcher, all awaited here",
     ("sync/writer.py", "import_snapshot"): "two scans gathered here",
     ("sync/imports.py", "load_generation"): "the file reader thread and the script calls, awaited here",
-    ("sync/imports.py", "_prefetched"): "the next chunk's HKEYS, awaited (or cancelled) here",
+    ("sync/generation_scan.py", "_prefetched"): "the next chunk's HKEYS, awaited (or cancelled) here",
     ("sightings/publisher.py", "_drain"): "the connection watcher and a wake-up waiter, awaited here",
     ("sightings/publisher.py", "_publish_batch"): "one publish per event, gathered and settled here",
     ("sbi/server.py", "_answer"): "a request's pending verdict; its done callback answers the stream, errors too",

@@ -118,7 +118,7 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def _load(path: str) -> Config:
-    from .config import load_config
+    from .config_loading import load_config
 
     return load_config(path)
 
@@ -164,15 +164,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from .config_files import check_files, named_files
     from .diameter import dictionary
-    from .lists.formats import ListSpec, load_lists
+    from .lists.configured import load_snapshot
 
     path = args.path or args.config_opt or DEFAULT_CONFIG
     config = _load(path)
     check_files(config, path)  # every file it names, including those only `s13eir sync` reads
     d = dictionary.load(config.diameter.dictionaries)
-    # What the node loads at start-up (node.load_snapshot), without importing the node.
-    specs = [ListSpec(s.path, s.format, s.list) for s in config.store.lists]
-    snapshot = load_lists(specs, config.store.bloom_fp_rate)
+    snapshot = load_snapshot(config)  # what the node loads at start-up
     counts = ", ".join(f"{k} {v}" for k, v in snapshot.counts().items())
     print(f"{path}: ok")
     print(f"  node {config.node.origin_host} / {config.node.origin_realm}")

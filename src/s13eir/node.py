@@ -17,77 +17,58 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import logging
 import os
 import shutil
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
-from .config import Config, ConfigError, OverloadConfig, RedisConfig, load_config
-from .decision.masking import mask_entry, mask_imsi
-from .decision.model import EquipmentStatus, Facts, Verdict
-from .decision.policy import Refusal
+from .backends.redis_client import connect
+from .config import Config, ConfigError
+from .config_loading import load_config
 from .diameter import dictionary as dictionary_mod
-from .diameter.capx import LocalIdentity, PeerEntry, PeerInfo, PeerPolicy, admits
+from .diameter.capx import LocalIdentity, PeerEntry, PeerPolicy, admits
 from .diameter.constants import (
     APP_S13,
     DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU,
     DISCONNECT_REBOOTING,
     SUCCESS,
-    TOO_BUSY,
 )
 from .diameter.doic import Reporter
-from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
 from .diameter.peer import PeerRegistry, PeerSettings, PeerState
 from .diameter.screening import Screening
-from .lists.formats import ListFormatError, ListSpec, load_lists
+from .lists.configured import load_snapshot
+from .lists.formats import ListFormatError
 from .lists.loading import in_thread
 from .lists.mmap_snapshot import load_mapped
 from .lists.progress import LoadProgress
-from .lists.redis_store import RedisLists, StoreUnavailable
+from .lists.redis_store import RedisLists
 from .lists.snapshot import ListSnapshot
 from .observability.http import start_http
 from .observability.logs import get_logger, set_level
 from .observability.loop_lag import LoopLagProbe
 from .observability.metrics import Metrics
 from .observability.redact import redact_url
-from .overload import OverloadControl, OverloadSettings
-from .s13 import AUTH_SESSION_STATE_AVP, Deferred, MeIdentityCheck, Outcome
-from .sbi.n5g_eir import SbiOutcome
-from .sbi.report import outcome_logger
+from .overload import OverloadControl
+from .reporting import Reporting
+from .s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck
+from .sbi.n5g_eir import Check, lists_check
 from .sbi.server import SbiServer, start_sbi
+from .sbi.store_check import store_check
 from .sightings.publisher import SightingPublisher
-from .sightings.sighting import Sighting, verdict_name
 from .supervision import Supervisor
 from .transport.admission import AdmissionMonitor
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
 
-NO_STATUS = -1
-
 
 class StartError(Exception):
     """The node cannot start (for instance, its lists cannot be loaded from Redis)."""
-
-
-def list_specs(config: Config) -> list[ListSpec]:
-    return [ListSpec(s.path, s.format, s.list) for s in config.store.lists]
-
-
-def load_snapshot(config: Config, progress: LoadProgress | None = None) -> ListSnapshot:
-    """Parse every configured list file into a new snapshot (raises ListFormatError).
-
-    ``progress`` follows the load, for another thread to report (``/readyz``).
-    """
-    return load_lists(list_specs(config), config.store.bloom_fp_rate, progress)
 
 
 def _local_addresses(config: Config) -> tuple[str, ...]:
@@ -101,30 +82,6 @@ def _local_addresses(config: Config) -> tuple[str, ...]:
     except OSError:
         found = ()
     return found or ("127.0.0.1",)
-
-
-def connect_redis(cfg: RedisConfig) -> Any:
-    from .backends.redis_client import connect
-
-    # The change-stream follower blocks in XREAD for up to a second: the socket timeout
-    # must outlast that. Lookups are bounded separately by store.redis.timeout_ms.
-    return connect(cfg, timeout_s=5.0)
-
-
-def overload_settings(o: OverloadConfig) -> OverloadSettings:
-    """config.diameter.overload as the controller's settings."""
-    return OverloadSettings(
-        enabled=o.enabled,
-        delay_s=o.delay_ms / 1000,
-        in_flight=o.in_flight,
-        write_buffer=o.write_buffer_bytes,
-        input_backlog=o.input_backlog_bytes,
-        sustain=o.sustain_samples,
-        step=o.step_percent,
-        max_reduction=o.max_reduction_percent,
-        hold_s=o.hold_s,
-        validity_s=o.validity_s,
-    )
 
 
 class Node:
@@ -166,7 +123,9 @@ class Node:
         if config.store.backend == "redis":
             r = config.store.redis
             self.redis_lists = lists = RedisLists(
-                connect_redis(r),
+                # The change-stream follower blocks in XREAD for up to a second: the socket
+                # timeout must outlast that. Lookups are bounded by store.redis.timeout_ms.
+                connect(r, timeout_s=5.0),
                 r.prefix,
                 timeout_s=r.timeout_ms / 1000,
                 cache_entries=r.cache_entries,
@@ -176,7 +135,17 @@ class Node:
             )
         else:
             lists = ListSnapshot.empty()  # replaced by start() once the files are loaded
-        self.app = MeIdentityCheck(self.local, lists, config.policy.decision_policy(), self._on_outcome)
+        self.sightings: SightingPublisher | None = None
+        if config.events is not None:
+            client_id = config.events.client_id or f"s13eir-{config.node.origin_host}"
+            if worker_index is not None:
+                client_id += f"-w{worker_index}"  # the broker drops the older of two clients with one id
+            mask = config.logging.mask_imsi or config.events.mask_imsi
+            self.sightings = SightingPublisher(config.events, config.node.origin_host, client_id=client_id, mask=mask)
+        self.reporting = Reporting(config, self.log, self.metrics, self.sightings, self.redis_lists,
+                                   lambda: self.app_snapshot)  # fmt: skip
+        self.app = MeIdentityCheck(self.local, lists, config.policy.decision_policy(), self.reporting.on_outcome,
+                                   remote=self.redis_lists)  # fmt: skip
         self.metrics.set_fast_whitelisted_source(lambda: self.app.whitelisted_fast)
         # The fast path logs nothing, so it only serves whitelisted answers that are not
         # to be logged; it does not compare Destination-Realm, so it is off when that is checked.
@@ -184,7 +153,7 @@ class Node:
         self.registry = PeerRegistry()
         o = config.diameter.overload
         # The sequence number of DOIC reports must never go back: milliseconds since the epoch.
-        self.overload = OverloadControl(overload_settings(o), int(time.time() * 1000))
+        self.overload = OverloadControl(o.settings(), int(time.time() * 1000))
         self.settings = PeerSettings(
             local=self.local,
             policy=PeerPolicy.of(
@@ -222,144 +191,21 @@ class Node:
         self._stopping = False
         self._refused_logged = 0.0
         self._stopped = asyncio.Event()
-        self._log_white = config.logging.log_whitelisted
-        # Verdict lines are at info: below that level, do not even build their fields.
-        self._log_verdicts = self.log.is_enabled_for(logging.INFO)
-        # One setting for every identifier in every log line and sighting event.
-        self._mask = config.logging.mask_imsi or (config.events is not None and config.events.mask_imsi)
-        self._log_sbi: Callable[[SbiOutcome], None] = lambda outcome: None  # set when N5g-eir starts
         self.metrics.set_peers_source(lambda: len(self.registry))
         self.metrics.set_lists_source(lambda: self.app.lists.counts())  # type: ignore[attr-defined]
-        self.metrics.set_bloom_source(self._bloom_stats)
-        if self.redis_lists is not None:
-            self.metrics.add_source(self._store_metrics)
         self.sbi: SbiServer | None = None
-        self.sightings: SightingPublisher | None = None
-        if config.events is not None:
-            client_id = config.events.client_id or f"s13eir-{config.node.origin_host}"
-            if worker_index is not None:
-                client_id += f"-w{worker_index}"  # the broker drops the older of two clients with one id
-            mask = config.logging.mask_imsi or config.events.mask_imsi
-            self.sightings = SightingPublisher(config.events, config.node.origin_host, client_id=client_id, mask=mask)
-            self.metrics.add_source(self._sighting_metrics)
+
+    def _sbi_check(self) -> Check:
+        """N5g-eir's verdicts from the lists and the policy of S13 (read per request)."""
+        if self.redis_lists is not None:
+            return store_check(lambda: self.app.lists, lambda: self.app.policy, self.redis_lists)
+        return lists_check(lambda: self.app_snapshot, lambda: self.app.policy)
 
     @property
     def app_snapshot(self) -> ListSnapshot:
         lists = self.app.lists
         assert isinstance(lists, ListSnapshot)
         return lists
-
-    def _bloom_stats(self) -> tuple[int, int, int]:
-        if self.redis_lists is not None:
-            st = self.redis_lists.stats
-            return st.bloom_positives, st.bloom_negatives, st.remote_empty
-        s = self.app_snapshot.stats
-        return s.positives, s.negatives, s.false_positives
-
-    def _sbi_check(self, imei14: str, imsi: str | None) -> Verdict | Awaitable[Verdict | None] | None:
-        """N5g-eir's verdict from the same lists and engine as S13 (awaited when Redis must confirm)."""
-        facts = self.app.lists.facts(imei14, imsi)
-        if isinstance(facts, Facts):
-            return self.app.policy.verdict(facts, imsi, imei14)
-        return self._sbi_remote(imei14, imsi)
-
-    async def _sbi_remote(self, imei14: str, imsi: str | None) -> Verdict | None:
-        assert self.redis_lists is not None
-        policy = self.app.policy
-        try:
-            return policy.verdict(await self.redis_lists.fetch(imei14, imsi), imsi, imei14)
-        except StoreUnavailable as e:
-            outcome = policy.unconfirmed(e.last_known, e.positives, imsi, imei14)
-            # A refusal (too_busy / unable_to_comply): 500 SYSTEM_FAILURE, the AMF applies its policy.
-            return None if isinstance(outcome, Refusal) else outcome[0]
-
-    def _sbi_sighting(self, outcome: SbiOutcome) -> None:
-        verdict = outcome.verdict
-        if self.sightings is None or verdict is None or verdict.status is EquipmentStatus.WHITELISTED:
-            return
-        self.sightings.offer(
-            Sighting(
-                imei=outcome.pei or "", imei14=outcome.imei14, imsi=outcome.imsi, software_version=None,
-                origin_host=outcome.client, origin_realm="", session_id="", interface="n5g-eir",
-                time=time.time(), verdict=verdict_name(verdict), result_code=outcome.http_status,
-                reason=verdict.reason,
-            )
-        )  # fmt: skip
-
-    def _sighting_metrics(self) -> list[Metric]:
-        p = self.sightings
-        assert p is not None
-        return [
-            CounterMetricFamily("s13eir_sightings_published", "Sighting events delivered.", value=p.published),
-            CounterMetricFamily("s13eir_sightings_dropped", "Sighting events dropped (queue full).", value=p.dropped),
-            GaugeMetricFamily("s13eir_sightings_queued", "Sighting events waiting for the broker.", value=p.queued),
-            GaugeMetricFamily(
-                "s13eir_events_broker_up", "1 while the events broker is connected.", value=1 if p.connected else 0
-            ),
-        ]
-
-    def _store_metrics(self) -> list[Metric]:
-        store = self.redis_lists
-        assert store is not None
-        st = store.stats
-        bits = GaugeMetricFamily("s13eir_bloom_size_bits", "Bloom filter size, by list.", labels=["list"])
-        items = GaugeMetricFamily("s13eir_bloom_items", "Approximate IMEIs in the Bloom filter.", labels=["list"])
-        for name, (size, approx) in sorted(store.bloom_info().items()):
-            bits.add_metric([name], size)
-            items.add_metric([name], approx)
-        fp = st.remote_empty / st.bloom_positives if st.bloom_positives else 0.0
-        out: list[Metric] = [
-            bits,
-            items,
-            GaugeMetricFamily("s13eir_bloom_observed_fp_rate", "Bloom positives Redis did not confirm.", value=fp),
-            CounterMetricFamily("s13eir_redis_lookups", "IMEIs confirmed in Redis.", value=st.remote_lookups),
-            CounterMetricFamily("s13eir_redis_failures", "Lookups Redis could not answer.", value=st.remote_failures),
-            CounterMetricFamily(
-                "s13eir_redis_cache_hits", "Bloom positives answered from the cache.", value=st.cache_hits
-            ),
-            CounterMetricFamily("s13eir_changes_applied", "Change-stream records applied.", value=st.changes_applied),
-            CounterMetricFamily(
-                "s13eir_change_follower_failures",
-                "Unexpected errors of the change-stream follower (each one reloads the lists from Redis).",
-                value=st.follower_failures,
-            ),
-            GaugeMetricFamily("s13eir_change_seq", "Last change-stream sequence applied.", value=store.seq),
-            GaugeMetricFamily("s13eir_redis_up", "1 while Redis answers.", value=1 if store.healthy else 0),
-            CounterMetricFamily(
-                "s13eir_store_regressions",
-                "Times the store was found empty, replaced or gone back (the node kept its lists).",
-                value=st.regressions,
-            ),
-            CounterMetricFamily(
-                "s13eir_confirm_failures",
-                "Unexpected errors confirming Bloom positives (the batch was answered per policy).",
-                value=st.confirm_failures,
-            ),
-        ]
-        state = GaugeMetricFamily(
-            "s13eir_store_state",
-            "1 for the list store's state: ok, unavailable (Redis away: degraded, answering per "
-            "policy.store_unavailable), regressed (the store went back; lists kept), empty (none loaded).",
-            labels=["state"],
-        )
-        current = store.state()
-        for name in ("ok", "unavailable", "regressed", "empty"):
-            state.add_metric([name], 1 if name == current else 0)
-        out.append(state)
-        return out
-
-    def _resolve(self, token: object, deliver: Callable[[bytes], None]) -> None:
-        """Answer a deferred ECR once Redis has confirmed (or failed to confirm) its Bloom positive."""
-        assert isinstance(token, Deferred) and self.redis_lists is not None and token.query.imei14 is not None
-        app = self.app
-
-        def done(result: Facts | StoreUnavailable) -> None:
-            if isinstance(result, Facts):
-                deliver(app.complete(token, result))
-            else:
-                deliver(app.complete(token, None, result.last_known, result.positives))
-
-        self.redis_lists.confirm(token.query.imei14, token.query.imsi, done)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -438,22 +284,14 @@ class Node:
         if self.sightings is not None:
             self.sightings.start(self.supervisor)
         if self.config.sbi is not None:
-            self._log_sbi = outcome_logger(
-                self.log, log_whitelisted=self.config.logging.log_whitelisted, mask=self._mask
-            )
-
-            def on_sbi_outcome(outcome: SbiOutcome) -> None:
-                self._log_sbi(outcome)  # replaced by a reload of the logging section
-                self._sbi_sighting(outcome)
-
             sbi_cfg = self.config.sbi
             if self.worker_index and sbi_cfg.nrf.url:
                 # One NF instance towards the NRF: worker 0 registers it for all workers.
                 sbi_cfg = msgspec.structs.replace(sbi_cfg, nrf=msgspec.structs.replace(sbi_cfg.nrf, url=None))
             self.sbi = await start_sbi(
                 sbi_cfg,
-                self._sbi_check,
-                on_sbi_outcome,
+                self._sbi_check(),
+                self.reporting.on_sbi_outcome,
                 self.metrics,
                 policy=self.config.policy,
                 node_name=self.config.node.origin_host,
@@ -483,8 +321,9 @@ class Node:
 
     def _protocol(self) -> DiameterProtocol:
         self.metrics.connections_total += 1
-        resolve = self._resolve if self.redis_lists is not None else None
-        return DiameterProtocol(self.settings, self._on_event, self.connections, self.metrics.observe_latency, resolve,
+        resolve = self.app.resolve if self.redis_lists is not None else None
+        return DiameterProtocol(self.settings, self.reporting.on_event, self.connections, self.metrics.observe_latency,
+                                resolve,
                                 max_pending=self.config.diameter.max_pending_connections,
                                 on_refused=self._refused_pending)  # fmt: skip
 
@@ -602,12 +441,7 @@ class Node:
         if config.logging != old.logging:
             if config.logging.level != old.logging.level:
                 set_level(config.logging.level)
-                self._log_verdicts = self.log.is_enabled_for(logging.INFO)
-            self._log_white = config.logging.log_whitelisted
-            self._mask = config.logging.mask_imsi or (config.events is not None and config.events.mask_imsi)
-            if self.sightings is not None:
-                self.sightings.mask = self._mask or (config.events is not None and config.events.mask_imsi)
-            self._log_sbi = outcome_logger(self.log, log_whitelisted=self._log_white, mask=self._mask)
+            self.reporting.configure(config)
         if config.policy != old.policy:
             self.app.policy = config.policy.decision_policy()
             self.settings.screening = dataclasses.replace(
@@ -713,57 +547,6 @@ class Node:
             self.install_signal_handlers()
         await self._stopped.wait()
 
-    # -- reporting ------------------------------------------------------------------
-
-    def _on_event(self, event: Event, conn: DiameterProtocol) -> None:
-        if isinstance(event, PeerOpened):
-            p = event.peer
-            self.log.info("peer_open", peer=p.origin_host, realm=p.origin_realm, remote=conn.remote,
-                     origin_state_id=p.origin_state_id, replaced_old=event.displaced is not None)  # fmt: skip
-        elif isinstance(event, PeerRejected):
-            if event.result_code:
-                self.metrics.count_protocol_error(event.result_code)
-            self.log.warning("peer_rejected", result_code=event.result_code, reason=event.reason,
-                        peer=event.origin_host or None, remote=conn.remote)  # fmt: skip
-        elif isinstance(event, PeerClosed):
-            core = conn.core
-            peer = core.peer.origin_host if core is not None and core.peer is not None else None
-            self.log.info("peer_closed", peer=peer, remote=conn.remote, reason=event.reason)
-        elif isinstance(event, ProtocolError):
-            self.metrics.count_protocol_error(event.result_code)
-            if event.result_code == TOO_BUSY:
-                self.metrics.requests_rejected_busy += 1
-            self.log.info("protocol_error", result_code=event.result_code, command=event.command_code,
-                     detail=event.detail, remote=conn.remote)  # fmt: skip
-        elif isinstance(event, WatchdogChanged):
-            self.log.warning("watchdog", state=event.state, remote=conn.remote)
-
-    def _on_outcome(self, outcome: Outcome, peer: PeerInfo) -> None:
-        verdict = outcome.verdict
-        status = verdict.status if verdict is not None else None
-        self.metrics.count_answer(outcome.result_code, NO_STATUS if status is None else int(status))
-        if self.sightings is not None:
-            self.sightings.offer_outcome(outcome)  # never blocks: a bounded queue
-        if (status is EquipmentStatus.WHITELISTED and not self._log_white) or not self._log_verdicts:
-            return
-        q = outcome.query
-        fields: dict[str, Any] = {
-            "result_code": outcome.result_code,
-            "status": status.name if status is not None else None,
-            "peer": peer.origin_host,
-            "peer_realm": peer.origin_realm,
-        }
-        if q is not None:
-            fields.update(imei=q.imei, imsi=mask_imsi(q.imsi) if self._mask else q.imsi, sv=q.software_version,
-                          session_id=q.session_id)  # fmt: skip
-        if verdict is not None:
-            r = verdict.reason
-            entry = mask_entry(r.rule.value, r.entry) if self._mask else r.entry
-            fields.update(rule=r.rule.value, list=r.list, source=r.source, entry=entry, reason=r.detail)
-        if outcome.detail:
-            fields["detail"] = outcome.detail
-        self.log.info("verdict", **fields)
-
 
 def run_node(
     config: Config,
@@ -795,4 +578,4 @@ def run_node(
     runner(main())
 
 
-__all__ = ["Node", "PeerState", "load_snapshot", "run_node"]
+__all__ = ["Node", "PeerState", "StartError", "run_node"]

@@ -67,6 +67,23 @@ class Lists(Protocol):
     def facts(self, imei14: str, imsi: str | None) -> Facts | NeedRemote: ...
 
 
+class Unconfirmed(Protocol):
+    """The remote store could not confirm a Bloom positive: what this node last knew of
+    the IMEI and IMSI, and the lists whose filters hold it (``policy.store_unavailable``)."""
+
+    @property
+    def last_known(self) -> Facts | None: ...
+    @property
+    def positives(self) -> frozenset[str]: ...
+
+
+class RemoteLists(Protocol):
+    """The port to the store that confirms Bloom positives (``lists/redis_store.py``):
+    ``done`` is called later, on the event loop, with the facts or an Unconfirmed."""
+
+    def confirm(self, imei14: str, imsi: str | None, done: Callable[[Facts | Unconfirmed], None]) -> None: ...
+
+
 class EcrQuery(msgspec.Struct, frozen=True, gc=False):
     """What an ECR asks, once read."""
 
@@ -138,9 +155,11 @@ class MeIdentityCheck:
         lists: Lists,
         policy: Policy,
         on_outcome: Callable[[Outcome, PeerInfo], None] | None = None,
+        remote: RemoteLists | None = None,
     ) -> None:
         self.local = local
         self.lists = lists
+        self.remote = remote  # where a Deferred is resolved (``resolve``)
         self.policy = policy
         self.on_outcome = on_outcome
         # Whitelisted answers of the fast path: counted here, read by the metrics at scrape
@@ -235,6 +254,19 @@ class MeIdentityCheck:
         assert isinstance(facts, Facts)
         verdict = self.policy.verdict(facts, query.imsi, query.imei14)
         return self._answer(header, avps, query, verdict, peer)
+
+    def resolve(self, token: object, deliver: Callable[[bytes], None]) -> None:
+        """Have the remote store confirm a deferred ECR's Bloom positive; ``deliver`` gets
+        the answer (the transport writes it), whatever the store says or fails to."""
+        assert isinstance(token, Deferred) and self.remote is not None and token.query.imei14 is not None
+
+        def done(result: Facts | Unconfirmed) -> None:
+            if isinstance(result, Facts):
+                deliver(self.complete(token, result))
+            else:
+                deliver(self.complete(token, None, result.last_known, result.positives))
+
+        self.remote.confirm(token.query.imei14, token.query.imsi, done)
 
     def complete(
         self,

@@ -159,8 +159,8 @@ class Supervisor:
             await http.wait_closed()
 
     def _write_lists(self, progress: LoadProgress | None = None, force: bool = False) -> bool:
+        from .lists.configured import load_snapshot
         from .lists.reload_guard import reload_refusals
-        from .node import load_snapshot
 
         assert self.shared_path is not None
         try:

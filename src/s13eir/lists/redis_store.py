@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import operator
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from rbloom import Bloom
@@ -47,61 +45,15 @@ from ..decision.model import NO_FACTS, REMOTE, Entry, ExceptionEntry, Facts, Lis
 from ..observability.logs import get_logger
 from ..supervision import Supervisor
 from . import redis_layout as L
-from .bloom import new_bloom
-from .snapshot import ListSnapshot, SnapshotBuilder
+from .redis_follower import follow
+from .redis_loading import ListView, load_list, load_rules, scan_bloom
+from .snapshot import ListSnapshot
+from .store_state import RECENT_ADDS, StoreRegressed, StoreStats, StoreUnavailable
 
 _KINDS = {"black": ListKind.BLACK, "grey": ListKind.GREY, "white": ListKind.WHITE}
 _IMEI_LISTS = ("black", "grey", "white")
-_BACKOFF_MAX_S = 1.0  # Redis back: ready (and answering from it) within about a second
-_FRESH_S = 2.0
-# A rebuild also takes in the adds of the last _RECENT_S seconds (at most _RECENT_ADDS):
-# a Cluster writer may not have written them yet when the scan reads their buckets.
-_RECENT_S = 10.0
-_RECENT_ADDS = 100_000
 
 Confirmed = Callable[["Facts | StoreUnavailable"], None]
-
-
-class StoreUnavailable(Exception):
-    """Redis could not confirm a Bloom positive; ``last_known`` is this node's last
-    confirmed answer for the same IMEI and IMSI, if any; ``positives`` the lists whose
-    Bloom filters hold the IMEI (what the outage policy may go by)."""
-
-    def __init__(self, reason: str, last_known: Facts | None, positives: frozenset[str] = frozenset()) -> None:
-        super().__init__(reason)
-        self.last_known = last_known
-        self.positives = positives
-
-
-class StoreRegressed(Exception):
-    """The store is not the one this node read, or went back (see the module docstring)."""
-
-
-@dataclass
-class _List:
-    name: str
-    gen: int
-    bloom: Bloom | None = None
-    count: int = 0
-    removals: int = 0
-    meta: dict[int, tuple[str, str, str]] = field(default_factory=dict)
-
-
-@dataclass
-class StoreStats:
-    """Plain counters, read by the metrics collector at scrape time."""
-
-    bloom_positives: int = 0
-    bloom_negatives: int = 0
-    remote_lookups: int = 0
-    remote_empty: int = 0  # Bloom positives that Redis did not confirm: false positives
-    remote_failures: int = 0
-    cache_hits: int = 0
-    changes_applied: int = 0
-    reloads: int = 0
-    follower_failures: int = 0  # the change follower hit an unexpected error and reloaded
-    regressions: int = 0  # times the store was found empty, replaced or gone back
-    confirm_failures: int = 0  # unexpected errors while confirming a batch (answered per policy)
 
 
 class RedisLists:
@@ -133,7 +85,7 @@ class RedisLists:
         self.loaded = False
         self.regressed = ""  # why the store is not trusted, "" while it is
         self.last_error = "not started"
-        self._lists: dict[str, _List] = {}
+        self._lists: dict[str, ListView] = {}
         self._blooms: tuple[Bloom, ...] = ()
         self._rules = ListSnapshot.empty()
         self._rules_gen: int | None = None
@@ -153,10 +105,10 @@ class RedisLists:
         # Adds applied lately, as (loop time, list, IMEI): a Cluster writer logs a slice of
         # changes, then writes it, so an add this node has already put in its filter may not
         # be in Redis yet when a rebuild starts; the rebuild's scan could pass its bucket.
-        self._recent_adds: deque[tuple[float, str, int]] = deque(maxlen=_RECENT_ADDS)
+        self._recent_adds: deque[tuple[float, str, int]] = deque(maxlen=RECENT_ADDS)
         # Cluster only: the writer logs a change before it applies it, so for a moment after
         # the record a lookup can read the old value. Answers for IMEIs changed in the last
-        # _FRESH_S seconds are not cached (they are asked again), lest the old one stick.
+        # FRESH_S seconds are not cached (they are asked again), lest the old one stick.
         self._fresh: dict[str, float] = {}
         self._stopping = False
         # Keys are computed in the script, not declared: fine on one server, not on a Cluster.
@@ -276,7 +228,9 @@ class RedisLists:
             self._remember(imei14, imsi, facts)
             self._call(done, facts)
 
-    def _facts_of(self, imei14: str, imsi: str | None, hits: list[tuple[_List, list[int]]], exc: _List | None) -> Facts:
+    def _facts_of(
+        self, imei14: str, imsi: str | None, hits: list[tuple[ListView, list[int]]], exc: ListView | None
+    ) -> Facts:
         entries: list[Entry] = []
         exception = None
         for lst, ids in hits:
@@ -287,17 +241,17 @@ class RedisLists:
         return self._with_rules(imei14, exception, tuple(entries))
 
     def _decode(
-        self, results: list[Any], lists: list[_List], batch: list[Any], exc: _List | None
-    ) -> tuple[list[list[tuple[_List, list[int]]]], dict[str, set[int]]]:
+        self, results: list[Any], lists: list[ListView], batch: list[Any], exc: ListView | None
+    ) -> tuple[list[list[tuple[ListView, list[int]]]], dict[str, set[int]]]:
         """Per lookup, the lists that hold it with their meta ids (each reply value decoded
         once), and the meta ids this node has not loaded yet: deltas may have created them
         after it loaded the table."""
-        found: list[list[tuple[_List, list[int]]]] = []
+        found: list[list[tuple[ListView, list[int]]]] = []
         missing: dict[str, set[int]] = {}
         it = iter(results)
         with_exc = [*lists, exc] if exc is not None else lists  # the order of the reply
         for _imei, imsi, _ in batch:
-            hits: list[tuple[_List, list[int]]] = []
+            hits: list[tuple[ListView, list[int]]] = []
             for lst in with_exc if imsi else lists:
                 value = next(it)
                 if not value:
@@ -313,7 +267,7 @@ class RedisLists:
         return found, missing
 
     async def _lookup(
-        self, batch: list[tuple[str, str | None, Confirmed]], lists: list[_List], exc: _List | None
+        self, batch: list[tuple[str, str | None, Confirmed]], lists: list[ListView], exc: ListView | None
     ) -> list[Any]:
         """The store's epoch, then per lookup: one value per list in ``lists``, then one for
         the exception pair when ``exc`` is loaded and the lookup has an IMSI; None or b""
@@ -348,10 +302,10 @@ class RedisLists:
                 if v is not None:
                     lst.meta[i] = L.decode_meta(as_text(v))
 
-    def _meta(self, lst: _List, i: int) -> tuple[str, str, str]:
+    def _meta(self, lst: ListView, i: int) -> tuple[str, str, str]:
         return lst.meta.get(i, (lst.name, "", ""))
 
-    def _entries(self, lst: _List, imei14: str, ids: list[int]) -> list[Entry]:
+    def _entries(self, lst: ListView, imei14: str, ids: list[int]) -> list[Entry]:
         out = []
         for i in ids:
             _, source, detail = self._meta(lst, i)
@@ -496,14 +450,14 @@ class RedisLists:
         epoch, seq = await self._identity()
         current = {as_text(k): int(v) for k, v in (await self.redis.hgetall(L.k_current(p))).items()}
         problem = self._judge(epoch, seq, current)
-        lists: dict[str, _List] = {}
+        lists: dict[str, ListView] = {}
         rules = self._rules
         if not problem:
             try:
                 for name, gen in current.items():
                     if name in L.LISTS:
-                        lists[name] = await self._load_list(name, gen, seq, epoch)
-                rules = await self._load_rules(current.get(L.RULES))
+                        lists[name] = await load_list(self, name, gen, seq, epoch)
+                rules = await load_rules(self, current.get(L.RULES))
             except StoreRegressed as e:
                 problem = str(e)
         if problem:
@@ -544,225 +498,13 @@ class RedisLists:
         self.healthy = False
         self.last_error = problem
 
-    async def _load_list(self, name: str, gen: int, upto: int | None = None, epoch: str | None = None) -> _List:
-        p = self.prefix
-        info = {as_text(k): as_text(v) for k, v in (await self.redis.hgetall(L.k_info(p, gen))).items()}
-        if info.get("state") != "ready" or info.get("list") != name:
-            raise StoreRegressed(f"the current {name} generation {gen} is gone or not ready ({L.k_info(p, gen)})")
-        if epoch is not None and info.get("epoch") not in (None, epoch):
-            # The generation belongs to another store than the one this node follows.
-            raise StoreRegressed(f"the current {name} generation {gen} has epoch {info.get('epoch')}, not {epoch}")
-        meta = {int(k): L.decode_meta(as_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
-        lst = _List(name, gen, count=int(info.get("count", 0) or 0), meta=meta)
-        data = await self.redis.get(L.k_bloom(p, gen))
-        if not data:
-            lst.bloom = await self._scan_bloom(name, gen, lst.count)
-            return lst
-        lst.bloom = Bloom.load_bytes(data, operator.index)
-        # The saved filter covers the generation as imported (info.seq); IMEIs added to it
-        # since then come from the change stream, or, if the stream no longer reaches back
-        # that far, from a scan.
-        since = int(info.get("seq", 0) or 0)
-        if upto is not None and upto > since and not await self._replay_adds(lst, since, upto):
-            lst.bloom = await self._scan_bloom(name, gen, lst.count)
-        return lst
-
-    async def _replay_adds(self, lst: _List, since: int, upto: int) -> bool:
-        """Add to ``lst``'s filter the IMEIs added to its generation in (since, upto]; False
-        when the stream was trimmed past ``since``."""
-        assert lst.bloom is not None
-        stream = L.k_changes(self.prefix)
-        start = f"{since + 1}-0"
-        first = True
-        while True:
-            batch = await self.redis.xrange(stream, min=start, max=f"{upto}-0", count=10_000)
-            if not batch:
-                return not first or since + 1 > upto
-            for record_id, fields in batch:
-                f = {as_text(k): as_text(v) for k, v in fields.items()}
-                seq = int(f.get("seq", 0) or 0)
-                if first and seq != since + 1:
-                    return False
-                first = False
-                if f.get("op") == "add" and f.get("list") == lst.name and int(f.get("gen", 0) or 0) == lst.gen:
-                    lst.bloom.add(int(f["imei"]))
-                    lst.count += 1
-                start = f"({as_text(record_id)}"
-            if len(batch) < 10_000:
-                return True
+    # Seams for the tests (a held or crashing step, per instance): the work is in
+    # redis_follower and redis_loading.
+    async def _follow(self) -> None:
+        await follow(self)
 
     async def _scan_bloom(self, name: str, gen: int, count: int) -> Bloom:
-        """Fallback when the writer saved no filter: rebuild it by scanning the buckets."""
-        p = self.prefix
-        bloom = new_bloom(max(count, 1), self.bloom_fp_rate)
-        exceptions = name == "exceptions"
-        pattern = f"{p}:g:{gen}:{'x' if exceptions else 'e'}:*"
-        async for key in self.redis.scan_iter(match=pattern, count=1000):
-            bucket = int(as_text(key).rsplit(":", 1)[1])
-            for fld in await self.redis.hkeys(key):
-                suffix = as_text(fld).split(":", 1)[0]
-                bloom.add(bucket * L.BUCKET + int(suffix))
-        return bloom
-
-    async def _load_rules(self, gen: int | None) -> ListSnapshot:
-        if gen is None:
-            return ListSnapshot.empty()
-        p = self.prefix
-        if as_text(await self.redis.hget(L.k_info(p, gen), "state")) != "ready":
-            raise StoreRegressed(f"the current rules generation {gen} is gone or not ready ({L.k_info(p, gen)})")
-        meta = {int(k): L.decode_meta(as_text(v)) for k, v in (await self.redis.hgetall(L.k_meta(p, gen))).items()}
-        b = SnapshotBuilder()
-        for tac, ids in (await self.redis.hgetall(L.k_tac(p, gen))).items():
-            for i in L.decode_ids(ids):
-                kind, source, detail = meta.get(i, ("black", "", ""))
-                b.add_tac(as_text(tac), ListKind(kind), source, detail)
-        for rng, ids in (await self.redis.hgetall(L.k_ranges(p, gen))).items():
-            first, last = as_text(rng).split("-", 1)
-            for i in L.decode_ids(ids):
-                kind, source, detail = meta.get(i, ("black", "", ""))
-                b.add_range(first, last, ListKind(kind), source, detail)
-        return b.build()
-
-    # -- following the change stream ----------------------------------------------------
-
-    async def _follow(self) -> None:
-        backoff = 0.1
-        stream = L.k_changes(self.prefix)
-        while not self._stopping:
-            try:
-                if (not self.loaded or not self.healthy) and not await self._load_all():
-                    # Empty, replaced or gone back: keep what we have and look again, at
-                    # least every second (three small reads), to recover soon after a re-import.
-                    await asyncio.sleep(min(backoff, 1.0))
-                    backoff = min(_BACKOFF_MAX_S, backoff * 2)
-                    continue
-                resp = await self.redis.xread({stream: f"{self.seq}-0"}, count=1000, block=1000)
-                self.healthy = True
-                backoff = 0.1
-                if not resp:
-                    # A quiet second: make sure the store is still the one we follow (a
-                    # Redis that restarted empty has no stream to wake us up with).
-                    if await self._moved_back():
-                        await self._load_all()
-                    continue
-                for _name, entries in resp:
-                    for _id, fields in entries:
-                        if not await self._apply({as_text(k): as_text(v) for k, v in fields.items()}):
-                            break
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as e:
-                if self.healthy:
-                    self.log.error("redis_unavailable", error=str(e))
-                self.healthy = False
-                if not self.regressed:
-                    self.last_error = f"{type(e).__name__}: {e}"
-                await asyncio.sleep(backoff)
-                backoff = min(_BACKOFF_MAX_S, backoff * 2)
-            except StoreRegressed as e:
-                self._regress(str(e))
-                await asyncio.sleep(backoff)
-                backoff = min(_BACKOFF_MAX_S, backoff * 2)
-            except Exception as e:
-                # A bug must not end the follower: a dead follower leaves the node answering
-                # from a view that no longer moves, while it looks healthy. The view may be
-                # half-applied: count it, say so on /readyz, and rebuild it from Redis.
-                self.stats.follower_failures += 1
-                self.log.exception("change_follower_failed", seq=self.seq)
-                self.healthy = False
-                self.last_error = f"change follower failed: {type(e).__name__}: {e}"
-                await asyncio.sleep(backoff)
-                backoff = min(_BACKOFF_MAX_S, backoff * 2)
-
-    async def _apply(self, fields: Mapping[str, str]) -> bool:
-        """Apply one stream record; False when the view had to be reloaded instead."""
-        try:
-            seq, gen, change = L.parse_change(fields)
-        except (KeyError, ValueError) as e:
-            self.log.error("bad_change_record", error=str(e), record=dict(fields))
-            return True
-        if seq <= self.seq:
-            return True
-        if seq != self.seq + 1:
-            self.log.warning("change_stream_gap", expected=self.seq + 1, got=seq)
-            await self._load_all()
-            return False
-        if isinstance(change, str):  # a list got a new generation (import or rollback)
-            await self._reload_list(change, gen)
-        else:
-            lst = self._lists.get(change.list)
-            if lst is not None:
-                n = int(change.imei)
-                if change.op == "add":
-                    if lst.bloom is None:
-                        lst.bloom = new_bloom(1024, self.bloom_fp_rate)
-                    lst.bloom.add(n)
-                    pending = self._added_during_rebuild.get(lst.name)
-                    if pending is not None:
-                        pending.append(n)
-                    self._recent_adds.append((asyncio.get_running_loop().time(), lst.name, n))
-                    # By identity: rbloom's == raises ValueError for filters of different sizes.
-                    if not any(b is lst.bloom for b in self._blooms):
-                        self._blooms = (*self._blooms, lst.bloom)
-                    lst.count += 1
-                else:
-                    lst.removals += 1
-                    if (
-                        lst.removals > self.rebuild_after_removals * max(lst.count, 1)
-                        and lst.name not in self._rebuilding
-                    ):
-                        # Marked now, not when the task starts: the other removals of this
-                        # batch must not start a rebuild each (one scan of Redis per removal).
-                        self._rebuilding.add(lst.name)
-                        since = asyncio.get_running_loop().time() - _RECENT_S
-                        self._added_during_rebuild[lst.name] = [
-                            m for t, name, m in self._recent_adds if name == lst.name and t >= since
-                        ]
-                        self._spawn("bloom-rebuild", self._rebuild(lst.name))
-            elif change.op == "add":
-                await self._reload_list(change.list, gen)
-            self._invalidate(change.imei)
-            if self._confirm_script is None:  # a Cluster: see _fresh
-                now = asyncio.get_running_loop().time()
-                if len(self._fresh) > 10_000:
-                    self._fresh = {k: v for k, v in self._fresh.items() if v > now}
-                self._fresh[change.imei] = now + _FRESH_S
-            self.stats.changes_applied += 1
-        self.seq = seq
-        return True
-
-    async def _reload_list(self, name: str, gen: int) -> None:
-        if name == L.RULES:
-            self._rules, self._rules_gen = await self._load_rules(gen), gen
-        else:
-            self._lists[name] = await self._load_list(name, gen, self.seq, self.epoch)
-            self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
-        self._cache.clear()
-        self._cache_keys.clear()
-        self.log.info("redis_list_reloaded", list=name, generation=gen)
-
-    async def _rebuild(self, name: str) -> None:
-        """Removals leave their IMEIs in the filter and raise its false-positive rate:
-        rebuild it from Redis in the background, then swap it in."""
-        try:
-            lst = self._lists.get(name)
-            if lst is None:
-                return
-            gen = lst.gen
-            bloom = await self._scan_bloom(name, gen, lst.count)
-            # The same list object, not just the same generation: a re-read meanwhile (a
-            # stream gap, a reconnect) built a filter of its own, with adds this scan missed.
-            if self._lists.get(name) is lst and not self.regressed:
-                for n in self._added_during_rebuild.get(name, ()):  # no await from here to the swap
-                    bloom.add(n)
-                lst.bloom, lst.removals = bloom, 0
-                self._blooms = tuple(x.bloom for x in self._lists.values() if x.bloom is not None and x.count)
-                self.log.info("bloom_rebuilt", list=name, generation=gen)
-        except (RedisError, OSError) as e:
-            self.log.error("bloom_rebuild_failed", list=name, error=str(e))
-        finally:
-            self._rebuilding.discard(name)
-            self._added_during_rebuild.pop(name, None)
+        return await scan_bloom(self, name, gen, count)
 
     # -- reporting -----------------------------------------------------------------------
 

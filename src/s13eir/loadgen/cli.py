@@ -18,7 +18,8 @@ from typing import Any
 
 from rich.console import Console
 
-from s13eir.config import Config, ConfigError, load_config
+from s13eir.config import Config, ConfigError
+from s13eir.config_loading import load_config
 from s13eir.decision.model import UnknownPolicy
 from s13eir.decision.policy import MalformedImeiPolicy, Policy
 from s13eir.lists.formats import ListFormatError

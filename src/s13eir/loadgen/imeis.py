@@ -22,7 +22,8 @@ from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from s13eir.config import Config, load_config
+from s13eir.config import Config
+from s13eir.config_loading import load_config
 from s13eir.decision.imei import luhn_check_digit
 from s13eir.decision.model import EquipmentStatus, ListKind, Rule, Verdict
 from s13eir.decision.policy import Policy, Refusal

@@ -12,7 +12,8 @@ import asyncio
 import signal
 import sys
 
-from s13eir.config import ConfigError, load_config
+from s13eir.config import ConfigError
+from s13eir.config_loading import load_config
 from s13eir.lists.formats import ListFormatError, ListSpec, load_lists
 from s13eir.observability.logs import configure_logging, get_logger
 from s13eir.observability.metrics import Metrics

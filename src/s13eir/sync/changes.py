@@ -31,14 +31,7 @@ from s13eir.lists.redis_layout import (
     parse_change,
 )
 from s13eir.sync.generations import Generations
-from s13eir.sync.imports import (
-    EMPTY_CHECKSUM,
-    MetaIds,
-    h128,
-    hex128,
-    merge_ids,
-    read_meta,
-)
+from s13eir.sync.imports import EMPTY_CHECKSUM, MetaIds, h128, hex128, merge_ids, read_meta
 from s13eir.sync.lock import WriterError
 
 log = logging.getLogger("s13eir.sync.writer")

@@ -30,14 +30,8 @@ from s13eir.lists.redis_layout import (
     k_previous,
     k_seq,
 )
-from s13eir.sync.imports import (
-    DEFAULT_BATCH,
-    EMPTY_CHECKSUM,
-    delete_generations,
-    glob_escape,
-    raise_if_cancelled,
-    scan_keys,
-)
+from s13eir.sync.generation_scan import delete_generations, scan_keys
+from s13eir.sync.imports import DEFAULT_BATCH, EMPTY_CHECKSUM, glob_escape, raise_if_cancelled
 from s13eir.sync.lock import WriterError, WriterLock, WriterLockLost
 
 log = logging.getLogger("s13eir.sync.writer")

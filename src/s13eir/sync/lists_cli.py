@@ -22,7 +22,8 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 
 from s13eir.backends.redis_client import AnyRedis, connect
-from s13eir.config import Config, ConfigError, load_config
+from s13eir.config import Config, ConfigError
+from s13eir.config_loading import load_config
 from s13eir.decision.model import ListKind
 from s13eir.lists.formats import FORMATS, ListFormatError, ListSpec
 from s13eir.lists.redis_layout import ALL_LISTS, RULES, k_seq

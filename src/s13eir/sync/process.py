@@ -52,7 +52,8 @@ from prometheus_client.metrics_core import Metric
 
 from s13eir.backends.mqtt_url import parse_mqtt_url
 from s13eir.backends.redis_client import AnyRedis, as_text, connect
-from s13eir.config import Config, ConfigError, SnapshotSourceConfig, load_config
+from s13eir.config import Config, ConfigError, SnapshotSourceConfig
+from s13eir.config_loading import load_config
 from s13eir.lists.formats import ListFormatError, ListSpec
 from s13eir.lists.redis_layout import k_current
 from s13eir.observability.http import start_http

@@ -78,19 +78,10 @@ from s13eir.lists.redis_layout import (
     k_seq,
 )
 from s13eir.sync.changes import ChangeApplication
+from s13eir.sync.generation_scan import compare_generations, rebuild_bloom, scan_generation, scan_keys
 from s13eir.sync.generations import DEFAULT_STREAM_MAXLEN
 from s13eir.sync.import_report import Generation, ImportReport, decide_import
-from s13eir.sync.imports import (
-    EMPTY_CHECKSUM,
-    compare_generations,
-    count_lines,
-    glob_escape,
-    hex128,
-    load_generation,
-    rebuild_bloom,
-    scan_generation,
-    scan_keys,
-)
+from s13eir.sync.imports import EMPTY_CHECKSUM, count_lines, glob_escape, hex128, load_generation
 from s13eir.sync.lock import WriterError
 
 __all__ = ["DEFAULT_STREAM_MAXLEN", "FORMATS_FOR_LIST", "ListWriter"]
