@@ -14,7 +14,7 @@ from s13eir.diameter.avp import AvpLengthError, decode_avps
 from s13eir.diameter.capx import LocalIdentity
 from s13eir.diameter.header import Header
 from s13eir.lists.snapshot import ListSnapshot
-from s13eir.s13 import MeIdentityCheck
+from s13eir.s13.application import MeIdentityCheck
 
 avp_strategy = st.tuples(
     st.integers(1, 0xFFFFFFFF),
@@ -59,7 +59,7 @@ def test_eca_decodes_in_python_diameter(
         request_avps.append(avpcodec.grouped(284, [avpcodec.utf8(280, host), avpcodec.encode(33, state)]))
     avps = decode_avps(b"".join(request_avps))
     header = Header(1, 0, 0xC0, 324, 16777252, hbh, e2e)
-    eca = app.build_eca(header, avps, Verdict(status, Reason(Rule.POLICY, "", "", "")))
+    eca = app.eca.build(header, avps, Verdict(status, Reason(Rule.POLICY, "", "", "")))
     msg = Message.from_bytes(eca)
     assert isinstance(msg, MeIdentityCheckAnswer)
     assert msg.session_id == session_id

@@ -20,8 +20,9 @@ from s13eir.diameter.capx import LocalIdentity, PeerInfo
 from s13eir.diameter.header import pack_header, parse_header
 from s13eir.diameter.screening import Rejected, Screening, screen
 from s13eir.lists.formats import ListSpec, load_lists
-from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck
-from s13eir.s13_fastpath import Layout, scan_ecr
+from s13eir.s13.application import MeIdentityCheck
+from s13eir.s13.eca import AUTH_SESSION_STATE_AVP
+from s13eir.s13.fastpath import Layout, scan_ecr
 
 from .conftest import SAMPLE_LISTS
 

@@ -47,7 +47,7 @@ from s13eir.loadgen.wire import (
     parse_outcome,
     scan_answer,
 )
-from s13eir.s13_fastpath import scan_ecr
+from s13eir.s13.fastpath import scan_ecr
 
 from .conftest import ROOT, RunningNode, node_config, running_node
 from .load_helpers import JSON_KEYS, load_args, run_load, sample_config

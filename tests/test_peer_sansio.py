@@ -28,7 +28,8 @@ from s13eir.diameter.peer import PeerConnection, PeerRegistry, PeerSettings, Pee
 from s13eir.diameter.screening import Screening
 from s13eir.diameter.watchdog import Watchdog, WatchdogAction, WatchdogState
 from s13eir.lists.snapshot import ListSnapshot
-from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck
+from s13eir.s13.application import MeIdentityCheck
+from s13eir.s13.eca import AUTH_SESSION_STATE_AVP
 
 D = dictionary.load()
 LOCAL = LocalIdentity("eir.test", "test", ("127.0.0.1",), origin_state_id=7)

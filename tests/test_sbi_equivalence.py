@@ -30,7 +30,8 @@ from s13eir.diameter.capx import LocalIdentity, PeerInfo
 from s13eir.diameter.header import parse_header
 from s13eir.diameter.screening import Rejected, Screening, screen
 from s13eir.lists.snapshot import ListSnapshot, SnapshotBuilder
-from s13eir.s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck, Outcome
+from s13eir.s13.application import MeIdentityCheck, Outcome
+from s13eir.s13.eca import AUTH_SESSION_STATE_AVP
 from s13eir.sbi.n5g_eir import N5gEir, Request, lists_check
 
 from .mme import Answer, raw_ecr, raw_ecr_avps

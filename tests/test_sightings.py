@@ -14,7 +14,8 @@ import pytest
 from s13eir.backends.mqtt_url import parse_mqtt_url
 from s13eir.config import EventsConfig
 from s13eir.decision.model import EquipmentStatus, Reason, Rule, Verdict
-from s13eir.s13 import EcrQuery, Outcome
+from s13eir.s13.application import Outcome
+from s13eir.s13.ecr import EcrQuery
 from s13eir.sightings.publisher import SightingPublisher
 from s13eir.sightings.sighting import (
     Sighting,

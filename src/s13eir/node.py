@@ -56,7 +56,8 @@ from .observability.metrics import Metrics
 from .observability.redact import redact_url
 from .overload import OverloadControl
 from .reporting import Reporting
-from .s13 import AUTH_SESSION_STATE_AVP, MeIdentityCheck
+from .s13.application import MeIdentityCheck
+from .s13.eca import AUTH_SESSION_STATE_AVP
 from .sbi.n5g_eir import Check, lists_check
 from .sbi.server import SbiServer, start_sbi
 from .sbi.store_check import store_check

@@ -24,7 +24,7 @@ from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, Protoc
 from .lists.redis_store import RedisLists
 from .lists.snapshot import ListSnapshot
 from .observability.metrics import Metrics
-from .s13 import Outcome
+from .s13.application import Outcome
 from .sbi.n5g_eir import SbiOutcome
 from .sbi.report import outcome_logger
 from .sightings.publisher import SightingPublisher

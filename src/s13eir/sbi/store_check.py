@@ -11,7 +11,7 @@ from s13eir.decision.model import Facts, Verdict
 from s13eir.decision.policy import Policy, Refusal
 from s13eir.lists.redis_store import RedisLists
 from s13eir.lists.store_state import StoreUnavailable
-from s13eir.s13 import Lists
+from s13eir.s13.application import Lists
 from s13eir.sbi.n5g_eir import Check
 
 __all__ = ["store_check"]

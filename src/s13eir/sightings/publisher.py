@@ -35,7 +35,7 @@ import aiomqtt
 from s13eir.backends.mqtt_url import parse_mqtt_url
 from s13eir.config import EventsConfig
 from s13eir.observability.logs import get_logger
-from s13eir.s13 import Outcome
+from s13eir.s13.application import Outcome
 from s13eir.supervision import Supervisor
 
 from .sighting import Interface, Sighting, encode_sighting, sighting_from_outcome, sighting_topic

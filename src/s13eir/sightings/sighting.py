@@ -40,7 +40,8 @@ import msgspec
 
 from s13eir.decision.masking import mask_entry, mask_imsi
 from s13eir.decision.model import EquipmentStatus, Reason, Verdict
-from s13eir.s13 import EcrQuery, Outcome
+from s13eir.s13.application import Outcome
+from s13eir.s13.ecr import EcrQuery
 
 __all__ = [
     "EQUIPMENT_UNKNOWN",

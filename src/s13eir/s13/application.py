@@ -1,62 +1,43 @@
-"""TS 29.272 ME-Identity-Check on S13/S13': ECR in, ECA out. Pure.
+"""The S13 application (TS 29.272 ME-Identity-Check on S13/S13'): ECR in, ECA out. Pure.
 
-The request has already passed the base screening (header bits, application,
-command grammar, unknown M-bit AVPs), so this module deals only with what S13
-means: the IMEI in Terminal-Information, the optional IMSI in User-Name, the
-verdict, and the answer's shape (TS 29.272 §7.2.20).
-"""
+One instance per node, shared by every connection: ``fast_answer`` takes the common ECR
+(``fastpath``), ``handle_request`` any other; both read it (``ecr``), ask the lists for
+facts and ``decision.policy`` for the verdict, and build the answer (``eca``). A Bloom
+positive that the remote store must confirm is a ``Deferred``, resolved through the
+``RemoteLists`` port (``resolve``, then ``complete``)."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 import msgspec
 
-from .decision.imei import normalize_imei
-from .decision.model import NO_FACTS, REMOTE, EquipmentStatus, Facts, NeedRemote, Verdict
-from .decision.policy import OUTAGE_DETAIL, Policy, Refusal
-from .diameter import avp as avpcodec
-from .diameter.answers import answer, error_answer, proxy_info_avps, session_id_avp
-from .diameter.avp import Avp, decode_avps
-from .diameter.capx import LocalIdentity, PeerInfo
-from .diameter.constants import (
+from ..decision.model import NO_FACTS, REMOTE, EquipmentStatus, Facts, NeedRemote, Verdict
+from ..decision.policy import OUTAGE_DETAIL, Policy, Refusal
+from ..diameter import avp as avpcodec
+from ..diameter.answers import error_answer
+from ..diameter.avp import Avp, decode_avps
+from ..diameter.capx import LocalIdentity, PeerInfo
+from ..diameter.constants import (
     APP_S13,
-    AUTH_SESSION_NO_STATE_MAINTAINED,
-    AVP_AUTH_SESSION_STATE,
-    AVP_EQUIPMENT_STATUS,
-    AVP_EXPERIMENTAL_RESULT,
-    AVP_EXPERIMENTAL_RESULT_CODE,
     AVP_IMEI,
-    AVP_RESULT_CODE,
-    AVP_SOFTWARE_VERSION,
     AVP_TERMINAL_INFORMATION,
-    AVP_USER_NAME,
-    AVP_VENDOR_ID,
     CMD_ME_IDENTITY_CHECK,
     ERROR_EQUIPMENT_UNKNOWN,
-    FLAG_PROXIABLE,
     INVALID_AVP_VALUE,
-    MISSING_AVP,
     SUCCESS,
     TOO_BUSY,
     UNABLE_TO_COMPLY,
     VENDOR_3GPP,
 )
-from .diameter.header import HEADER_LENGTH, Header, parse_header
-from .s13_fastpath import FastEcr, Layout, scan_ecr
+from ..diameter.header import HEADER_LENGTH, Header, parse_header
+from .eca import AUTH_SESSION_STATE_AVP, EcaBuilder
+from .ecr import EcrQuery, find, query_of, read_query
+from .fastpath import Layout, scan_ecr
 
-AUTH_SESSION_STATE_AVP = avpcodec.u32(AVP_AUTH_SESSION_STATE, AUTH_SESSION_NO_STATE_MAINTAINED)
-_STATUS_AVPS = {s: avpcodec.u32(AVP_EQUIPMENT_STATUS, int(s), vendor=VENDOR_3GPP) for s in EquipmentStatus}
-_SUCCESS_AVP = avpcodec.u32(AVP_RESULT_CODE, SUCCESS)
-_UNKNOWN_AVP = avpcodec.grouped(
-    AVP_EXPERIMENTAL_RESULT,
-    [avpcodec.u32(AVP_VENDOR_ID, VENDOR_3GPP), avpcodec.u32(AVP_EXPERIMENTAL_RESULT_CODE, ERROR_EQUIPMENT_UNKNOWN)],
-)
-_U32 = struct.Struct("!I")
-_ANSWER_HEAD = struct.Struct("!II")
-_ECA_FLAGS_CODE = (FLAG_PROXIABLE << 24) | CMD_ME_IDENTITY_CHECK
+__all__ = ["Deferred", "Lists", "MeIdentityCheck", "Outcome", "RemoteLists", "Unconfirmed"]
+
 _ECR_CODE_APP = CMD_ME_IDENTITY_CHECK.to_bytes(3, "big") + APP_S13.to_bytes(4, "big")
 _WHITELISTED = EquipmentStatus.WHITELISTED
 _MAX_LAYOUT_KEYS = 4096
@@ -82,18 +63,6 @@ class RemoteLists(Protocol):
     ``done`` is called later, on the event loop, with the facts or an Unconfirmed."""
 
     def confirm(self, imei14: str, imsi: str | None, done: Callable[[Facts | Unconfirmed], None]) -> None: ...
-
-
-class EcrQuery(msgspec.Struct, frozen=True, gc=False):
-    """What an ECR asks, once read."""
-
-    session_id: str
-    imei: str  # as received
-    imei14: str | None  # the lookup key, None when malformed
-    software_version: str | None
-    imsi: str | None  # User-Name when it is a plausible IMSI
-    origin_host: str
-    origin_realm: str
 
 
 class Deferred(msgspec.Struct, frozen=True, gc=False):
@@ -125,24 +94,6 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     detail: str = ""
 
 
-def _digits(b: bytes) -> bool:
-    return b.isdigit() and b.isascii()
-
-
-def _query(ecr: FastEcr) -> EcrQuery:
-    """The query ``read_query`` would build, from what the scanner took (ASCII only)."""
-    sv = ecr.software_version
-    return EcrQuery(ecr.session_id.decode(), ecr.imei.decode(), ecr.imei14, None if sv is None else sv.decode(),
-                    ecr.imsi, ecr.origin_host.decode(), ecr.origin_realm.decode())  # fmt: skip
-
-
-def _find(avps: Sequence[Avp], code: int, vendor: int = 0) -> Avp | None:
-    for a in avps:
-        if a.code == code and a.vendor == vendor:
-            return a
-    return None
-
-
 class MeIdentityCheck:
     """The S13 application: one instance per node, shared by every connection.
 
@@ -165,13 +116,7 @@ class MeIdentityCheck:
         # Whitelisted answers of the fast path: counted here, read by the metrics at scrape
         # time (the other answers are reported through on_outcome).
         self.whitelisted_fast = 0
-        self._tail = AUTH_SESSION_STATE_AVP + local.origin_avps
-        # ECA bodies after Session-Id, indexed by Equipment-Status, the last for 5422 (no
-        # status), in build_eca's order. A tuple: hashing an IntEnum runs Python code.
-        self._bodies: tuple[bytes, ...] = (
-            *(_SUCCESS_AVP + self._tail + _STATUS_AVPS[s] for s in sorted(EquipmentStatus)),
-            _UNKNOWN_AVP + self._tail,
-        )
+        self.eca = EcaBuilder(local)
         # By (peer, frame length): a few, since ECRs of one length can differ in layout
         # (a 14-digit IMEI pads to the length of a 15-digit one). Keyed by id(): a reused
         # id can only cost a relearn, since a layout matches a frame by its bytes.
@@ -209,29 +154,23 @@ class MeIdentityCheck:
         if facts is NO_FACTS:  # on no list: what decide() would say, without the walk
             verdict = self.policy.unlisted()
         elif facts is REMOTE:
-            return Deferred(frame, _query(ecr), peer, ecr.session_id_avp)
+            return Deferred(frame, query_of(ecr), peer, ecr.session_id_avp)
         else:
             verdict = self.policy.verdict(cast(Facts, facts), ecr.imsi, ecr.imei14)
         if verdict.status is _WHITELISTED:
             self.whitelisted_fast += 1
-            return self._eca_from_template(frame, ecr.session_id_avp, verdict)
-        return self._fast_answer(frame, ecr.session_id_avp, _query(ecr), verdict, peer)
-
-    def _eca_from_template(self, frame: bytes, session_id_avp: bytes, verdict: Verdict) -> bytes:
-        status = verdict.status
-        body = self._bodies[-1 if status is None else status]
-        head = _ANSWER_HEAD.pack(0x01000000 | (20 + len(session_id_avp) + len(body)), _ECA_FLAGS_CODE)
-        return b"".join((head, frame[8:20], session_id_avp, body))
+            return self.eca.from_template(frame, ecr.session_id_avp, verdict)
+        return self._fast_answer(frame, ecr.session_id_avp, query_of(ecr), verdict, peer)
 
     def _fast_answer(
         self, frame: bytes, session_id_avp: bytes, query: EcrQuery, verdict: Verdict, peer: PeerInfo, detail: str = ""
     ) -> bytes:
-        out = self._eca_from_template(frame, session_id_avp, verdict)
+        out = self.eca.from_template(frame, session_id_avp, verdict)
         self._report(verdict, query, peer, detail)
         return out
 
     def handle_request(self, header: Header, frame: bytes, avps: list[Avp], peer: PeerInfo) -> bytes | Deferred:
-        query_or_error = self.read_query(header, avps)
+        query_or_error = read_query(avps, self.policy)
         if isinstance(query_or_error, tuple):
             code, failed, detail = query_or_error
             if self.on_outcome is not None:
@@ -301,7 +240,7 @@ class MeIdentityCheck:
     def _answer(
         self, header: Header, avps: Sequence[Avp], query: EcrQuery, verdict: Verdict, peer: PeerInfo, detail: str = ""
     ) -> bytes:
-        out = self.build_eca(header, avps, verdict)
+        out = self.eca.build(header, avps, verdict)
         self._report(verdict, query, peer, detail)
         return out
 
@@ -314,8 +253,8 @@ class MeIdentityCheck:
         verdict = self.policy.malformed(query.imei)
         if isinstance(verdict, Verdict):
             return self._answer(header, avps, query, verdict, peer)
-        ti = _find(avps, AVP_TERMINAL_INFORMATION, VENDOR_3GPP)
-        imei_avp = _find(decode_avps(ti.data), AVP_IMEI, VENDOR_3GPP) if ti is not None else None
+        ti = find(avps, AVP_TERMINAL_INFORMATION, VENDOR_3GPP)
+        imei_avp = find(decode_avps(ti.data), AVP_IMEI, VENDOR_3GPP) if ti is not None else None
         failed = (
             avpcodec.encode(ti.code, avpcodec.pad(imei_avp.raw), vendor=ti.vendor, flags=ti.flags)
             if ti is not None and imei_avp is not None
@@ -326,55 +265,3 @@ class MeIdentityCheck:
             self.on_outcome(Outcome(INVALID_AVP_VALUE, None, query, detail), peer)
         return error_answer(header, avps, self.local.origin_avps, INVALID_AVP_VALUE, failed_avp=failed, message=detail,
                             extra=AUTH_SESSION_STATE_AVP)  # fmt: skip
-
-    def read_query(self, header: Header, avps: Sequence[Avp]) -> EcrQuery | tuple[int, bytes | None, str]:
-        """Read the ECR; an error is returned as (result code, Failed-AVP, text)."""
-        ti = _find(avps, AVP_TERMINAL_INFORMATION, VENDOR_3GPP)
-        if ti is None:  # the grammar check normally catches this first
-            return (
-                MISSING_AVP,
-                avpcodec.grouped(AVP_TERMINAL_INFORMATION, [], vendor=VENDOR_3GPP),
-                "no Terminal-Information",
-            )
-        inner = decode_avps(ti.data)
-        imei_avp = _find(inner, AVP_IMEI, VENDOR_3GPP)
-        if imei_avp is None:
-            example = avpcodec.grouped(
-                AVP_TERMINAL_INFORMATION, [avpcodec.utf8(AVP_IMEI, b"", vendor=VENDOR_3GPP)], vendor=VENDOR_3GPP
-            )
-            return MISSING_AVP, example, "no IMEI in Terminal-Information"
-        raw = imei_avp.data
-        sv_avp = _find(inner, AVP_SOFTWARE_VERSION, VENDOR_3GPP)
-        sv = sv_avp.data.decode("utf-8", "replace") if sv_avp is not None else None
-        imei = raw.decode("utf-8", "replace")
-        imei14 = normalize_imei(imei)
-        if imei14 is None and len(raw) == 16 and _digits(raw) and (split := self.policy.split_imeisv(imei)):
-            imei14 = split[0]
-            sv = sv or split[1]
-        user = _find(avps, AVP_USER_NAME)
-        imsi = None
-        if user is not None and 5 <= len(user.data) <= 15 and _digits(user.data):
-            imsi = user.data.decode()
-        sid = _find(avps, 263)
-        host = _find(avps, 264)
-        realm = _find(avps, 296)
-        return EcrQuery(
-            sid.data.decode("utf-8", "replace") if sid else "",
-            imei,
-            imei14,
-            sv,
-            imsi,
-            host.data.decode("utf-8", "replace") if host else "",
-            realm.data.decode("utf-8", "replace") if realm else "",
-        )
-
-    def build_eca(self, header: Header, avps: Sequence[Avp], verdict: Verdict) -> bytes:
-        """ECA in python-diameter's AVP order: Session-Id, Result-Code or Experimental-Result,
-        Auth-Session-State, Origin-Host, Origin-Realm, Equipment-Status, Proxy-Info."""
-        if verdict.status is None:
-            body = session_id_avp(avps) + _UNKNOWN_AVP + self._tail + proxy_info_avps(avps)
-        else:
-            body = (
-                session_id_avp(avps) + _SUCCESS_AVP + self._tail + _STATUS_AVPS[verdict.status] + proxy_info_avps(avps)
-            )
-        return answer(header, body)

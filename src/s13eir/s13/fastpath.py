@@ -19,7 +19,7 @@ import struct
 
 import msgspec
 
-from .diameter.constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST
+from ..diameter.constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST
 
 _AVP = struct.Struct("!II")
 _U32 = struct.Struct("!I")
