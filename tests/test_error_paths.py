@@ -393,26 +393,34 @@ async def test_node_stop_sends_dpr_and_closes_after_dpa() -> None:
 TW = 6  # the smallest Tw RFC 3539 allows; the server adds ±2 s of jitter
 
 
+def advance(seconds: float) -> None:
+    """Move the event loop's clock (the one the node's watchdog timers run on) forward:
+    the node's timers that come due fire at the loop's next turn, over the real socket,
+    without the test waiting for them. Call it between awaits, never during one (a
+    timeout already armed would expire early)."""
+    loop = asyncio.get_running_loop()
+    clock = loop.time
+    loop.time = lambda: clock() + seconds  # type: ignore[method-assign]
+
+
 async def test_watchdog_dwr_after_idle_and_dwa_keeps_the_connection() -> None:
     async with eir_with(peers={"watchdog_interval_s": TW}) as eir, mme_on(eir) as m:
         assert m.cea is not None
         # RFC 3539 §3.4.1: any received message resets the timer, so steady traffic (fast path
-        # for whitelisted IMEIs, full path for listed ones) never draws a DWR.
-        busy_until = time.monotonic() + TW + 3
-        i = 0
-        while time.monotonic() < busy_until:
-            await asyncio.sleep(1)
+        # for whitelisted IMEIs, full path for listed ones) never draws a DWR: a request each
+        # second of the loop's clock for Tw + 3 s.
+        for i in range(TW + 3):
+            advance(1.0)
             req = M.to_bytes(M.ecr((M.IMEI_UNLISTED, M.IMEI_BLACK)[i % 2]))
             ans = await m.request(req, answer_dwr=False)  # a DWR here fails the test
             assert ans.equipment_status == (M.WHITELISTED, M.BLACKLISTED)[i % 2]
-            i += 1
         for _ in range(2):  # a second DWR shows that our DWA cleared the pending state
-            t0 = time.monotonic()
-            dwr = await m.read_answer(timeout=TW + 2 + 2)
-            waited = time.monotonic() - t0
+            advance(TW - 2 - 0.5)  # idle, but less than Tw minus its jitter: no DWR yet
+            await m.assert_silent(0.2)
+            advance(4.5)  # past Tw plus its jitter
+            dwr = await m.read_answer(timeout=5)
             assert dwr.is_request and dwr.command == M.CMD_DWR and dwr.app == 0, dwr
             assert not dwr.e_bit and not dwr.p_bit
-            assert waited >= TW - 2 - 0.5, f"DWR after {waited:.1f} s of idle, Tw={TW}±2"
             assert dwr.msg.origin_host == EIR_HOST.encode()
             assert dwr.msg.origin_realm == EIR_REALM.encode()
             assert dwr.msg.origin_state_id == m.cea.msg.origin_state_id
@@ -422,13 +430,15 @@ async def test_watchdog_dwr_after_idle_and_dwa_keeps_the_connection() -> None:
 
 async def test_watchdog_unanswered_dwr_closes_after_two_more_expiries() -> None:
     async with eir_with(peers={"watchdog_interval_s": TW}) as eir, mme_on(eir) as m:
-        dwr = await m.read_answer(timeout=TW + 2 + 2)
+        advance(TW + 2 + 0.1)
+        dwr = await m.read_answer(timeout=5)
         assert dwr.is_request and dwr.command == M.CMD_DWR
-        t_dwr = time.monotonic()
-        # RFC 3539: the next expiry with the DWR pending -> SUSPECT, the one after -> close.
-        frames = await m.assert_closed(timeout=2 * (TW + 2) + 2)
-        elapsed = time.monotonic() - t_dwr
-        assert elapsed >= 2 * (TW - 2) - 0.5, f"closed {elapsed:.1f} s after the DWR: too early for RFC 3539"
+        # RFC 3539: the next expiry with the DWR pending -> SUSPECT, the one after -> close;
+        # each at least Tw - 2 s after the last.
+        advance(2 * (TW - 2) - 0.5)
+        await m.assert_silent(0.2)  # not before two expiries
+        advance(2 * 4 + 1)
+        frames = await m.assert_closed(timeout=5)
         assert all(f.is_request and f.command in (M.CMD_DWR, M.CMD_DPR) for f in frames), frames
 
 
