@@ -8,7 +8,7 @@ and the request at fixed times: no socket, no clock. The answer bytes must also 
 golden copy in ``tests/golden/s13_error_paths.txt``, so that any change to what goes on
 the wire shows in review; the expectations of the row are checked independently, with
 python-diameter's decoder. ``S13EIR_UPDATE_GOLDEN=1`` rewrites the golden file (then
-review its diff). The end-to-end versions over TCP of a handful of these are in
+review its diff). The same cases, end to end over TCP, are still in
 ``test_error_paths.py``."""
 
 from __future__ import annotations
