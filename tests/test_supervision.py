@@ -39,7 +39,10 @@ SCOPED = {
     ("sbi/server.py", "_answer"): "a request's pending verdict; its done callback answers the stream, errors too",
     ("node.py", "stop"): "DPA waits, awaited with a timeout here",
     ("loadgen/procs.py", "_run_here"): "the progress reporter of a load run, cancelled and awaited here",
-    ("loadgen/procs.py", "_worker_main"): "the progress ticker of a load run, cancelled and awaited here",
+    (
+        "loadgen/procs.py",
+        "_worker_main",
+    ): "the progress ticker of a load run, cancelled and awaited here",
 }
 SPAWNERS = {"create_task", "ensure_future"}
 

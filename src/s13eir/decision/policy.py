@@ -132,12 +132,8 @@ class Policy:
     ) -> tuple[Verdict, str] | Refusal:
         """A Bloom positive the store could not confirm: (verdict, detail for the log), or
         the refusal of the modes that answer with an error (``outage_verdict``)."""
-        refusal = _STORE_REFUSALS.get(self.store_unavailable)
-        if refusal is not None:
-            return refusal
         out = outage_verdict(self.store_unavailable, last_known, positives, imsi, self.unknown_imei, imei14)
-        assert out is not None
-        return out
+        return out if out is not None else _STORE_REFUSALS[self.store_unavailable]
 
 
 OUTAGE_DETAIL = "list store unavailable"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from . import avp as avpcodec
 from .capx import LocalIdentity
 from .constants import (
@@ -17,27 +19,29 @@ from .constants import (
 from .header import HEADER_LENGTH, Header, pack_header
 
 
-def _message(flags: int, code: int, hbh: int, e2e: int, *avps: bytes) -> bytes:
+def message(flags: int, command: int, hbh: int, e2e: int, avps: Iterable[bytes]) -> bytes:
+    """A base-protocol message (Application-Id 0) from its encoded AVPs: ours, and the
+    load generator's MMEs' (``loadgen.wire``)."""
     body = b"".join(avps)
-    return pack_header(HEADER_LENGTH + len(body), flags, code, APP_BASE, hbh, e2e) + body
+    return pack_header(HEADER_LENGTH + len(body), flags, command, APP_BASE, hbh, e2e) + body
 
 
 def dwa(request: Header, local: LocalIdentity) -> bytes:
-    return _message(0, CMD_DEVICE_WATCHDOG, request.hop_by_hop, request.end_to_end,
-                    avpcodec.u32(AVP_RESULT_CODE, SUCCESS), local.origin_avps,
-                    avpcodec.u32(AVP_ORIGIN_STATE_ID, local.origin_state_id))  # fmt: skip
+    return message(0, CMD_DEVICE_WATCHDOG, request.hop_by_hop, request.end_to_end,
+                   (avpcodec.u32(AVP_RESULT_CODE, SUCCESS), local.origin_avps,
+                    avpcodec.u32(AVP_ORIGIN_STATE_ID, local.origin_state_id)))  # fmt: skip
 
 
 def dpa(request: Header, local: LocalIdentity) -> bytes:
-    return _message(0, CMD_DISCONNECT_PEER, request.hop_by_hop, request.end_to_end,
-                    avpcodec.u32(AVP_RESULT_CODE, SUCCESS), local.origin_avps)  # fmt: skip
+    return message(0, CMD_DISCONNECT_PEER, request.hop_by_hop, request.end_to_end,
+                   (avpcodec.u32(AVP_RESULT_CODE, SUCCESS), local.origin_avps))  # fmt: skip
 
 
 def dwr(local: LocalIdentity, hop_by_hop: int, end_to_end: int) -> bytes:
-    return _message(FLAG_REQUEST, CMD_DEVICE_WATCHDOG, hop_by_hop, end_to_end,
-                    local.origin_avps, avpcodec.u32(AVP_ORIGIN_STATE_ID, local.origin_state_id))  # fmt: skip
+    return message(FLAG_REQUEST, CMD_DEVICE_WATCHDOG, hop_by_hop, end_to_end,
+                   (local.origin_avps, avpcodec.u32(AVP_ORIGIN_STATE_ID, local.origin_state_id)))  # fmt: skip
 
 
 def dpr(local: LocalIdentity, cause: int, hop_by_hop: int, end_to_end: int) -> bytes:
-    return _message(FLAG_REQUEST, CMD_DISCONNECT_PEER, hop_by_hop, end_to_end,
-                    local.origin_avps, avpcodec.u32(AVP_DISCONNECT_CAUSE, cause))  # fmt: skip
+    return message(FLAG_REQUEST, CMD_DISCONNECT_PEER, hop_by_hop, end_to_end,
+                   (local.origin_avps, avpcodec.u32(AVP_DISCONNECT_CAUSE, cause)))  # fmt: skip

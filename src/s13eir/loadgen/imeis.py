@@ -27,6 +27,7 @@ from s13eir.config_loading import load_config
 from s13eir.decision.imei import luhn_check_digit
 from s13eir.decision.model import EquipmentStatus, ListKind, Rule, Verdict
 from s13eir.decision.policy import Policy, Refusal
+from s13eir.diameter.constants import INVALID_AVP_VALUE
 from s13eir.lists.formats import ListSpec, parse_list
 from s13eir.lists.snapshot import ListSnapshot, SnapshotBuilder
 
@@ -136,7 +137,7 @@ class Expectations:
     @property
     def malformed(self) -> int:
         verdict = self.policy.malformed("")
-        return 5004 if isinstance(verdict, Refusal) else _verdict_outcome_status(verdict.status)  # INVALID_AVP_VALUE
+        return INVALID_AVP_VALUE if isinstance(verdict, Refusal) else _verdict_outcome_status(verdict.status)
 
 
 def _verdict_outcome_status(status: EquipmentStatus | None) -> int:

@@ -136,6 +136,8 @@ async def _worker_main(params: LoadParams, traffic: Traffic, share: Share, epoch
             await run.run(start_ns, stop)
         finally:
             ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker  # a ticker that failed fails the worker, visibly
     await run.close()
     loop.remove_reader(conn.fileno())
     with contextlib.suppress(OSError):  # the parent is gone: nobody to report to

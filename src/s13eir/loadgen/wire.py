@@ -14,14 +14,13 @@ loop that keeps its own core busy adds its own queueing to every latency it meas
 
 from __future__ import annotations
 
-import ipaddress
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from s13eir.diameter import avp as enc
+from s13eir.diameter.base_messages import message as base_message
 from s13eir.diameter.constants import (
-    APP_BASE,
     APP_S13,
     AUTH_SESSION_NO_STATE_MAINTAINED,
     AVP_AUTH_APPLICATION_ID,
@@ -56,7 +55,6 @@ from s13eir.diameter.constants import (
     SUCCESS,
     VENDOR_3GPP,
 )
-from s13eir.diameter.header import pack_header
 
 from .doic import SUPPORTED_FEATURES, Report, scan_olr
 
@@ -191,16 +189,6 @@ class EcrEncoder:
         return hbh
 
 
-def _message(flags: int, code: int, hbh: int, e2e: int, avps: Iterable[bytes]) -> bytes:
-    body = b"".join(avps)
-    return pack_header(20 + len(body), flags, code, APP_BASE, hbh, e2e) + body
-
-
-def _address(ip: str) -> bytes:
-    addr = ipaddress.ip_address(ip)
-    return (b"\x00\x01" if addr.version == 4 else b"\x00\x02") + addr.packed
-
-
 def cer(
     origin_host: str,
     origin_realm: str,
@@ -216,7 +204,7 @@ def cer(
         AVP_VENDOR_SPECIFIC_APPLICATION_ID,
         [enc.u32(AVP_VENDOR_ID, VENDOR_3GPP), enc.u32(AVP_AUTH_APPLICATION_ID, APP_S13)],
     )
-    return _message(
+    return base_message(
         FLAG_REQUEST,
         CMD_CAPABILITIES_EXCHANGE,
         hbh,
@@ -224,7 +212,7 @@ def cer(
         [
             enc.utf8(AVP_ORIGIN_HOST, origin_host),
             enc.utf8(AVP_ORIGIN_REALM, origin_realm),
-            enc.encode(AVP_HOST_IP_ADDRESS, _address(host_ip)),
+            enc.address(AVP_HOST_IP_ADDRESS, host_ip),
             enc.u32(AVP_VENDOR_ID, 0),
             enc.utf8(AVP_PRODUCT_NAME, product, mandatory=False),
             enc.u32(AVP_ORIGIN_STATE_ID, state_id),
@@ -236,7 +224,7 @@ def cer(
 
 
 def dpr(origin_host: str, origin_realm: str, cause: int, hbh: int, e2e: int) -> bytes:
-    return _message(
+    return base_message(
         FLAG_REQUEST,
         CMD_DISCONNECT_PEER,
         hbh,
@@ -258,7 +246,7 @@ def base_answer(command: int, origin_host: str, origin_realm: str, state_id: int
     ]
     if command == CMD_DEVICE_WATCHDOG:
         avps.append(enc.u32(AVP_ORIGIN_STATE_ID, state_id))
-    return _message(0, command, hbh, e2e, avps)
+    return base_message(0, command, hbh, e2e, avps)
 
 
 # -- answers ----------------------------------------------------------------------------

@@ -87,12 +87,14 @@ async def _prefetched(
     pending: tuple[list[bytes], asyncio.Task[list[list[bytes]]]] | None = None
     try:
         async for chunk in chunks:
-            task = asyncio.ensure_future(_hkeys(r, expand(chunk)))
-            if pending is not None:
-                yield pending[0], await pending[1]
-            pending = (chunk, task)
+            # The new request is the pending one before the previous is awaited: if that
+            # fails, the clean-up below cancels this one instead of leaving it running.
+            previous, pending = pending, (chunk, asyncio.ensure_future(_hkeys(r, expand(chunk))))
+            if previous is not None:
+                yield previous[0], await previous[1]
         if pending is not None:
-            yield pending[0], await pending[1]
+            last, pending = pending, None
+            yield last[0], await last[1]
     finally:
         if pending is not None and not pending[1].done():
             pending[1].cancel()
