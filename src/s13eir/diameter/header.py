@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST
+from .constants import APP_BASE, FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST
 
 HEADER_LENGTH = 20
 _HEADER = struct.Struct("!IIIII")
@@ -42,3 +43,10 @@ def parse_header(data: bytes, offset: int = 0) -> Header:
 
 def pack_header(length: int, flags: int, command_code: int, application_id: int, hbh: int, e2e: int) -> bytes:
     return _HEADER.pack(0x01000000 | length, (flags << 24) | command_code, application_id, hbh, e2e)
+
+
+def base_message(flags: int, command_code: int, hbh: int, e2e: int, avps: Iterable[bytes]) -> bytes:
+    """A base-protocol message (Application-Id 0) from its encoded AVPs: the node's
+    DWR/DWA/DPR/DPA (``base_messages``) and the load generator's MMEs' (``loadgen.wire``)."""
+    body = b"".join(avps)
+    return pack_header(HEADER_LENGTH + len(body), flags, command_code, APP_BASE, hbh, e2e) + body

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 from s13eir.diameter import avp as enc
-from s13eir.diameter.base_messages import message as base_message
 from s13eir.diameter.constants import (
     APP_S13,
     AUTH_SESSION_NO_STATE_MAINTAINED,
@@ -55,6 +54,7 @@ from s13eir.diameter.constants import (
     SUCCESS,
     VENDOR_3GPP,
 )
+from s13eir.diameter.header import base_message
 
 from .doic import SUPPORTED_FEATURES, Report, scan_olr
 
