@@ -4,7 +4,8 @@ Good messages are built with python-diameter (an implementation independent of
 the server); broken ones are built by hand with struct. Every answer is decoded
 twice: with python-diameter's ``Message.from_bytes`` (the oracle) and with a
 small raw AVP reader here, so that header bits, identifiers and the exact bytes
-of echoed AVPs can be checked.
+of echoed AVPs can be checked. An MME opened with ``Mme.open`` runs the base protocol
+on the initiator core that ``s13eir check`` and the load generator use.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from diameter.message.commands import (
     DisconnectPeerRequest,
     MeIdentityCheckRequest,
 )
+
+from s13eir.client import PythonDiameterMessages
+from s13eir.diameter.initiator import CapabilitiesExchanged, InitiatorConnection, InitiatorState
 
 from .conftest import EIR_REALM, MME_HOST, MME_REALM
 
@@ -551,6 +555,7 @@ class Mme:
         self.writer = writer
         self._buf = bytearray()
         self.cea: Answer | None = None
+        self.core: InitiatorConnection | None = None  # after ``open``
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float = 5.0) -> Mme:
@@ -559,11 +564,24 @@ class Mme:
 
     @classmethod
     async def open(cls, host: str, port: int, *, timeout: float = 5.0, **cer_kw: Any) -> Mme:
-        """Connect and complete a successful capabilities exchange."""
+        """Connect and complete a successful capabilities exchange. From then on, the
+        initiator core (``diameter.initiator``) answers the EIR's DWRs and DPRs, with
+        python-diameter's messages."""
         mme = await cls.connect(host, port, timeout)
-        cea = await mme.request(cer(**cer_kw), timeout)
-        assert cea.command == CMD_CER and cea.result_code == 2001, f"CER refused: {cea}"
-        mme.cea = cea
+        request = cer(**cer_kw)
+        messages = PythonDiameterMessages(
+            request.origin_host.decode(), request.origin_realm.decode(), request.origin_state_id
+        )
+        loop = asyncio.get_running_loop()
+        core = InitiatorConnection(messages, to_bytes(request), loop.time(), cea_timeout=timeout)
+        await mme.send(core.data_to_send())
+        while core.state is InitiatorState.WAIT_CEA:
+            core.receive_frame(await mme.read_frame(timeout), loop.time())
+            await mme.send(core.data_to_send())
+        event = core.next_event()
+        assert isinstance(event, CapabilitiesExchanged), f"CER refused: {event}"
+        mme.cea = Answer.parse(event.cea)
+        mme.core = core
         return mme
 
     async def send(self, data: bytes | Message) -> None:
@@ -611,9 +629,14 @@ class Mme:
         _, hbh, e2e = request_ids(raw)
         await self.send(raw)
         while True:
-            ans = await self.read_answer(timeout)
+            frame = await self.read_frame(timeout)
+            ans = Answer.parse(frame)
             if ans.is_request and ans.command == CMD_DWR and answer_dwr:
-                await self.send(dwa_for(ans))
+                if self.core is not None:
+                    self.core.receive_frame(frame, asyncio.get_running_loop().time())
+                    await self.send(self.core.data_to_send())
+                else:  # a connection that skipped ``open``: no core to answer for it
+                    await self.send(dwa_for(ans))
                 continue
             assert not ans.is_request, f"unexpected request from the server: {ans}"
             assert (ans.hbh, ans.e2e) == (hbh, e2e), f"answer ids {ans.hbh:x}/{ans.e2e:x} != {hbh:x}/{e2e:x}"

@@ -105,8 +105,7 @@ async def test_many_concurrent_positives_share_round_trips(redis_server: RedisSe
         await c.connect(rn.host, rn.port)
         try:
             reqs = [c.ecr(BLACK if i % 2 else GREY) for i in range(200)]
-            assert c._writer is not None
-            c._writer.write(b"".join(r.as_bytes() for r in reqs))  # one burst, as an MME under load
+            c.send(*reqs)  # one burst, as an MME under load
             answers = [await c.request_answer(r.header.hop_by_hop_identifier) for r in reqs]
         finally:
             await c.disconnect()
@@ -343,8 +342,7 @@ async def test_busy_answers_and_latency_are_counted_per_answer(redis_server: Red
         try:
             before = rn.node.metrics.latency_count
             reqs = [c.ecr(BLACK) for _ in range(40)] + [c.ecr(UNLISTED) for _ in range(10)]
-            assert c._writer is not None
-            c._writer.write(b"".join(r.as_bytes() for r in reqs))  # one burst: 40 lookups at once
+            c.send(*reqs)  # one burst: 40 lookups at once
             answers = [await c.request_answer(r.header.hop_by_hop_identifier) for r in reqs]
         finally:
             await c.disconnect()

@@ -1,8 +1,9 @@
 """One ME-Identity-Check as an MME would make it (CER, ECR, DPR): ``s13eir check``.
 
-Messages are built and answers read with s13eir's own codec (``s13eir.diameter`` and
-the simulated MMEs' ``loadgen.wire``), not with python-diameter, whose import alone
-takes longer than a whole check should. ``s13eir.client`` is the python-diameter MME
+The base protocol is the sans-IO ``diameter.initiator`` core, driven here by a thin
+asyncio shell (:class:`Initiator`). Messages are built and answers read with s13eir's
+own codec (``s13eir.diameter`` and the simulated MMEs' ``loadgen.wire``), not with
+python-diameter, whose import alone takes longer than a whole check should. ``s13eir.client`` is the python-diameter MME
 the tests use as an independent peer; both give the same :class:`CheckResult`, and
 the tests compare them.
 """
@@ -14,6 +15,7 @@ import contextlib
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,20 +25,28 @@ from .diameter.constants import (
     AVP_ERROR_MESSAGE,
     AVP_EXPERIMENTAL_RESULT,
     AVP_EXPERIMENTAL_RESULT_CODE,
-    AVP_ORIGIN_REALM,
     AVP_RESULT_CODE,
-    CMD_DEVICE_WATCHDOG,
-    CMD_DISCONNECT_PEER,
     DISCONNECT_REBOOTING,
     ERROR_EQUIPMENT_UNKNOWN,
     SUCCESS,
     VENDOR_3GPP,
 )
-from .diameter.framing import FrameBuffer, FramingError
 from .diameter.header import HEADER_LENGTH, parse_header
+from .diameter.initiator import (
+    AnswerReceived,
+    BaseEncoder,
+    CapabilitiesExchanged,
+    CapabilitiesRefused,
+    DisconnectRequested,
+    Failed,
+    InitiatorConnection,
+    InitiatorEvent,
+    InitiatorState,
+    Messages,
+)
 from .loadgen import wire
 
-__all__ = ["CheckResult", "ClientError", "check_imei"]
+__all__ = ["CheckResult", "ClientError", "Initiator", "check_imei"]
 
 _STATUS_NAMES = {wire.WHITELISTED: "WHITELISTED", wire.BLACKLISTED: "BLACKLISTED", wire.GREYLISTED: "GREYLISTED"}
 _MASK32 = 0xFFFFFFFF
@@ -105,101 +115,63 @@ def _u32(avp: Avp) -> int:
     return read_u32(avp.data)
 
 
-def _origin_realm(frame: bytes) -> str:
-    avps = decode_avps(frame, HEADER_LENGTH)
-    return next((a.data.decode("utf-8", "replace") for a in avps if a.code == AVP_ORIGIN_REALM and not a.vendor), "")
+class Initiator:
+    """The asyncio shell around the sans-IO ``diameter.initiator`` core: one TCP
+    connection as an MME. Answers are kept by hop-by-hop id (they may come in any order);
+    the core answers the EIR's DWRs meanwhile. ``s13eir.client`` drives the same shell
+    with python-diameter's messages."""
 
-
-class _Mme:
-    """One connection: requests out, their answers back by hop-by-hop id, DWRs answered."""
-
-    def __init__(self, origin_host: str, origin_realm: str, timeout: float) -> None:
-        self.origin_host = origin_host
-        self.origin_realm = origin_realm
+    def __init__(self, encoder: BaseEncoder, timeout: float) -> None:
+        self.encoder = encoder
         self.timeout = timeout
-        self.state_id = int(time.time()) & _MASK32
-        self._ids = itertools.count(int.from_bytes(os.urandom(3), "big"))
-        self._frames = FrameBuffer(1 << 20)
+        self.core: InitiatorConnection | None = None
         self._answers: dict[int, bytes] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    def next_id(self) -> int:
-        return next(self._ids) & _MASK32
-
-    async def connect(self, host: str, port: int) -> str:
-        """TCP, CER/CEA; returns the EIR's Origin-Realm."""
+    async def connect(self, host: str, port: int, cer: Callable[[str], bytes]) -> CapabilitiesExchanged:
+        """TCP, then the CER that ``cer(local_ip)`` encodes, and its CEA."""
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.timeout)
         except (TimeoutError, OSError) as exc:
             raise ClientError(f"cannot connect to {host}:{port}: {exc}") from None
         self._reader, self._writer = reader, writer
-        local_ip = str(writer.get_extra_info("sockname")[0])
-        hbh = self.next_id()
-        cer = wire.cer(
-            self.origin_host, self.origin_realm, local_ip, self.state_id, hbh, self.next_id(), product="s13eir-check"
+        loop = asyncio.get_running_loop()
+        core = self.core = InitiatorConnection(
+            self.encoder, cer(str(writer.get_extra_info("sockname")[0])), loop.time(), cea_timeout=self.timeout
         )
-        cea = await self.request(cer, hbh)
-        answer = read_answer(cea)
-        if answer.result_code != SUCCESS:
+        opened: list[CapabilitiesExchanged] = []
+        try:
+            await self._pump(lambda: core.state is not InitiatorState.WAIT_CEA, loop.time() + self.timeout, opened)
+        except ClientError:
             await self.close()
-            raise ClientError(f"CER refused with {answer.result_code}: {answer.error_message}")
-        return _origin_realm(cea)
+            raise
+        return opened[0]
 
-    async def request(self, message: bytes, hop_by_hop: int) -> bytes:
-        """Send a request and return its answer, answering DWRs that arrive meanwhile."""
+    def send(self, frame: bytes) -> None:
+        """Write a request without waiting (its answer is collected by ``answer``)."""
         assert self._writer is not None
-        self._writer.write(message)
+        self._writer.write(frame)
+
+    async def request(self, frame: bytes) -> bytes:
+        self.send(frame)
+        return await self.answer(parse_header(frame).hop_by_hop)
+
+    async def answer(self, hop_by_hop: int) -> bytes:
+        """The answer with this hop-by-hop id; requests sent meanwhile keep theirs."""
         deadline = asyncio.get_running_loop().time() + self.timeout
-        while hop_by_hop not in self._answers:
-            frame = await self._next_frame(deadline)
-            header = parse_header(frame)
-            if header.is_request and header.command_code == CMD_DEVICE_WATCHDOG:
-                self._writer.write(
-                    wire.base_answer(
-                        CMD_DEVICE_WATCHDOG,
-                        self.origin_host,
-                        self.origin_realm,
-                        self.state_id,
-                        header.hop_by_hop,
-                        header.end_to_end,
-                    )
-                )
-            elif header.is_request and header.command_code == CMD_DISCONNECT_PEER:
-                raise ClientError("the EIR is disconnecting (DPR)")
-            elif not header.is_request:
-                self._answers[header.hop_by_hop] = frame
+        await self._pump(lambda: hop_by_hop in self._answers, deadline)
         return self._answers.pop(hop_by_hop)
 
-    async def _next_frame(self, deadline: float) -> bytes:
-        assert self._reader is not None
-        while True:
-            frame = self._frames.next_frame()
-            if isinstance(frame, FramingError):
-                raise ClientError(f"unreadable answer: {frame.detail}")
-            if frame is not None:
-                return frame
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise ClientError("timed out waiting for an answer")
-            try:
-                data = await asyncio.wait_for(self._reader.read(65536), remaining)
-            except TimeoutError:
-                raise ClientError("timed out waiting for an answer") from None
-            except OSError as exc:
-                raise ClientError(f"connection failed: {exc}") from None
-            if not data:
-                raise ClientError("the EIR closed the connection")
-            self._frames.feed(data)
-
-    async def disconnect(self) -> None:
+    async def disconnect(self, cause: int, hop_by_hop: int, end_to_end: int) -> None:
         """DPR, wait for the DPA, close."""
-        if self._writer is None:
+        core = self.core
+        if self._writer is None or core is None:
             return
-        hbh = self.next_id()
-        dpr = wire.dpr(self.origin_host, self.origin_realm, DISCONNECT_REBOOTING, hbh, self.next_id())
+        loop = asyncio.get_running_loop()
+        core.disconnect(cause, loop.time(), hop_by_hop, end_to_end)
         with contextlib.suppress(ClientError):
-            await self.request(dpr, hbh)
+            await self._pump(lambda: core.state is InitiatorState.CLOSED, loop.time() + self.timeout)
         await self.close()
 
     async def close(self) -> None:
@@ -208,6 +180,54 @@ class _Mme:
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
             self._writer = None
+
+    async def _pump(
+        self, done: Callable[[], bool], deadline: float, opened: list[CapabilitiesExchanged] | None = None
+    ) -> None:
+        """Feed the core until ``done()``; raise ClientError on what ends the connection."""
+        core, reader, writer = self.core, self._reader, self._writer
+        assert core is not None and reader is not None and writer is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            out = core.data_to_send()
+            if out:
+                writer.write(out)
+            while (event := core.next_event()) is not None:
+                self._event(event, opened)
+            if done():
+                return
+            now = loop.time()
+            if now >= deadline:
+                raise ClientError("timed out waiting for an answer")
+            timer = core.get_timer()
+            wake = deadline if timer is None else min(deadline, timer)
+            try:
+                data = await asyncio.wait_for(reader.read(65536), max(0.0, wake - now))
+            except TimeoutError:
+                core.handle_timer(loop.time())
+                continue
+            except OSError as exc:
+                raise ClientError(f"connection failed: {exc}") from None
+            if not data:
+                core.connection_lost()
+                if done():
+                    return
+                raise ClientError("the EIR closed the connection")
+            core.receive_data(data, loop.time())
+
+    def _event(self, event: InitiatorEvent, opened: list[CapabilitiesExchanged] | None) -> None:
+        if isinstance(event, AnswerReceived):
+            self._answers[event.header.hop_by_hop] = event.frame
+        elif isinstance(event, CapabilitiesExchanged):
+            if opened is not None:
+                opened.append(event)
+        elif isinstance(event, CapabilitiesRefused):
+            raise ClientError(f"CER refused with {event.result_code}: {event.error_message}")
+        elif isinstance(event, DisconnectRequested):
+            raise ClientError("the EIR is disconnecting (DPR)")
+        elif isinstance(event, Failed):
+            raise ClientError(event.reason)
+        # Disconnected ends the wait by the state; a RequestReceived is not for an MME.
 
 
 async def check_imei(
@@ -222,14 +242,21 @@ async def check_imei(
 ) -> CheckResult:
     """Connect (CER), send one ECR, disconnect (DPR); the ECA as a :class:`CheckResult`.
     Raises :class:`ClientError` when the EIR cannot be asked."""
-    mme = _Mme(origin_host, origin_realm, timeout)
-    peer_realm = await mme.connect(host, port)
+    state_id = int(time.time()) & _MASK32
+    messages = Messages(origin_host, origin_realm, state_id)
+    ids = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+    def next_id() -> int:
+        return next(ids) & _MASK32
+
+    mme = Initiator(messages, timeout)
+    opened = await mme.connect(host, port, lambda ip: messages.cer(ip, next_id(), next_id(), product="s13eir-check"))
     try:
         encoder = wire.EcrEncoder(
-            origin_host, origin_realm, peer_realm or origin_realm, int(time.time()), mme.next_id(), mme.next_id()
+            origin_host, origin_realm, opened.origin_realm or origin_realm, int(time.time()), next_id(), next_id()
         )
         out: list[bytes] = []
-        hbh = encoder.encode(wire.ecr_body(imei, imsi or None, sv), out)
-        return read_answer(await mme.request(b"".join(out), hbh))
+        encoder.encode(wire.ecr_body(imei, imsi or None, sv), out)
+        return read_answer(await mme.request(b"".join(out)))
     finally:
-        await mme.disconnect()
+        await mme.disconnect(DISCONNECT_REBOOTING, next_id(), next_id())

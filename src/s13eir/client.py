@@ -1,14 +1,14 @@
 """An S13 client, as an MME would behave: CER, ECRs, DPR.
 
 The tests' independent MME: every message it sends is built, and every answer decoded,
-with python-diameter, not with s13eir's own codec. ``s13eir check`` uses
-:mod:`s13eir.checker` instead (same results, without python-diameter's import time).
+with python-diameter, not with s13eir's own codec. The base protocol (waiting for the
+CEA, answering DWRs, the DPR/DPA exchange) is the ``diameter.initiator`` core, driven
+by the same asyncio shell as ``s13eir check`` (:mod:`s13eir.checker`: same results,
+without python-diameter's import time).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import os
 import time
@@ -18,24 +18,18 @@ from diameter.message.avp.grouped import TerminalInformation, VendorSpecificAppl
 from diameter.message.commands import (
     CapabilitiesExchangeRequest,
     DeviceWatchdogAnswer,
+    DisconnectPeerAnswer,
     DisconnectPeerRequest,
     MeIdentityCheckRequest,
 )
 
-from .checker import CheckResult, ClientError
-from .diameter.constants import (
-    APP_S13,
-    AVP_ERROR_MESSAGE,
-    CMD_DEVICE_WATCHDOG,
-    CMD_DISCONNECT_PEER,
-    DISCONNECT_REBOOTING,
-    SUCCESS,
-    VENDOR_3GPP,
-)
-from .diameter.framing import FrameBuffer, FramingError
-from .diameter.header import parse_header
+from .checker import CheckResult, ClientError, Initiator
+from .diameter.constants import APP_S13, AVP_ERROR_MESSAGE, DISCONNECT_REBOOTING, SUCCESS, VENDOR_3GPP
+from .diameter.header import Header
 
-__all__ = ["CheckResult", "ClientError", "S13Client", "check_once"]
+__all__ = ["CheckResult", "ClientError", "PythonDiameterMessages", "S13Client", "check_once"]
+
+_MASK32 = 0xFFFFFFFF
 
 
 def _error_message(msg: Message) -> str | None:
@@ -46,6 +40,42 @@ def _error_message(msg: Message) -> str | None:
     return None
 
 
+class PythonDiameterMessages:
+    """The initiator core's base messages (DWA, DPA, DPR) as python-diameter encodes them."""
+
+    def __init__(self, origin_host: str, origin_realm: str, state_id: int) -> None:
+        self.origin_host = origin_host
+        self.origin_realm = origin_realm
+        self.state_id = state_id
+
+    def dwa(self, request: Header) -> bytes:
+        dwa = DeviceWatchdogAnswer()
+        self._answer(dwa, request)
+        dwa.origin_state_id = self.state_id
+        return bytes(dwa.as_bytes())
+
+    def dpa(self, request: Header) -> bytes:
+        dpa = DisconnectPeerAnswer()
+        self._answer(dpa, request)
+        return bytes(dpa.as_bytes())
+
+    def _answer(self, msg: Message, request: Header) -> None:
+        msg.header.hop_by_hop_identifier = request.hop_by_hop
+        msg.header.end_to_end_identifier = request.end_to_end
+        msg.result_code = SUCCESS
+        msg.origin_host = self.origin_host.encode()
+        msg.origin_realm = self.origin_realm.encode()
+
+    def dpr(self, cause: int, hop_by_hop: int, end_to_end: int) -> bytes:
+        dpr = DisconnectPeerRequest()
+        dpr.header.hop_by_hop_identifier = hop_by_hop
+        dpr.header.end_to_end_identifier = end_to_end
+        dpr.origin_host = self.origin_host.encode()
+        dpr.origin_realm = self.origin_realm.encode()
+        dpr.disconnect_cause = cause
+        return bytes(dpr.as_bytes())
+
+
 class S13Client:
     """A minimal MME over one TCP connection (asyncio streams; not a hot path)."""
 
@@ -54,39 +84,32 @@ class S13Client:
         self.origin_realm = origin_realm
         self.timeout = timeout
         self.peer_realm = ""
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._frames = FrameBuffer(1 << 20)
         self._ids = itertools.count(int.from_bytes(os.urandom(3), "big"))
-        self._state_id = int(time.time())
-        self._answers: dict[int, bytes] = {}
+        self._state_id = int(time.time()) & _MASK32
+        self._mme = Initiator(PythonDiameterMessages(origin_host, origin_realm, self._state_id), timeout)
 
     async def connect(self, host: str, port: int) -> Message:
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.timeout)
-        except (TimeoutError, OSError) as exc:
-            raise ClientError(f"cannot connect to {host}:{port}: {exc}") from None
-        self._reader, self._writer = reader, writer
-        cer = CapabilitiesExchangeRequest()
-        self._ident(cer)
-        cer.host_ip_address = [writer.get_extra_info("sockname")[0]]
-        cer.vendor_id = 0
-        cer.product_name = "s13eir-check"
-        cer.origin_state_id = self._state_id
-        cer.supported_vendor_id = [VENDOR_3GPP]
-        cer.vendor_specific_application_id = [
-            VendorSpecificApplicationId(vendor_id=VENDOR_3GPP, auth_application_id=APP_S13)
-        ]
-        cea = await self.request(cer)
-        if cea.result_code != SUCCESS:
-            await self.close()
-            raise ClientError(f"CER refused with {cea.result_code}: {getattr(cea, 'error_message', None)}")
+        def cer(local_ip: str) -> bytes:
+            msg = CapabilitiesExchangeRequest()
+            self._ident(msg)
+            msg.host_ip_address = [local_ip]
+            msg.vendor_id = 0
+            msg.product_name = "s13eir-check"
+            msg.origin_state_id = self._state_id
+            msg.supported_vendor_id = [VENDOR_3GPP]
+            msg.vendor_specific_application_id = [
+                VendorSpecificApplicationId(vendor_id=VENDOR_3GPP, auth_application_id=APP_S13)
+            ]
+            return bytes(msg.as_bytes())
+
+        opened = await self._mme.connect(host, port, cer)
+        cea = Message.from_bytes(opened.cea)
         self.peer_realm = cea.origin_realm.decode()
         return cea
 
     def _ident(self, msg: Message) -> None:
-        msg.header.hop_by_hop_identifier = next(self._ids) & 0xFFFFFFFF
-        msg.header.end_to_end_identifier = next(self._ids) & 0xFFFFFFFF
+        msg.header.hop_by_hop_identifier = next(self._ids) & _MASK32
+        msg.header.end_to_end_identifier = next(self._ids) & _MASK32
         msg.origin_host = self.origin_host.encode()
         msg.origin_realm = self.origin_realm.encode()
 
@@ -115,76 +138,25 @@ class S13Client:
             raw=raw,
         )
 
+    def send(self, *msgs: Message) -> None:
+        """Write requests in one go without waiting (a burst, as an MME under load)."""
+        self._mme.send(b"".join(bytes(m.as_bytes()) for m in msgs))
+
     async def request(self, msg: Message) -> Message:
         """Send a request and return its answer, answering DWRs that arrive meanwhile."""
-        assert self._writer is not None
-        self._writer.write(msg.as_bytes())
+        self.send(msg)
         return await self.request_answer(msg.header.hop_by_hop_identifier)
 
     async def request_answer(self, hop_by_hop: int) -> Message:
         """The answer with this hop-by-hop id (answers may come in any order)."""
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        while hop_by_hop not in self._answers:
-            frame = await self._next_frame(deadline)
-            header = parse_header(frame)
-            if header.is_request and header.command_code == CMD_DEVICE_WATCHDOG:
-                self._answer_dwr(frame)
-            elif header.is_request and header.command_code == CMD_DISCONNECT_PEER:
-                raise ClientError("the EIR is disconnecting (DPR)")
-            elif not header.is_request:
-                self._answers[header.hop_by_hop] = frame
-        return Message.from_bytes(self._answers.pop(hop_by_hop))
-
-    def _answer_dwr(self, frame: bytes) -> None:
-        assert self._writer is not None
-        dwr = Message.from_bytes(frame)
-        dwa = DeviceWatchdogAnswer()
-        dwa.header.hop_by_hop_identifier = dwr.header.hop_by_hop_identifier
-        dwa.header.end_to_end_identifier = dwr.header.end_to_end_identifier
-        dwa.result_code = SUCCESS
-        dwa.origin_host = self.origin_host.encode()
-        dwa.origin_realm = self.origin_realm.encode()
-        dwa.origin_state_id = self._state_id
-        self._writer.write(dwa.as_bytes())
-
-    async def _next_frame(self, deadline: float) -> bytes:
-        assert self._reader is not None
-        while True:
-            frame = self._frames.next_frame()
-            if isinstance(frame, FramingError):
-                raise ClientError(f"unreadable answer: {frame.detail}")
-            if frame is not None:
-                return frame
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise ClientError("timed out waiting for an answer")
-            try:
-                data = await asyncio.wait_for(self._reader.read(65536), remaining)
-            except TimeoutError:
-                raise ClientError("timed out waiting for an answer") from None
-            except OSError as exc:
-                raise ClientError(f"connection failed: {exc}") from None
-            if not data:
-                raise ClientError("the EIR closed the connection")
-            self._frames.feed(data)
+        return Message.from_bytes(await self._mme.answer(hop_by_hop))
 
     async def disconnect(self) -> None:
         """DPR, wait for the DPA, close."""
-        if self._writer is None:
-            return
-        dpr = DisconnectPeerRequest()
-        self._ident(dpr)
-        dpr.disconnect_cause = DISCONNECT_REBOOTING
-        with contextlib.suppress(ClientError):
-            await self.request(dpr)
-        await self.close()
+        await self._mme.disconnect(DISCONNECT_REBOOTING, next(self._ids) & _MASK32, next(self._ids) & _MASK32)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-            self._writer = None
+        await self._mme.close()
 
 
 async def check_once(

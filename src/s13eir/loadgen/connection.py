@@ -1,9 +1,10 @@
 """One simulated MME: a TCP connection to the EIR, as an asyncio Protocol.
 
-CER first; then ECRs written in one batch per loop turn, answers read straight out of
-the receive buffer (``AnswerReader``: no message objects, a walk of the AVPs only for
-an answer not seen before),
-DWRs from the EIR answered with DWA, and a DPR at the end. Requests are tracked by
+The base protocol (CER/CEA, the EIR's DWRs and DPRs, our DPR at the end) is the
+sans-IO ``diameter.initiator`` core's, as in ``s13eir check``. ECRs are written in one
+batch per loop turn and ECAs read straight out of the receive buffer (``AnswerReader``:
+no message objects, a walk of the AVPs only for an answer not seen before); every
+other frame goes to the core. The CEA and DPA waits are bounded by the caller. Requests are tracked by
 hop-by-hop id in a dict kept in send order, so the oldest are always at its front:
 expiring timeouts looks only at the requests that have actually expired.
 """
@@ -15,24 +16,27 @@ import contextlib
 import struct
 import time
 
-from s13eir.diameter.avp import AvpLengthError, decode_avps
 from s13eir.diameter.constants import (
-    AVP_ERROR_MESSAGE,
-    AVP_ORIGIN_REALM,
-    AVP_RESULT_CODE,
-    CMD_CAPABILITIES_EXCHANGE,
     CMD_DEVICE_WATCHDOG,
-    CMD_DISCONNECT_PEER,
     CMD_ME_IDENTITY_CHECK,
     DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU,
-    SUCCESS,
     TOO_BUSY,
+)
+from s13eir.diameter.initiator import (
+    AnswerReceived,
+    CapabilitiesExchanged,
+    CapabilitiesRefused,
+    Disconnected,
+    DisconnectRequested,
+    InitiatorConnection,
+    Messages,
+    RequestReceived,
 )
 
 from .doic import Abatement
 from .driver import PeerDriver, Traffic
 from .stats import Stats
-from .wire import NO_OUTCOME, AnswerReader, EcrEncoder, base_answer, cer, dpr, outcome_name
+from .wire import NO_OUTCOME, AnswerReader, EcrEncoder, outcome_name
 
 __all__ = ["CerRefused", "MmeConnection", "Traffic"]
 
@@ -41,6 +45,7 @@ _II = struct.Struct("!II")
 _MAX_FRAME = 1 << 20
 _SEND_BUFFER_LIMIT = 32 << 20  # open loop: past this, due requests are dropped (and counted), not queued
 _REQUEST_BIT = 0x80
+_MASK32 = 0xFFFFFFFF
 
 
 class CerRefused(Exception):
@@ -68,6 +73,8 @@ class MmeConnection(PeerDriver):
         self.abatement: Abatement | None = Abatement() if doic else None
         self.origin_realm = origin_realm
         self.state_id = state_id
+        self.messages = Messages(origin_host, origin_realm, state_id)
+        self.core: InitiatorConnection | None = None  # from connection_made
         self._hbh0, self._e2e0 = ids
         self._bodies = traffic.bodies
         self.encoder: EcrEncoder | None = None
@@ -82,9 +89,13 @@ class MmeConnection(PeerDriver):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = self._attach(transport)
         local_ip = (tr.get_extra_info("sockname") or ("127.0.0.1",))[0]
-        tr.write(cer(self.origin_host, self.origin_realm, local_ip, self.state_id, self._hbh0, self._e2e0))
+        cer = self.messages.cer(local_ip, self._hbh0, self._e2e0, product="s13eir-load")
+        self.core = InitiatorConnection(self.messages, cer, time.monotonic())
+        tr.write(self.core.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.core is not None:
+            self.core.connection_lost()
         if self._dpa is not None and not self._dpa.done():
             self._dpa.set_result(None)
         self._lost(self.ready, "closed before the CEA", exc)
@@ -166,43 +177,37 @@ class MmeConnection(PeerDriver):
             self.stats.doic_reports += 1
 
     def _other(self, frame: bytes, flags: int, command: int) -> None:
-        """Everything but an ECA: CEA, DWR, DPR, DPA (rare, so decoded the simple way)."""
-        hbh, e2e = _II.unpack_from(frame, 12)
-        assert self.transport is not None
-        if flags & _REQUEST_BIT:
-            if command in (CMD_DEVICE_WATCHDOG, CMD_DISCONNECT_PEER):
-                self._out.append(base_answer(command, self.origin_host, self.origin_realm, self.state_id, hbh, e2e))
-                if command == CMD_DISCONNECT_PEER:
-                    self._leaving = True  # the EIR closes after our DPA
-                    self.sending = False
-                    self.stats.error("eir_sent_dpr")
-            else:
-                self.stats.error("unexpected_request")
-            return
-        if command == CMD_CAPABILITIES_EXCHANGE and not self.ready.done():
-            self._cea(frame)
-        elif command == CMD_DISCONNECT_PEER and self._dpa is not None:
-            if not self._dpa.done():
-                self._dpa.set_result(None)
-        elif command != CMD_DEVICE_WATCHDOG:
+        """Everything but an ECA (CEA, DWR, DPR, DPA: rare) goes to the initiator core."""
+        core = self.core
+        assert core is not None
+        discarded = core.discarded
+        core.receive_frame(frame, time.monotonic())
+        out = core.data_to_send()
+        if out:
+            self._out.append(out)
+        if core.discarded > discarded and command != CMD_DEVICE_WATCHDOG:
             self.stats.error("unexpected_answer")
-
-    def _cea(self, frame: bytes) -> None:
-        self._leaving = True  # until proven open: an EIR that refuses the CER closes the connection
-        try:
-            avps = decode_avps(frame, 20)
-        except AvpLengthError:
-            self.ready.set_exception(CerRefused("unparsable CEA"))
-            return
-        values = {a.code: a.data for a in avps if a.vendor == 0}
-        code = _U32.unpack(values[AVP_RESULT_CODE])[0] if len(values.get(AVP_RESULT_CODE, b"")) == 4 else None
-        if code != SUCCESS:
-            message = values.get(AVP_ERROR_MESSAGE, b"").decode("utf-8", "replace")
-            self.ready.set_exception(CerRefused(f"CEA {code}" + (f" ({message})" if message else "")))
-            return
-        realm = values.get(AVP_ORIGIN_REALM, self.origin_realm.encode()).decode("utf-8", "replace")
-        self._leaving = False
-        self.ready.set_result(realm)
+        while (event := core.next_event()) is not None:
+            if isinstance(event, CapabilitiesExchanged):
+                if not self.ready.done():
+                    self.ready.set_result(event.origin_realm or self.origin_realm)
+            elif isinstance(event, CapabilitiesRefused):
+                self._leaving = True  # an EIR that refuses the CER closes the connection
+                message = f" ({event.error_message})" if event.error_message else ""
+                code = event.result_code if event.result_code is not None else "without a readable Result-Code"
+                if not self.ready.done():
+                    self.ready.set_exception(CerRefused(f"CEA {code}{message}"))
+            elif isinstance(event, DisconnectRequested):
+                self._leaving = True  # the EIR closes after our DPA
+                self.sending = False
+                self.stats.error("eir_sent_dpr")
+            elif isinstance(event, Disconnected):
+                if self._dpa is not None and not self._dpa.done():
+                    self._dpa.set_result(None)
+            elif isinstance(event, RequestReceived):
+                self.stats.error("unexpected_request")
+            elif isinstance(event, AnswerReceived):
+                self.stats.error("unexpected_answer")
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -243,15 +248,14 @@ class MmeConnection(PeerDriver):
         loop = asyncio.get_running_loop()
         self._dpa = loop.create_future()
         self.flush()
-        transport.write(
-            dpr(
-                self.origin_host,
-                self.origin_realm,
-                DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU,
-                (self._hbh0 - 1) & 0xFFFFFFFF,
-                (self._e2e0 - 1) & 0xFFFFFFFF,
-            )
-        )
+        core = self.core
+        if core is not None:
+            # The DPR takes the ids just below the first ECR's, which no request uses.
+            core.disconnect(DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU, time.monotonic(),
+                            (self._hbh0 - 1) & _MASK32, (self._e2e0 - 1) & _MASK32)  # fmt: skip
+            transport.write(core.data_to_send())
+            if core.should_close and not self._dpa.done():  # before the CEA: nothing to disconnect
+                self._dpa.set_result(None)
         try:
             await asyncio.wait_for(asyncio.shield(self._dpa), timeout)
             ok = True

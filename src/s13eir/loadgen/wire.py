@@ -1,5 +1,5 @@
-"""Bytes on the wire for the simulated MMEs: ECR templates, a few base messages, and a
-struct scanner for answers. Pure (no I/O, no clock).
+"""Bytes on the wire for the simulated MMEs: ECR templates and a struct scanner for
+answers (the base messages are ``diameter.initiator``'s). Pure (no I/O, no clock).
 
 An ECR is written as five pieces joined per batch: a 20-byte header packed per request
 (it carries the ids and the length), the MME's identity block split around the
@@ -22,31 +22,19 @@ from s13eir.diameter import avp as enc
 from s13eir.diameter.constants import (
     APP_S13,
     AUTH_SESSION_NO_STATE_MAINTAINED,
-    AVP_AUTH_APPLICATION_ID,
     AVP_AUTH_SESSION_STATE,
     AVP_DESTINATION_REALM,
-    AVP_DISCONNECT_CAUSE,
     AVP_EQUIPMENT_STATUS,
     AVP_EXPERIMENTAL_RESULT,
     AVP_EXPERIMENTAL_RESULT_CODE,
-    AVP_FIRMWARE_REVISION,
-    AVP_HOST_IP_ADDRESS,
     AVP_IMEI,
     AVP_ORIGIN_HOST,
     AVP_ORIGIN_REALM,
-    AVP_ORIGIN_STATE_ID,
-    AVP_PRODUCT_NAME,
     AVP_RESULT_CODE,
     AVP_SESSION_ID,
     AVP_SOFTWARE_VERSION,
-    AVP_SUPPORTED_VENDOR_ID,
     AVP_TERMINAL_INFORMATION,
     AVP_USER_NAME,
-    AVP_VENDOR_ID,
-    AVP_VENDOR_SPECIFIC_APPLICATION_ID,
-    CMD_CAPABILITIES_EXCHANGE,
-    CMD_DEVICE_WATCHDOG,
-    CMD_DISCONNECT_PEER,
     CMD_ME_IDENTITY_CHECK,
     ERROR_EQUIPMENT_UNKNOWN,
     FLAG_PROXIABLE,
@@ -54,7 +42,6 @@ from s13eir.diameter.constants import (
     SUCCESS,
     VENDOR_3GPP,
 )
-from s13eir.diameter.header import base_message
 
 from .doic import SUPPORTED_FEATURES, Report, scan_olr
 
@@ -67,9 +54,6 @@ __all__ = [
     "WHITELISTED",
     "AnswerReader",
     "EcrEncoder",
-    "base_answer",
-    "cer",
-    "dpr",
     "ecr_body",
     "outcome",
     "outcome_name",
@@ -187,66 +171,6 @@ class EcrEncoder:
             body,
         )
         return hbh
-
-
-def cer(
-    origin_host: str,
-    origin_realm: str,
-    host_ip: str,
-    state_id: int,
-    hbh: int,
-    e2e: int,
-    *,
-    product: str = "s13eir-load",
-) -> bytes:
-    """CER advertising S13 (RFC 6733 §5.3.1, TS 29.272 §7.1)."""
-    vsai = enc.grouped(
-        AVP_VENDOR_SPECIFIC_APPLICATION_ID,
-        [enc.u32(AVP_VENDOR_ID, VENDOR_3GPP), enc.u32(AVP_AUTH_APPLICATION_ID, APP_S13)],
-    )
-    return base_message(
-        FLAG_REQUEST,
-        CMD_CAPABILITIES_EXCHANGE,
-        hbh,
-        e2e,
-        [
-            enc.utf8(AVP_ORIGIN_HOST, origin_host),
-            enc.utf8(AVP_ORIGIN_REALM, origin_realm),
-            enc.address(AVP_HOST_IP_ADDRESS, host_ip),
-            enc.u32(AVP_VENDOR_ID, 0),
-            enc.utf8(AVP_PRODUCT_NAME, product, mandatory=False),
-            enc.u32(AVP_ORIGIN_STATE_ID, state_id),
-            enc.u32(AVP_SUPPORTED_VENDOR_ID, VENDOR_3GPP),
-            vsai,
-            enc.u32(AVP_FIRMWARE_REVISION, 1, mandatory=False),
-        ],
-    )
-
-
-def dpr(origin_host: str, origin_realm: str, cause: int, hbh: int, e2e: int) -> bytes:
-    return base_message(
-        FLAG_REQUEST,
-        CMD_DISCONNECT_PEER,
-        hbh,
-        e2e,
-        [
-            enc.utf8(AVP_ORIGIN_HOST, origin_host),
-            enc.utf8(AVP_ORIGIN_REALM, origin_realm),
-            enc.u32(AVP_DISCONNECT_CAUSE, cause),
-        ],
-    )
-
-
-def base_answer(command: int, origin_host: str, origin_realm: str, state_id: int, hbh: int, e2e: int) -> bytes:
-    """DWA or DPA with 2001, echoing the request's ids."""
-    avps = [
-        enc.u32(AVP_RESULT_CODE, SUCCESS),
-        enc.utf8(AVP_ORIGIN_HOST, origin_host),
-        enc.utf8(AVP_ORIGIN_REALM, origin_realm),
-    ]
-    if command == CMD_DEVICE_WATCHDOG:
-        avps.append(enc.u32(AVP_ORIGIN_STATE_ID, state_id))
-    return base_message(0, command, hbh, e2e, avps)
 
 
 # -- answers ----------------------------------------------------------------------------
