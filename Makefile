@@ -70,14 +70,14 @@ typecheck: $(STAMP_TEST)
 	$(BIN)/mypy --strict src
 
 unit: $(STAMP_TEST)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist worksteal
 
 ## test: lint, type-check, then the whole pytest suite
 test: services lint typecheck unit
 
 ## fuzz-deep: the server fuzzers and codec properties with the deep Hypothesis profile (2000 examples each)
 fuzz-deep: services $(STAMP_TEST)
-	HYPOTHESIS_PROFILE=deep $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz_server.py tests/test_codec.py tests/test_fastpath.py
+	HYPOTHESIS_PROFILE=deep $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz_server.py tests/diameter/test_codec.py tests/s13/test_fastpath.py
 
 ## lock: bring uv.lock in step with pyproject.toml, keeping every pin that still fits
 lock: | $(UV)

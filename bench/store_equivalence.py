@@ -1,4 +1,4 @@
-"""The long run of tests/test_store_equivalence.py: the differential state machine
+"""The long run of tests/lists/test_store_equivalence.py: the differential state machine
 (nodes on real Redis, mosquitto and ``s13eir sync`` against the reference computed by
 ``decision/``) for thousands of steps, alternating one node on one redis-server and
 two nodes on a 3-master Redis Cluster, each round with a new seed, printed.
@@ -26,7 +26,7 @@ from hypothesis.errors import FlakyStrategyDefinition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import test_store_equivalence as T  # noqa: E402
+from tests.lists import test_store_equivalence as T  # noqa: E402
 
 from s13eir.observability.logs import configure_logging  # noqa: E402
 

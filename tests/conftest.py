@@ -23,8 +23,7 @@ from hypothesis import HealthCheck, settings
 from s13eir.config import Config
 from s13eir.config_loading import config_from_mapping
 from s13eir.node import Node
-
-from .services import MosquittoBroker, RedisServer, require
+from tests.services import MosquittoBroker, RedisServer, require
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_LISTS = ROOT / "config" / "lists"

@@ -1,4 +1,4 @@
-"""The reference for tests/test_store_equivalence.py: the lists the writer has accepted,
+"""The reference for tests/lists/test_store_equivalence.py: the lists the writer has accepted,
 held as plain Python data, and the verdict ``decision/`` computes from them.
 
 Entries keep the source and detail the real parsers give them (a file is read with

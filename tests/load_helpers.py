@@ -11,8 +11,7 @@ from typing import Any
 import yaml
 
 from s13eir.loadgen.cli import add_load_parser, load_main
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 JSON_KEYS = {
     "requests",

@@ -34,8 +34,7 @@ from diameter.message.commands import (
 
 from s13eir.client import PythonDiameterMessages
 from s13eir.diameter.initiator import CapabilitiesExchanged, InitiatorConnection, InitiatorState
-
-from .conftest import EIR_REALM, MME_HOST, MME_REALM
+from tests.conftest import EIR_REALM, MME_HOST, MME_REALM
 
 # Numbers written out here on purpose instead of imported from the server code.
 VENDOR_3GPP = 10415

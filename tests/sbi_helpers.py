@@ -32,8 +32,7 @@ from s13eir.lists.snapshot import ListSnapshot
 from s13eir.observability.metrics import Metrics
 from s13eir.sbi.n5g_eir import SbiOutcome, lists_check
 from s13eir.sbi.server import SbiServer, start_sbi
-
-from .conftest import SAMPLE_LISTS
+from tests.conftest import SAMPLE_LISTS
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_PATH = ROOT / "src" / "s13eir" / "sbi" / "openapi.yaml"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("audit_deps", ROOT / "tools" / "audit_deps.py")
 assert spec is not None and spec.loader is not None

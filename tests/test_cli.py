@@ -21,9 +21,8 @@ from s13eir import cli
 from s13eir.checker import CheckResult, check_imei
 from s13eir.client import S13Client
 from s13eir.config_loading import config_from_mapping
-
-from .conftest import MME_HOST, MME_REALM, ROOT, EirProcess, RunningNode, free_port, node_config, running_node
-from .test_smoke_e2e import SAMPLES
+from tests.conftest import MME_HOST, MME_REALM, ROOT, EirProcess, RunningNode, free_port, node_config, running_node
+from tests.test_smoke_e2e import SAMPLES
 
 # Third-party packages that only some commands need; each costs tens to hundreds of ms.
 HEAVY = {"diameter", "redis", "h2", "httpx", "jwt", "aiomqtt", "paho", "structlog", "rich", "prometheus_client",

@@ -36,10 +36,9 @@ from hypothesis import strategies as st
 
 from s13eir.config import Config
 from s13eir.config_loading import config_from_mapping
-
-from . import mme as M
-from .conftest import EIR_HOST, RunningNode, node_config, running_node
-from .mme import Answer, Mme
+from tests import mme as M
+from tests.conftest import EIR_HOST, RunningNode, node_config, running_node
+from tests.mme import Answer, Mme
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,8 +18,7 @@ from s13eir.diameter.header import parse_header
 from s13eir.diameter.peer import PeerConnection
 from s13eir.diameter.screening import lenient_avps
 from s13eir.overload import OverloadControl, OverloadSettings
-
-from .test_peer_sansio import LOCAL, cer, ecr, messages, settings
+from tests.diameter.test_peer_sansio import LOCAL, cer, ecr, messages, settings
 
 OLR, FEATURES = 623, 621
 

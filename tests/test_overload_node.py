@@ -13,12 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from s13eir.config_loading import config_from_mapping
-
-from . import mme as M
-from .conftest import RunningNode, free_port, node_config, running_node
-from .mme import Answer, Mme
-from .services import RedisServer
-from .test_redis_node import BLACK, redis_config, seed
+from tests import mme as M
+from tests.conftest import RunningNode, free_port, node_config, running_node
+from tests.lists.test_redis_node import BLACK, redis_config, seed
+from tests.mme import Answer, Mme
+from tests.services import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,7 +154,7 @@ async def test_n5g_eir_sheds_the_same_share_with_503() -> None:
     """One admission control for both interfaces: while the node is overloaded, the AMFs'
     requests get the same share refused, as 503 NF_CONGESTION_RISK with Retry-After
     (TS 29.500), and the rest their verdicts; after the recovery every one is answered."""
-    from .sbi_helpers import PEI_BLACK, RESOURCE, h2_client
+    from tests.sbi_helpers import PEI_BLACK, RESOURCE, h2_client
 
     port = free_port()
     cfg = config_from_mapping(node_config(diameter={"overload": OVERLOAD}, sbi={"address": "127.0.0.1", "port": port}))

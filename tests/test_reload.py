@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 from s13eir.client import check_once
-
-from .conftest import SAMPLE_LISTS, start_eir_process, stop_eir_process
+from tests.conftest import SAMPLE_LISTS, start_eir_process, stop_eir_process
 
 NEW_IMEI = "35111122223333"
 

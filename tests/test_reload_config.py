@@ -18,11 +18,10 @@ from s13eir.client import S13Client
 from s13eir.config_loading import load_config
 from s13eir.node import Node
 from s13eir.observability.logs import configure_logging
-
-from . import mme as M
-from .conftest import MME_REALM, node_config
-from .mme import Mme
-from .test_redis_node import redis_config, seed
+from tests import mme as M
+from tests.conftest import MME_REALM, node_config
+from tests.lists.test_redis_node import redis_config, seed
+from tests.mme import Mme
 
 UNLISTED = "35450712345675"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from s13eir.client import S13Client
-
-from .conftest import MME_HOST, MME_REALM, EirProcess, RunningNode
+from tests.conftest import MME_HOST, MME_REALM, EirProcess, RunningNode
 
 SAMPLES = [
     ("35209900176148", None, "BLACKLISTED"),

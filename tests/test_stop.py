@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 
 from s13eir.config_loading import config_from_mapping
-
-from . import mme as M
-from .conftest import node_config, running_node
-from .mme import Answer, Mme
-from .services import RedisServer
-from .test_redis_node import BLACK, redis_config, seed
+from tests import mme as M
+from tests.conftest import node_config, running_node
+from tests.lists.test_redis_node import BLACK, redis_config, seed
+from tests.mme import Answer, Mme
+from tests.services import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,10 +19,9 @@ from s13eir.lists import redis_layout as L
 from s13eir.node import Node
 from s13eir.observability.metrics import SourceMetrics, render
 from s13eir.supervision import Supervisor
-
-from .redis_seed import append_change
-from .services import RedisServer
-from .test_redis_node import redis_config, seed
+from tests.lists.test_redis_node import redis_config, seed
+from tests.redis_seed import append_change
+from tests.services import RedisServer
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "s13eir"
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import yaml
 
 from s13eir.client import check_once
-
-from .conftest import free_port, node_config
+from tests.conftest import free_port, node_config
 
 
 def _ready(port: int) -> bool:

@@ -1,28 +1,37 @@
-"""Capture an Erlang/OTP ``diameter`` MME's session with s13eir, for the fixtures.
+"""Capture the sessions of independent Diameter peers with s13eir, for the fixtures.
 
 Runs ``s13eir serve`` (the test configuration), a recording TCP relay in front of it, and
-the OTP MME of ``test_otp_diameter.py`` through the relay; writes every frame of both
-directions, in order, to ``tests/fixtures/otp_session.json``. ``tests/test_interop_fixtures.py``
-replays the MME's requests against the sans-IO peer, so that OTP's encoding (its AVP
-order, flags and padding) stays covered where Erlang is not installed. Run it again when
-the OTP MME or the cases change:
+the peer through the relay; writes every frame of both directions, in order, to
+``tests/fixtures/<peer>_session.json``:
 
-    .venv/bin/python -m tests.interop.capture
+* ``otp``: the Erlang/OTP ``diameter`` MME of ``test_otp_diameter.py``;
+* ``freediameter``: freeDiameterd as a relay agent (DRA) between the python-diameter MME
+  of ``test_freediameter.py`` and s13eir (what is recorded is freeDiameter's leg).
+
+``tests/diameter/test_interop_fixtures.py`` replays the peer's requests against the
+sans-IO peer, so that their encoding (AVP order, flags, padding, a relay's Route-Record)
+stays covered where Erlang or freeDiameter is not installed. Run it again when a peer or
+its cases change:
+
+    .venv/bin/python -m tests.interop.capture otp|freediameter
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from ..conftest import free_port, start_eir_process, stop_eir_process
-from .test_otp_diameter import SESSION_CASES, _otp_diameter_available, run_otp_mme
+from tests.conftest import free_port, start_eir_process, stop_eir_process
+from tests.interop.test_freediameter import DRA_PEERS, RELAY_CASES, relay_session
+from tests.interop.test_otp_diameter import SESSION_CASES, _otp_diameter_available, run_otp_mme
 
-OUT = Path(__file__).resolve().parent.parent / "fixtures" / "otp_session.json"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 def _frames(data: bytes) -> list[str]:
@@ -59,38 +68,78 @@ def _relay(listen_port: int, eir_port: int, record: list[tuple[str, bytes]], rea
     asyncio.run(main())
 
 
-def capture() -> dict[str, object]:
+def _recorded(eir_port: int, drive: Callable[[int], None]) -> tuple[list[str], list[str]]:
+    """Run ``drive(port)`` against a recording relay to ``eir_port``; the peer's frames
+    and s13eir's, each in order."""
+    record: list[tuple[str, bytes]] = []
+    ready = threading.Event()
+    port = free_port()
+    relay = threading.Thread(target=_relay, args=(port, eir_port, record, ready), daemon=True)
+    relay.start()
+    ready.wait(10)
+    drive(port)
+    relay.join(10)
+    return (
+        _frames(b"".join(d for tag, d in record if tag == "mme")),
+        _frames(b"".join(d for tag, d in record if tag == "eir")),
+    )
+
+
+def capture_otp() -> dict[str, object]:
     reason = _otp_diameter_available()
     if reason is not None:
         raise SystemExit(reason)
+    peers = {"watchdog_interval_s": 6}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        eir = start_eir_process(tmp_path, peers={"watchdog_interval_s": 6})
-        record: list[tuple[str, bytes]] = []
-        ready = threading.Event()
-        port = free_port()
-        relay = threading.Thread(target=_relay, args=(port, eir.port, record, ready), daemon=True)
-        relay.start()
-        ready.wait(10)
+        eir = start_eir_process(tmp_path, peers=peers)
+        runs = []
         try:
-            run = run_otp_mme(tmp_path, port, SESSION_CASES, watchdog_wait_s=15)
+            mme, eir_frames = _recorded(
+                eir.port, lambda port: runs.append(run_otp_mme(tmp_path, port, SESSION_CASES, watchdog_wait_s=15))
+            )
         finally:
             stop_eir_process(eir)
-        relay.join(10)
-    if run.returncode != 0 or "DONE" not in run.stdout.splitlines():
-        raise SystemExit(f"the OTP MME failed:\n{run.stdout}")
-    mme = b"".join(d for tag, d in record if tag == "mme")
-    eir_bytes = b"".join(d for tag, d in record if tag == "eir")
+    if runs[0].returncode != 0 or "DONE" not in runs[0].stdout.splitlines():
+        raise SystemExit(f"the OTP MME failed:\n{runs[0].stdout}")
     return {
         "peer": "Erlang/OTP diameter (tests/interop/otp/otp_mme.escript), through a recording relay",
+        "peers": peers,
         "cases": [list(c) for c in SESSION_CASES],
-        "mme": _frames(mme),
-        "eir": _frames(eir_bytes),
+        "mme": mme,
+        "eir": eir_frames,
     }
 
 
+def capture_freediameter() -> dict[str, object]:
+    exe = shutil.which("freeDiameterd")
+    if exe is None:
+        raise SystemExit("freeDiameterd is not installed (apt: freediameterd freediameter-extensions)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        eir = start_eir_process(tmp_path, peers=DRA_PEERS)
+        try:
+            peer, eir_frames = _recorded(eir.port, lambda port: relay_session(exe, tmp_path, port))
+        finally:
+            stop_eir_process(eir)
+    return {
+        "peer": "freeDiameterd 1.2 as a relay agent (dra.s13eir.test), its leg to s13eir through a recording relay",
+        "peers": DRA_PEERS,
+        "cases": [[label, imei, imsi, host] for label, imei, imsi, host, _ in RELAY_CASES] + [["p_bit"]],
+        "mme": peer,
+        "eir": eir_frames,
+    }
+
+
+CAPTURES = {"otp": capture_otp, "freediameter": capture_freediameter}
+
+
 if __name__ == "__main__":
-    data = capture()
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"{OUT}: {len(data['mme'])} frames from the MME, {len(data['eir'])} from s13eir", file=sys.stderr)  # type: ignore[arg-type]
+    name = sys.argv[1] if len(sys.argv) > 1 else "otp"
+    if name not in CAPTURES:
+        raise SystemExit(f"usage: python -m tests.interop.capture {'|'.join(CAPTURES)}")
+    data = CAPTURES[name]()
+    out = FIXTURES / f"{name}_session.json"
+    FIXTURES.mkdir(exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"{out}: {len(data['mme'])} frames from the peer, {len(data['eir'])} from s13eir", file=sys.stderr)  # type: ignore[arg-type]

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import EirProcess, start_eir_process, stop_eir_process
-from .diameter_peer import (
+from tests.conftest import EirProcess, start_eir_process, stop_eir_process
+from tests.interop.diameter_peer import (
     DiameterConnection,
     Eca,
     accept_one,
@@ -181,23 +181,27 @@ RELAY_CASES = [
 ]
 
 
-def test_freediameter_relays_ecr(freediameterd: str, tmp_path: Path) -> None:
-    """MME (python-diameter) -> freeDiameterd relay (dra.s13eir.test) -> s13eir.
+DRA_PEERS = {"list": [{"origin_host": "dra.s13eir.test", "origin_realm": "s13eir.test"}]}
 
-    freeDiameterd connects to both; the MME side is a listening socket of this test.
-    s13eir must accept the relay as its peer, answer ECRs whose Origin-Host is not
-    the peer's, carry Route-Record, and its ECAs must survive freeDiameter's relaying.
-    """
-    eir = start_eir_process(
-        tmp_path, peers={"list": [{"origin_host": "dra.s13eir.test", "origin_realm": "s13eir.test"}]}
-    )
+
+@dataclass
+class RelayRun:
+    answers: dict[str, Eca]
+    log: FdLog
+    dpr_answered: int
+
+
+def relay_session(freediameterd: str, tmp_path: Path, eir_port: int) -> RelayRun:
+    """The MME side of the relay session: freeDiameterd (dra.s13eir.test) connects to
+    s13eir at ``eir_port`` and to this MME; the MME sends RELAY_CASES and an ECR with the
+    P-bit clear through it, then stops freeDiameterd and answers its DPR."""
     listener = socket.socket()
     try:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         mme_port = listener.getsockname()[1]
         conf = tmp_path / "fd.conf"
-        conf.write_text(fd_config("dra.s13eir.test", {"eir.s13eir.test": eir.port, "mme.s13eir.test": mme_port}))
+        conf.write_text(fd_config("dra.s13eir.test", {"eir.s13eir.test": eir_port, "mme.s13eir.test": mme_port}))
         log = FdLog(tmp_path / "fd.log")
         with running([freediameterd, "-c", str(conf), "-dd"], log.path) as fd:
             with closing(accept_one(listener, 15)) as sock:
@@ -220,7 +224,22 @@ def test_freediameter_relays_ecr(freediameterd: str, tmp_path: Path) -> None:
             fd.wait(25)
     finally:
         listener.close()
+    return RelayRun(answers, log, mme.dpr_answered)
+
+
+def test_freediameter_relays_ecr(freediameterd: str, tmp_path: Path) -> None:
+    """MME (python-diameter) -> freeDiameterd relay (dra.s13eir.test) -> s13eir.
+
+    freeDiameterd connects to both; the MME side is a listening socket of this test.
+    s13eir must accept the relay as its peer, answer ECRs whose Origin-Host is not
+    the peer's, carry Route-Record, and its ECAs must survive freeDiameter's relaying.
+    """
+    eir = start_eir_process(tmp_path, peers=DRA_PEERS)
+    try:
+        run = relay_session(freediameterd, tmp_path, eir.port)
+    finally:
         stop_eir_process(eir)
+    answers, log = run.answers, run.log
 
     for label, _, _, _, (rc, status) in RELAY_CASES:
         a = answers[label]
@@ -241,7 +260,7 @@ def test_freediameter_relays_ecr(freediameterd: str, tmp_path: Path) -> None:
     no_model = "fd_dict_search ( dict, DICT_COMMAND"
     assert [e for e in log.errors() if no_model not in e] == [], log.errors()
     assert sum(no_model in e for e in log.errors()) == 2 * len(answers)
-    assert mme.dpr_answered == 1
+    assert run.dpr_answered == 1
 
     eir_log = eir.log()
     assert [e["peer"] for e in log_events(eir_log, "peer_open")] == ["dra.s13eir.test"], eir_log

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import EirProcess, start_eir_process, stop_eir_process
-from .diameter_peer import log_events
+from tests.conftest import EirProcess, start_eir_process, stop_eir_process
+from tests.interop.diameter_peer import log_events
 
 OTP_DIR = Path(__file__).parent / "otp"
 RUN_TIMEOUT = 50  # seconds, for the whole escript run

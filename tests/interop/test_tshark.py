@@ -33,9 +33,8 @@ from diameter.message.commands import (
 )
 
 from s13eir.client import S13Client
-
-from ..conftest import MME_HOST, MME_REALM, EirProcess, start_eir_process, stop_eir_process
-from .diameter_peer import APP_S13, VENDOR_3GPP, DiameterConnection, require_tool, running, wait_for
+from tests.conftest import MME_HOST, MME_REALM, EirProcess, start_eir_process, stop_eir_process
+from tests.interop.diameter_peer import APP_S13, VENDOR_3GPP, DiameterConnection, require_tool, running, wait_for
 
 PI_ERROR = 0x00800000  # Wireshark expert severity "Error"
 PI_WARN = 0x00600000  # Wireshark expert severity "Warning"

@@ -8,9 +8,9 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..test_overload import overloaded_peer, with_features
-from ..test_peer_sansio import ecr
-from .diameter_peer import require_tool
+from tests.diameter.test_peer_sansio import ecr
+from tests.interop.diameter_peer import require_tool
+from tests.test_overload import overloaded_peer, with_features
 
 
 def hexdump(messages: list[bytes]) -> str:

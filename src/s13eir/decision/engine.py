@@ -63,7 +63,7 @@ def strictest(entries: tuple[Entry, ...]) -> Entry:
 
     Ties go to the smallest (source, detail), not to the first: where an entry comes in
     the order depends on how a store keeps them, and every store (embedded, Redis) must
-    give the same reason (tests/test_store_equivalence.py found the two differing).
+    give the same reason (tests/lists/test_store_equivalence.py found the two differing).
     """
     best = entries[0]
     rank = _SEVERITY[best.list]

@@ -2,7 +2,7 @@
 not decide, in one pure module. S13 (``s13``) and N5g-eir (``sbi.n5g_eir``) both ask
 :class:`Policy` and only map what it says to their wire (a :class:`Verdict`, or a
 :class:`Refusal`: 5004/3004/5012 on S13, 400/500 on N5g-eir), so the two interfaces give
-the same verdict by construction; ``tests/test_sbi_equivalence.py`` checks it over
+the same verdict by construction; ``tests/sbi/test_equivalence.py`` checks it over
 generated phones, lists and policies. ``config.PolicyConfig`` holds the same enums, so
 the YAML section is read straight into them.
 

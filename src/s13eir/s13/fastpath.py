@@ -6,7 +6,7 @@ fully understand (an AVP outside the short list below, a repeated AVP, a non-ASC
 string, Proxy-Info, a Destination-Host, a malformed IMEI, a bad length...), and
 the full path (base screening, dictionary validation, ``s13.MeIdentityCheck``)
 then answers, with the right error where there is one. When it accepts, the
-answer it leads to is byte-identical to the full path's (tests/test_fastpath.py
+answer it leads to is byte-identical to the full path's (tests/s13/test_fastpath.py
 checks this with hypothesis).
 
 ``Layout`` remembers an accepted ECR's layout, so that the next ECRs from the same
@@ -185,7 +185,7 @@ class Layout:
     Destination-Realm, padding) is kept here as static byte spans. A frame of the same
     length whose static spans are byte-identical has the same AVPs at the same places,
     so it needs only the checks ``scan_ecr`` applies to those four values; ``match``
-    returns what ``scan_ecr`` would (tests/test_fastpath.py checks this with hypothesis),
+    returns what ``scan_ecr`` would (tests/s13/test_fastpath.py checks this with hypothesis),
     or None when anything differs.
     """
 

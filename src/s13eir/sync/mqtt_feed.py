@@ -45,7 +45,7 @@ its seq is then ``<=`` the stored one and it is skipped: exactly once. Without m
 acknowledgement paho would acknowledge each message on receipt, and the messages
 received but not yet applied when the process dies (aiomqtt queues them) would be
 gone from the broker: QoS 1 + persistent session + seq would then only turn that loss
-into a gap and a resync (tests/test_mqtt_feed.py checks the redelivery).
+into a gap and a resync (tests/sync/test_mqtt_feed.py checks the redelivery).
 
 A lost broker connection is retried with exponential backoff (bounded, logged); the
 broker keeps the session's messages meanwhile. A Redis that cannot be reached is
