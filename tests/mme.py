@@ -562,11 +562,27 @@ class Mme:
         return cls(reader, writer)
 
     @classmethod
+    async def connect_to(cls, eir: Any, timeout: float = 5.0) -> Mme:
+        """Over TCP to a running node (``host``/``port``), or in memory to a
+        ``tests.virtual_eir.VirtualEir`` (``streams()``)."""
+        if hasattr(eir, "streams"):
+            return cls(*eir.streams())
+        return await cls.connect(eir.host, eir.port, timeout)
+
+    @classmethod
+    async def open_on(cls, eir: Any, *, timeout: float = 5.0, **cer_kw: Any) -> Mme:
+        """``connect_to`` and a successful capabilities exchange, as ``open``."""
+        return await (await cls.connect_to(eir, timeout))._exchange(timeout, **cer_kw)
+
+    @classmethod
     async def open(cls, host: str, port: int, *, timeout: float = 5.0, **cer_kw: Any) -> Mme:
         """Connect and complete a successful capabilities exchange. From then on, the
         initiator core (``diameter.initiator``) answers the EIR's DWRs and DPRs, with
         python-diameter's messages."""
-        mme = await cls.connect(host, port, timeout)
+        return await (await cls.connect(host, port, timeout))._exchange(timeout, **cer_kw)
+
+    async def _exchange(self, timeout: float, **cer_kw: Any) -> Mme:
+        mme = self
         request = cer(**cer_kw)
         messages = PythonDiameterMessages(
             request.origin_host.decode(), request.origin_realm.decode(), request.origin_state_id

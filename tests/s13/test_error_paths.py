@@ -1,4 +1,9 @@
-"""Every error path of the base protocol and of S13, over real TCP with a raw MME.
+"""Every error path of the base protocol and of S13, with a raw MME.
+
+Most cases talk to the node's peer in memory (``tests/virtual_eir.py``: the peer a node
+builds, behind asyncio streams); the ones about the socket (segmentation, a close, the
+timers, a second connection, stopping the node) run over real TCP (``tcp_eir``,
+``eir_with(tcp=True)``). ``test_error_table.py`` holds the same rules as a golden table.
 
 Each test checks the answer (Result-Code or Experimental-Result, the E-bit,
 Failed-AVP, the echoed identifiers, Session-Id, Proxy-Info, Auth-Session-State in
@@ -29,19 +34,41 @@ from s13eir.config_loading import config_from_mapping
 from tests import mme as M
 from tests.conftest import EIR_HOST, EIR_REALM, MME_HOST, MME_REALM, RunningNode, node_config, running_node
 from tests.mme import Answer, Mme
+from tests.virtual_eir import VirtualEir
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@contextlib.asynccontextmanager
-async def eir_with(**overrides: Any) -> AsyncIterator[RunningNode]:
-    async with running_node(config_from_mapping(node_config(**overrides))) as rn:
+Eir = RunningNode | VirtualEir
+
+
+@pytest.fixture
+def eir() -> VirtualEir:
+    """The node's peer in memory (most cases here are about bytes, not sockets)."""
+    return VirtualEir(config_from_mapping(node_config()))
+
+
+@pytest.fixture
+async def tcp_eir() -> AsyncIterator[RunningNode]:
+    """A running node over TCP, for the cases that are about the socket: segmentation,
+    closing, timers, a second connection, stopping the node."""
+    async with running_node(config_from_mapping(node_config())) as rn:
         yield rn
 
 
 @contextlib.asynccontextmanager
-async def mme_on(eir: RunningNode, **cer_kw: Any) -> AsyncIterator[Mme]:
-    m = await Mme.open(eir.host, eir.port, **cer_kw)
+async def eir_with(*, tcp: bool = False, **overrides: Any) -> AsyncIterator[Eir]:
+    config = config_from_mapping(node_config(**overrides))
+    if not tcp:
+        yield VirtualEir(config)
+        return
+    async with running_node(config) as rn:
+        yield rn
+
+
+@contextlib.asynccontextmanager
+async def mme_on(eir: Eir, **cer_kw: Any) -> AsyncIterator[Mme]:
+    m = await Mme.open_on(eir, **cer_kw)
     try:
         yield m
     finally:
@@ -120,8 +147,8 @@ async def assert_serves(m: Mme, imei: str | None = None, status: int | None = No
 # -- framing ------------------------------------------------------------------------
 
 
-async def test_ecr_written_one_byte_at_a_time(eir: RunningNode) -> None:
-    async with mme_on(eir) as m:
+async def test_ecr_written_one_byte_at_a_time(tcp_eir: RunningNode) -> None:
+    async with mme_on(tcp_eir) as m:
         req = M.to_bytes(M.ecr(M.IMEI_GREY))
         await m.send_slowly(req, chunk=1, pause=0.001)
         ans = await m.read_answer()
@@ -130,7 +157,7 @@ async def test_ecr_written_one_byte_at_a_time(eir: RunningNode) -> None:
         await assert_serves(m)
 
 
-async def test_several_ecrs_in_one_write(eir: RunningNode) -> None:
+async def test_several_ecrs_in_one_write(eir: Eir) -> None:
     cases = [(M.IMEI_BLACK, M.BLACKLISTED), (M.IMEI_GREY, M.GREYLISTED), (M.IMEI_UNLISTED, M.WHITELISTED)] * 3
     async with mme_on(eir) as m:
         reqs = [M.to_bytes(M.ecr(imei)) for imei, _ in cases]
@@ -142,9 +169,9 @@ async def test_several_ecrs_in_one_write(eir: RunningNode) -> None:
         await assert_serves(m)
 
 
-async def test_messages_straddling_writes(eir: RunningNode) -> None:
+async def test_messages_straddling_writes(tcp_eir: RunningNode) -> None:
     """One write ends in the middle of the second message's header, the next one finishes it."""
-    async with mme_on(eir) as m:
+    async with mme_on(tcp_eir) as m:
         a, b, c = (M.to_bytes(M.ecr(imei)) for imei in (M.IMEI_BLACK, M.IMEI_GREY, M.IMEI_UNLISTED))
         stream = a + b + c
         cuts = [0, len(a) + 3, len(a) + 13, len(a) + len(b) + 30, len(stream)]
@@ -156,8 +183,8 @@ async def test_messages_straddling_writes(eir: RunningNode) -> None:
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["one-write", "byte-by-byte"])
-async def test_version_2_gets_5011_and_close(eir: RunningNode, slow: bool) -> None:
-    async with mme_on(eir) as m:
+async def test_version_2_gets_5011_and_close(tcp_eir: RunningNode, slow: bool) -> None:
+    async with mme_on(tcp_eir) as m:
         good = M.to_bytes(M.ecr())
         req = bytes([2]) + good[1:]
         if slow:
@@ -178,7 +205,7 @@ async def test_version_2_gets_5011_and_close(eir: RunningNode, slow: bool) -> No
     [pytest.param(-2, id="not-multiple-of-4"), pytest.param(12, id="shorter-than-header"),
      pytest.param(0, id="zero")],
 )  # fmt: skip
-async def test_unframeable_length_gets_5015_and_close(eir: RunningNode, length: int) -> None:
+async def test_unframeable_length_gets_5015_and_close(eir: Eir, length: int) -> None:
     async with mme_on(eir) as m:
         good = M.to_bytes(M.ecr())
         bad_len = len(good) + 2 if length == -2 else length
@@ -192,7 +219,7 @@ async def test_unframeable_length_gets_5015_and_close(eir: RunningNode, length: 
 
 
 @pytest.mark.parametrize("version", [1, 2], ids=["5015", "5011"])
-async def test_framing_error_answer_to_an_ecr_is_still_an_eca(eir: RunningNode, version: int) -> None:
+async def test_framing_error_answer_to_an_ecr_is_still_an_eca(eir: Eir, version: int) -> None:
     """The answer to an unframeable ECR header is an ECA (command 324, S13): it needs
     Origin-Host, Origin-Realm and Auth-Session-State like every other ECA."""
     async with mme_on(eir) as m:
@@ -208,7 +235,7 @@ async def test_framing_error_answer_to_an_ecr_is_still_an_eca(eir: RunningNode, 
         assert len(ans.find(M.AVP_AUTH_SESSION_STATE)) == 1, f"ECA without Auth-Session-State: {ans}"
 
 
-async def test_pipelined_messages_answered_up_to_an_unframeable_one(eir: RunningNode) -> None:
+async def test_pipelined_messages_answered_up_to_an_unframeable_one(eir: Eir) -> None:
     """Good ECR, bad version, good ECR in one write: one 2001, one 5011, close, nothing more."""
     async with mme_on(eir) as m:
         first, bad, third = M.to_bytes(M.ecr()), bytearray(M.to_bytes(M.ecr())), M.to_bytes(M.ecr())
@@ -223,7 +250,7 @@ async def test_pipelined_messages_answered_up_to_an_unframeable_one(eir: Running
 
 @pytest.mark.parametrize("header_only", [False, True], ids=["whole-message", "header-only"])
 async def test_message_above_max_size_gets_5015_and_close(header_only: bool) -> None:
-    async with eir_with(diameter={"max_message_size": 1024}) as eir, mme_on(eir) as m:
+    async with eir_with(tcp=True, diameter={"max_message_size": 1024}) as eir, mme_on(eir) as m:
         # Exactly at the limit is fine.
         base = M.to_bytes(M.ecr())
         filler_len = 1024 - len(base) - 12  # an unknown vendor AVP without M: ignored
@@ -242,9 +269,9 @@ async def test_message_above_max_size_gets_5015_and_close(header_only: bool) -> 
         assert frames[0].one(M.AVP_ORIGIN_HOST).data == EIR_HOST.encode()
 
 
-async def test_burst_of_pipelined_ecrs_all_answered(eir: RunningNode) -> None:
+async def test_burst_of_pipelined_ecrs_all_answered(tcp_eir: RunningNode) -> None:
     """1000 ECRs written at once while the answers are read concurrently (flow control both ways)."""
-    async with mme_on(eir) as m:
+    async with mme_on(tcp_eir) as m:
         reqs = [M.to_bytes(M.ecr((M.IMEI_BLACK, M.IMEI_GREY)[i % 2])) for i in range(1000)]
         sender = asyncio.create_task(m.send(b"".join(reqs)))
         for i, req in enumerate(reqs):
@@ -258,8 +285,8 @@ async def test_burst_of_pipelined_ecrs_all_answered(eir: RunningNode) -> None:
 # -- capabilities exchange and the peer state machine -----------------------------------
 
 
-async def test_cea_on_success_carries_every_capability(eir: RunningNode) -> None:
-    m = await Mme.connect(eir.host, eir.port)
+async def test_cea_on_success_carries_every_capability(eir: Eir) -> None:
+    m = await Mme.connect_to(eir)
     try:
         req = M.to_bytes(M.cer())
         cea = await m.request(req)
@@ -289,8 +316,8 @@ async def test_cea_on_success_carries_every_capability(eir: RunningNode) -> None
         await m.close()
 
 
-async def test_cer_without_s13_gets_5010_and_close(eir: RunningNode) -> None:
-    m = await Mme.connect(eir.host, eir.port)
+async def test_cer_without_s13_gets_5010_and_close(eir: Eir) -> None:
+    m = await Mme.connect_to(eir)
     req = M.to_bytes(M.cer(apps=[4], vendor_apps=[(10415, 16777251)]))  # Gy and S6a, no S13
     cea = await m.request(req)
     M.check_answer_header(cea, req, e_bit=False)
@@ -304,10 +331,8 @@ async def test_cer_without_s13_gets_5010_and_close(eir: RunningNode) -> None:
     [([M.APP_RELAY], []), ([M.APP_S13], []), ([4], [(10415, M.APP_S13)])],
     ids=["relay", "plain-auth-app-id", "vendor-specific"],
 )
-async def test_cer_common_application_accepted(
-    eir: RunningNode, apps: list[int], vendor_apps: list[tuple[int, int]]
-) -> None:
-    m = await Mme.connect(eir.host, eir.port)
+async def test_cer_common_application_accepted(eir: Eir, apps: list[int], vendor_apps: list[tuple[int, int]]) -> None:
+    m = await Mme.connect_to(eir)
     try:
         cea = await m.request(M.cer(apps=apps, vendor_apps=vendor_apps))
         assert cea.result_code == 2001
@@ -316,8 +341,8 @@ async def test_cer_common_application_accepted(
         await m.close()
 
 
-async def test_cer_from_unknown_origin_host_gets_3010_and_close(eir: RunningNode) -> None:
-    m = await Mme.connect(eir.host, eir.port)
+async def test_cer_from_unknown_origin_host_gets_3010_and_close(eir: Eir) -> None:
+    m = await Mme.connect_to(eir)
     req = M.to_bytes(M.cer("rogue.mme.example", MME_REALM))
     cea = await m.request(req)
     M.check_answer_header(cea, req, e_bit=True)
@@ -338,15 +363,15 @@ async def test_cer_from_unknown_origin_host_accepted_when_allowed() -> None:
 
 
 @pytest.mark.parametrize("first", ["ecr", "dwr", "dpr"])
-async def test_request_before_cer_closes_without_answer(eir: RunningNode, first: str) -> None:
-    m = await Mme.connect(eir.host, eir.port)
+async def test_request_before_cer_closes_without_answer(eir: Eir, first: str) -> None:
+    m = await Mme.connect_to(eir)
     msg = {"ecr": M.ecr, "dwr": M.dwr, "dpr": M.dpr}[first]()
     await m.send(msg)
     data = await M.assert_closed(m.reader, 5)
     assert data == b"", f"no answer expected before CER, got {data.hex()}"
 
 
-async def test_dwr_gets_dwa(eir: RunningNode) -> None:
+async def test_dwr_gets_dwa(eir: Eir) -> None:
     async with mme_on(eir) as m:
         req = M.to_bytes(M.dwr())
         dwa = await m.request(req)
@@ -360,8 +385,8 @@ async def test_dwr_gets_dwa(eir: RunningNode) -> None:
         await assert_serves(m)
 
 
-async def test_dpr_gets_dpa_then_close(eir: RunningNode) -> None:
-    async with mme_on(eir) as m:
+async def test_dpr_gets_dpa_then_close(tcp_eir: RunningNode) -> None:
+    async with mme_on(tcp_eir) as m:
         req = M.to_bytes(M.dpr(cause=2))
         dpa = await m.request(req)
         M.check_answer_header(dpa, req, e_bit=False)
@@ -372,8 +397,8 @@ async def test_dpr_gets_dpa_then_close(eir: RunningNode) -> None:
 
 
 async def test_node_stop_sends_dpr_and_closes_after_dpa() -> None:
-    async with eir_with() as eir:
-        m = await Mme.open(eir.host, eir.port)
+    async with eir_with(tcp=True) as eir:
+        m = await Mme.open_on(eir)
         stopper = asyncio.create_task(eir.node.stop())
         try:
             dpr = await m.read_answer(5)
@@ -403,7 +428,7 @@ def advance(seconds: float) -> None:
 
 
 async def test_watchdog_dwr_after_idle_and_dwa_keeps_the_connection() -> None:
-    async with eir_with(peers={"watchdog_interval_s": TW}) as eir, mme_on(eir) as m:
+    async with eir_with(tcp=True, peers={"watchdog_interval_s": TW}) as eir, mme_on(eir) as m:
         assert m.cea is not None
         # RFC 3539 §3.4.1: any received message resets the timer, so steady traffic (fast path
         # for whitelisted IMEIs, full path for listed ones) never draws a DWR: a request each
@@ -428,7 +453,7 @@ async def test_watchdog_dwr_after_idle_and_dwa_keeps_the_connection() -> None:
 
 
 async def test_watchdog_unanswered_dwr_closes_after_two_more_expiries() -> None:
-    async with eir_with(peers={"watchdog_interval_s": TW}) as eir, mme_on(eir) as m:
+    async with eir_with(tcp=True, peers={"watchdog_interval_s": TW}) as eir, mme_on(eir) as m:
         advance(TW + 2 + 0.1)
         dwr = await m.read_answer(timeout=5)
         assert dwr.is_request and dwr.command == M.CMD_DWR
@@ -441,9 +466,9 @@ async def test_watchdog_unanswered_dwr_closes_after_two_more_expiries() -> None:
         assert all(f.is_request and f.command in (M.CMD_DWR, M.CMD_DPR) for f in frames), frames
 
 
-async def test_second_connection_with_same_origin_state_id_rejected(eir: RunningNode) -> None:
+async def test_second_connection_with_same_origin_state_id_rejected(eir: Eir) -> None:
     async with mme_on(eir, state_id=1000) as first:
-        second = await Mme.connect(eir.host, eir.port)
+        second = await Mme.connect_to(eir)
         req = M.to_bytes(M.cer(state_id=1000))
         cea = await second.request(req)
         M.check_answer_header(cea, req, e_bit=False)
@@ -452,14 +477,14 @@ async def test_second_connection_with_same_origin_state_id_rejected(eir: Running
         await assert_serves(first)
 
 
-async def test_second_connection_with_new_origin_state_id_replaces_the_old(eir: RunningNode) -> None:
-    old = await Mme.open(eir.host, eir.port, state_id=1000)
-    async with mme_on(eir, state_id=1001) as new:
+async def test_second_connection_with_new_origin_state_id_replaces_the_old(tcp_eir: RunningNode) -> None:
+    old = await Mme.open_on(tcp_eir, state_id=1000)
+    async with mme_on(tcp_eir, state_id=1001) as new:
         frames = await old.assert_closed(5)
         assert all(f.is_request for f in frames), f"unexpected answers on the replaced connection: {frames}"
         await assert_serves(new)
         # The new connection is now the registered one: the same state id again is refused.
-        third = await Mme.connect(eir.host, eir.port)
+        third = await Mme.connect_to(tcp_eir)
         cea = await third.request(M.cer(state_id=1001))
         assert cea.result_code == 5012
         await third.assert_closed(5)
@@ -475,7 +500,7 @@ async def test_second_connection_with_new_origin_state_id_replaces_the_old(eir: 
     [(M.APP_S13, 999, M.FLAG_R | M.FLAG_P), (0, 258, M.FLAG_R | M.FLAG_P), (0, 271, M.FLAG_R | M.FLAG_P)],
     ids=["s13-999", "base-RAR", "base-ACR"],
 )
-async def test_unknown_command_gets_3001(eir: RunningNode, app: int, command: int, flags: int) -> None:
+async def test_unknown_command_gets_3001(eir: Eir, app: int, command: int, flags: int) -> None:
     async with mme_on(eir) as m:
         req = M.message(flags, command, app, M.raw_ecr_avps())
         ans = await m.request(req)
@@ -485,7 +510,7 @@ async def test_unknown_command_gets_3001(eir: RunningNode, app: int, command: in
         await assert_serves(m)
 
 
-async def test_destination_host_not_ours_gets_3002(eir: RunningNode) -> None:
+async def test_destination_host_not_ours_gets_3002(eir: Eir) -> None:
     async with mme_on(eir) as m:
         req = M.to_bytes(M.ecr(destination_host="other-eir.s13eir.test"))
         ans = await m.request(req)
@@ -493,13 +518,13 @@ async def test_destination_host_not_ours_gets_3002(eir: RunningNode) -> None:
         await assert_serves(m)
 
 
-async def test_destination_host_ours_in_any_case_accepted(eir: RunningNode) -> None:
+async def test_destination_host_ours_in_any_case_accepted(eir: Eir) -> None:
     async with mme_on(eir) as m:
         req = M.to_bytes(M.ecr(destination_host=EIR_HOST.upper()))
         check_eca(await m.request(req), req, 2001)
 
 
-async def test_wrong_application_gets_3007(eir: RunningNode) -> None:
+async def test_wrong_application_gets_3007(eir: Eir) -> None:
     async with mme_on(eir) as m:
         msg = M.ecr()
         msg.header.application_id = 16777251  # S6a
@@ -510,7 +535,7 @@ async def test_wrong_application_gets_3007(eir: RunningNode) -> None:
         await assert_serves(m)
 
 
-async def test_e_bit_in_request_gets_3008(eir: RunningNode) -> None:
+async def test_e_bit_in_request_gets_3008(eir: Eir) -> None:
     async with mme_on(eir) as m:
         req = M.set_flags(M.to_bytes(M.ecr()), M.FLAG_R | M.FLAG_P | M.FLAG_E)
         ans = await m.request(req)
@@ -518,7 +543,7 @@ async def test_e_bit_in_request_gets_3008(eir: RunningNode) -> None:
         await assert_serves(m)
 
 
-async def test_ecr_without_p_bit_gets_3008(eir: RunningNode) -> None:
+async def test_ecr_without_p_bit_gets_3008(eir: Eir) -> None:
     async with mme_on(eir) as m:
         req = M.set_flags(M.to_bytes(M.ecr()), M.FLAG_R)
         ans = await m.request(req)
@@ -526,7 +551,7 @@ async def test_ecr_without_p_bit_gets_3008(eir: RunningNode) -> None:
         await assert_serves(m)
 
 
-async def test_dwr_with_p_bit_gets_3008(eir: RunningNode) -> None:
+async def test_dwr_with_p_bit_gets_3008(eir: Eir) -> None:
     async with mme_on(eir) as m:
         req = M.set_flags(M.to_bytes(M.dwr()), M.FLAG_R | M.FLAG_P)
         ans = await m.request(req)
@@ -536,7 +561,7 @@ async def test_dwr_with_p_bit_gets_3008(eir: RunningNode) -> None:
 
 
 @pytest.mark.parametrize("extra", [M.FLAG_T, 0x01, 0x0F], ids=["T-bit", "reserved-bit", "all-reserved-bits"])
-async def test_t_bit_and_reserved_bits_in_ecr_accepted(eir: RunningNode, extra: int) -> None:
+async def test_t_bit_and_reserved_bits_in_ecr_accepted(eir: Eir, extra: int) -> None:
     """RFC 6733 §3: reserved bits are ignored by the receiver; T is never set in an answer."""
     async with mme_on(eir) as m:
         req = M.set_flags(M.to_bytes(M.ecr()), M.FLAG_R | M.FLAG_P | extra)
@@ -546,8 +571,8 @@ async def test_t_bit_and_reserved_bits_in_ecr_accepted(eir: RunningNode, extra: 
 
 
 async def test_silent_connection_closed_after_cer_timeout() -> None:
-    async with eir_with(diameter={"cer_timeout_s": 1}) as eir:
-        m = await Mme.connect(eir.host, eir.port)
+    async with eir_with(tcp=True, diameter={"cer_timeout_s": 1}) as eir:
+        m = await Mme.connect_to(eir)
         t0 = time.monotonic()
         assert await M.assert_closed(m.reader, 5) == b""
         assert time.monotonic() - t0 >= 0.9
@@ -557,7 +582,7 @@ async def test_silent_connection_closed_after_cer_timeout() -> None:
 
 
 @pytest.mark.parametrize("vendor", [None, M.VENDOR_3GPP, 99999], ids=["ietf", "3gpp", "other-vendor"])
-async def test_unknown_avp_with_m_bit_gets_5001(eir: RunningNode, vendor: int | None) -> None:
+async def test_unknown_avp_with_m_bit_gets_5001(eir: Eir, vendor: int | None) -> None:
     async with mme_on(eir) as m:
         bad = M.avp(4711, b"\x01\x02\x03", vendor=vendor, flags=M.AVP_M)  # odd length, padded
         req = M.with_avps(M.to_bytes(M.ecr()), bad)
@@ -568,7 +593,7 @@ async def test_unknown_avp_with_m_bit_gets_5001(eir: RunningNode, vendor: int | 
         await assert_serves(m)
 
 
-async def test_unknown_avp_with_m_bit_inside_terminal_information_gets_5001(eir: RunningNode) -> None:
+async def test_unknown_avp_with_m_bit_inside_terminal_information_gets_5001(eir: Eir) -> None:
     async with mme_on(eir) as m:
         bad = M.avp(4711, b"zz", vendor=M.VENDOR_3GPP, flags=M.AVP_M)
         ti = M.grouped(M.AVP_TERMINAL_INFORMATION, M.utf8(M.AVP_IMEI, M.IMEI_BLACK, vendor=M.VENDOR_3GPP), bad,
@@ -582,7 +607,7 @@ async def test_unknown_avp_with_m_bit_inside_terminal_information_gets_5001(eir:
         await assert_serves(m)
 
 
-async def test_unknown_avps_without_m_bit_are_ignored(eir: RunningNode) -> None:
+async def test_unknown_avps_without_m_bit_are_ignored(eir: Eir) -> None:
     async with mme_on(eir) as m:
         ti = M.grouped(
             M.AVP_TERMINAL_INFORMATION,
@@ -598,7 +623,7 @@ async def test_unknown_avps_without_m_bit_are_ignored(eir: RunningNode) -> None:
         assert ans.equipment_status == M.GREYLISTED
 
 
-async def test_known_avps_with_unexpected_m_bit_are_accepted(eir: RunningNode) -> None:
+async def test_known_avps_with_unexpected_m_bit_are_accepted(eir: Eir) -> None:
     async with mme_on(eir) as m:
         # M cleared where the dictionaries say "must": Session-Id, Terminal-Information, IMEI, User-Name.
         ti = M.grouped(M.AVP_TERMINAL_INFORMATION, M.utf8(M.AVP_IMEI, M.IMEI_GREY, vendor=M.VENDOR_3GPP, flags=0),
@@ -618,8 +643,8 @@ async def test_known_avps_with_unexpected_m_bit_are_accepted(eir: RunningNode) -
         assert ans.equipment_status == M.GREYLISTED
 
 
-async def test_cer_with_product_name_m_bit_set_accepted(eir: RunningNode) -> None:
-    m = await Mme.connect(eir.host, eir.port)
+async def test_cer_with_product_name_m_bit_set_accepted(eir: Eir) -> None:
+    m = await Mme.connect_to(eir)
     try:
         head, avps = M.split(M.to_bytes(M.cer()))
         avps = [M.utf8(M.AVP_PRODUCT_NAME, "m-bit-mme", flags=M.AVP_M) if M.avp_code(a) == M.AVP_PRODUCT_NAME else a
@@ -631,7 +656,7 @@ async def test_cer_with_product_name_m_bit_set_accepted(eir: RunningNode) -> Non
         await m.close()
 
 
-async def test_undefined_enumerated_value_gets_5004(eir: RunningNode) -> None:
+async def test_undefined_enumerated_value_gets_5004(eir: Eir) -> None:
     async with mme_on(eir) as m:
         bad = M.u32(M.AVP_AUTH_SESSION_STATE, 7)
         avps = [bad if M.avp_code(a) == M.AVP_AUTH_SESSION_STATE else a for a in M.raw_ecr_avps()]
@@ -642,7 +667,7 @@ async def test_undefined_enumerated_value_gets_5004(eir: RunningNode) -> None:
         await assert_serves(m)
 
 
-async def test_session_id_not_utf8_gets_5004_and_a_well_formed_answer(eir: RunningNode) -> None:
+async def test_session_id_not_utf8_gets_5004_and_a_well_formed_answer(eir: Eir) -> None:
     """Session-Id is a UTF8String: invalid UTF-8 is 5004 with Failed-AVP = Session-Id. The answer must
     still be well-formed Diameter (the bad value belongs in Failed-AVP, not echoed as a Session-Id)."""
     async with mme_on(eir) as m:
@@ -663,7 +688,7 @@ MALFORMED = ["3520990017614A", "3520990017614", "35209900176148123", "", "352099
     "imei", [*MALFORMED, "3520990017614812"], ids=["letter", "13-digits", "17-digits", "empty", "space",
                                                    "non-ascii-digits", "16-digits"]
 )  # fmt: skip
-async def test_malformed_imei_gets_5004_with_terminal_information_imei(eir: RunningNode, imei: str) -> None:
+async def test_malformed_imei_gets_5004_with_terminal_information_imei(eir: Eir, imei: str) -> None:
     async with mme_on(eir) as m:
         req = M.to_bytes(M.ecr(imei, sv="01"))
         ans = await m.request(req)
@@ -702,7 +727,7 @@ async def test_16_digit_imei_split_policy_reads_imei_and_svn() -> None:
 
 
 @pytest.mark.parametrize("imei", ["352099001761481", "352099001761489", "352099001761480"])
-async def test_15_digit_imei_accepted_without_luhn_check(eir: RunningNode, imei: str) -> None:
+async def test_15_digit_imei_accepted_without_luhn_check(eir: Eir, imei: str) -> None:
     async with mme_on(eir) as m:
         req = M.to_bytes(M.ecr(imei))
         ans = await m.request(req)
@@ -710,7 +735,7 @@ async def test_15_digit_imei_accepted_without_luhn_check(eir: RunningNode, imei:
         assert ans.equipment_status == M.BLACKLISTED
 
 
-async def test_missing_terminal_information_gets_5005(eir: RunningNode) -> None:
+async def test_missing_terminal_information_gets_5005(eir: Eir) -> None:
     async with mme_on(eir) as m:
         req = M.to_bytes(M.ecr(terminal_information=False))
         ans = await m.request(req)
@@ -720,7 +745,7 @@ async def test_missing_terminal_information_gets_5005(eir: RunningNode) -> None:
 
 
 @pytest.mark.parametrize("content", ["software-version-only", "empty"])
-async def test_missing_imei_in_terminal_information_gets_5005(eir: RunningNode, content: str) -> None:
+async def test_missing_imei_in_terminal_information_gets_5005(eir: Eir, content: str) -> None:
     async with mme_on(eir) as m:
         children = [M.utf8(M.AVP_SOFTWARE_VERSION, "01", vendor=M.VENDOR_3GPP)] if content != "empty" else []
         ti = M.grouped(M.AVP_TERMINAL_INFORMATION, *children, vendor=M.VENDOR_3GPP)
@@ -737,7 +762,7 @@ async def test_missing_imei_in_terminal_information_gets_5005(eir: RunningNode, 
     [M.AVP_SESSION_ID, M.AVP_AUTH_SESSION_STATE, M.AVP_ORIGIN_HOST, M.AVP_ORIGIN_REALM, M.AVP_DESTINATION_REALM],
     ids=["Session-Id", "Auth-Session-State", "Origin-Host", "Origin-Realm", "Destination-Realm"],
 )
-async def test_missing_required_avp_gets_5005_with_an_example(eir: RunningNode, missing: int) -> None:
+async def test_missing_required_avp_gets_5005_with_an_example(eir: Eir, missing: int) -> None:
     async with mme_on(eir) as m:
         req = M.raw_ecr([a for a in M.raw_ecr_avps() if M.avp_code(a) != missing])
         ans = await m.request(req)
@@ -758,7 +783,7 @@ async def test_missing_required_avp_gets_5005_with_an_example(eir: RunningNode, 
     ],
     ids=["User-Name", "Auth-Session-State", "Destination-Realm", "Terminal-Information", "Session-Id"],
 )  # fmt: skip
-async def test_avp_too_many_times_gets_5009_with_the_first_excess(eir: RunningNode, twice: bytes) -> None:
+async def test_avp_too_many_times_gets_5009_with_the_first_excess(eir: Eir, twice: bytes) -> None:
     async with mme_on(eir) as m:
         req = M.raw_ecr([*M.raw_ecr_avps(imsi="001010000000001"), twice])
         ans = await m.request(req)
@@ -769,7 +794,7 @@ async def test_avp_too_many_times_gets_5009_with_the_first_excess(eir: RunningNo
         await assert_serves(m)
 
 
-async def test_imei_twice_in_terminal_information_gets_5009_nested(eir: RunningNode) -> None:
+async def test_imei_twice_in_terminal_information_gets_5009_nested(eir: Eir) -> None:
     async with mme_on(eir) as m:
         second = M.utf8(M.AVP_IMEI, M.IMEI_GREY, vendor=M.VENDOR_3GPP)
         ti = M.grouped(M.AVP_TERMINAL_INFORMATION, M.utf8(M.AVP_IMEI, M.IMEI_BLACK, vendor=M.VENDOR_3GPP), second,
@@ -809,7 +834,7 @@ BAD_LENGTHS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_LENGTHS))
-async def test_invalid_avp_length_gets_5014(eir: RunningNode, case: str) -> None:
+async def test_invalid_avp_length_gets_5014(eir: Eir, case: str) -> None:
     extra, code, vendor, wrapper = BAD_LENGTHS[case]
     async with mme_on(eir) as m:
         avps = M.raw_ecr_avps()
@@ -875,7 +900,7 @@ async def test_proxy_info_and_session_id_echoed_in_order_byte_for_byte(case: str
         await assert_serves(m, M.IMEI_GREY, M.GREYLISTED)
 
 
-async def test_vendor_specific_application_id_in_ecr_ignored(eir: RunningNode) -> None:
+async def test_vendor_specific_application_id_in_ecr_ignored(eir: Eir) -> None:
     async with mme_on(eir) as m:
         for vendor, app in [(M.VENDOR_3GPP, M.APP_S13), (0, 4), (M.VENDOR_3GPP, 16777251)]:
             vsai = M.grouped(M.AVP_VSAI, M.u32(M.AVP_VENDOR_ID, vendor), M.u32(M.AVP_AUTH_APPLICATION_ID, app))
@@ -885,7 +910,7 @@ async def test_vendor_specific_application_id_in_ecr_ignored(eir: RunningNode) -
             assert ans.equipment_status == M.WHITELISTED
 
 
-async def test_malformed_vendor_specific_application_id_in_ecr_ignored(eir: RunningNode) -> None:
+async def test_malformed_vendor_specific_application_id_in_ecr_ignored(eir: Eir) -> None:
     """TS 29.272 §7.2.1: the receiver ignores Vendor-Specific-Application-Id, so a V-S-A-Id
     without its { Vendor-Id } is no reason to refuse the ECR."""
     async with mme_on(eir) as m:
@@ -896,7 +921,7 @@ async def test_malformed_vendor_specific_application_id_in_ecr_ignored(eir: Runn
         assert ans.equipment_status == M.WHITELISTED
 
 
-async def test_identifiers_echoed_for_extreme_values(eir: RunningNode) -> None:
+async def test_identifiers_echoed_for_extreme_values(eir: Eir) -> None:
     async with mme_on(eir) as m:
         for hbh, e2e in [(0, 0), (0xFFFFFFFF, 0xFFFFFFFF), (0x80000000, 1)]:
             req = M.to_bytes(M.ecr(hbh=hbh, e2e=e2e))
@@ -920,7 +945,7 @@ async def test_unknown_equipment_in_restrictive_mode_is_experimental_result_5422
         await assert_serves(m, M.IMEI_BLACK, M.BLACKLISTED)  # listed IMEIs still get 2001
 
 
-async def test_exception_pair_and_software_version(eir: RunningNode) -> None:
+async def test_exception_pair_and_software_version(eir: Eir) -> None:
     async with mme_on(eir) as m:
         for imsi, status in [("001010000000001", M.WHITELISTED), ("001010000000002", M.BLACKLISTED)]:
             req = M.to_bytes(M.ecr(M.IMEI_BLACK, imsi=imsi, sv="42"))
@@ -932,7 +957,7 @@ async def test_exception_pair_and_software_version(eir: RunningNode) -> None:
 # -- isolation --------------------------------------------------------------------------------
 
 
-async def test_abuse_on_one_connection_does_not_disturb_another(eir: RunningNode) -> None:
+async def test_abuse_on_one_connection_does_not_disturb_another(tcp_eir: RunningNode) -> None:
     stop = asyncio.Event()
     abuse_rounds = 0
 
@@ -951,7 +976,7 @@ async def test_abuse_on_one_connection_does_not_disturb_another(eir: RunningNode
             bytes(range(1, 256)) * 4,  # version 1, length 0x020304: too long
         ]
         while not stop.is_set():
-            m = await Mme.open(eir.host, eir.port, state_id=abuse_rounds + 10)
+            m = await Mme.open_on(tcp_eir, state_id=abuse_rounds + 10)
             for g in [*survivable, closers[abuse_rounds % len(closers)]]:
                 with contextlib.suppress(OSError):
                     m.writer.write(g)
@@ -963,7 +988,7 @@ async def test_abuse_on_one_connection_does_not_disturb_another(eir: RunningNode
             abuse_rounds += 1
 
     async def good() -> None:
-        async with mme_on(eir, origin_host="mme2.s13eir.test") as m:
+        async with mme_on(tcp_eir, origin_host="mme2.s13eir.test") as m:
             cases = [(M.IMEI_BLACK, M.BLACKLISTED), (M.IMEI_GREY, M.GREYLISTED), (M.IMEI_UNLISTED, M.WHITELISTED)]
             for i in range(150):
                 imei, status = cases[i % 3]
