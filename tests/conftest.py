@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -43,6 +44,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive free loopback ports (``serve --workers`` gives worker
+    i the metrics port + i). Taken below Linux's ephemeral range (32768-60999), where no
+    ``free_port()`` or outgoing connection of a test running in parallel can land."""
+    rng = random.Random(os.urandom(8))
+    for _ in range(500):
+        base = rng.randrange(20000, 32768 - n)
+        socks = [socket.socket() for _ in range(n)]
+        try:
+            for i, s in enumerate(socks):
+                s.bind(("127.0.0.1", base + i))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError(f"no {n} consecutive free ports in 20000-32767")
 
 
 def node_config(**overrides: Any) -> dict[str, Any]:

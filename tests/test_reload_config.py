@@ -95,6 +95,9 @@ async def test_reloads_under_load_fail_no_answer(tmp_path: Path, backend: str, r
         server = request.getfixturevalue("redis_server")
         seed(server)
         cfg: dict[str, Any] = redis_config(server)
+        # Not a test of outages: a lookup that outlasts timeout_ms on a loaded machine would
+        # get policy.store_unavailable's verdict (GREYLISTED) instead of the list's.
+        cfg["store"]["redis"]["timeout_ms"] = 5000
     else:
         cfg = node_config()
     path = tmp_path / "eir.yaml"

@@ -35,7 +35,7 @@ from s13eir.lists.loading import LOAD_SWITCH_INTERVAL_S, in_thread
 from s13eir.lists.progress import LoadProgress
 from s13eir.lists.snapshot import SnapshotBuilder
 from s13eir.node import Node, StartError
-from tests.conftest import free_port, node_config
+from tests.conftest import free_port, free_port_block, node_config
 
 BIG_IMEIS = 600_000  # parsed in about 3 s here: long enough to poll /readyz through it
 FIRST_IMEI = 35209900000000  # on the big list; so is every 7th IMEI after it
@@ -202,9 +202,7 @@ def test_health_answers_while_a_big_list_loads(big_list: Path, tmp_path: Path) -
 
 
 def test_workers_supervisor_answers_on_worker_0_port_while_it_loads(big_list: Path, tmp_path: Path) -> None:
-    port, http = free_port(), free_port()
-    while http + 1 == port:
-        http = free_port()
+    port, http = free_port(), free_port_block(2)  # metrics: http for worker 0, http + 1 for worker 1
     log = tmp_path / "eir.log"
     with serve(write_config(tmp_path, big_list, port, http), log, "--workers", "2") as proc:
         seen, metrics = watch_until_ready(proc, http, port, log)

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from s13eir.client import check_once
-from tests.conftest import free_port, node_config
+from tests.conftest import free_port, free_port_block, node_config
 
 
 def _ready(port: int) -> bool:
@@ -32,9 +32,7 @@ def _worker_pids(parent: int) -> set[int]:
 
 
 def test_two_workers_share_the_port_and_are_restarted(tmp_path: Path) -> None:
-    port, http = free_port(), free_port()
-    while http + 1 == port:
-        http = free_port()
+    port, http = free_port(), free_port_block(2)  # metrics: http for worker 0, http + 1 for worker 1
     black = tmp_path / "blacklist.csv"
     black.write_text("imei,block_date,reasons\n35209900176148,20240301,stolen\n")
     cfg = node_config(store={"lists": [{"path": str(black), "format": "dirbs-blacklist"}]})
@@ -91,9 +89,7 @@ def test_two_workers_share_the_port_and_are_restarted(tmp_path: Path) -> None:
 
 
 def test_supervisor_applies_the_reload_guards_and_sigusr1_forces(tmp_path: Path) -> None:
-    port, http = free_port(), free_port()
-    while http + 1 == port:
-        http = free_port()
+    port, http = free_port(), free_port_block(2)  # metrics: http for worker 0, http + 1 for worker 1
     black = tmp_path / "blacklist.csv"
     header = "imei,block_date,reasons\n"
     rows = [f"35209901{i:06d}" for i in range(300)]
@@ -147,9 +143,7 @@ def _alive(pid: int) -> bool:
 def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
     """kill -9 of the supervisor: its workers stop (the lifeline pipe), /dev/shm is left
     clean, and a new supervisor starts on the same ports."""
-    port, http = free_port(), free_port()
-    while http + 1 == port:
-        http = free_port()
+    port, http = free_port(), free_port_block(2)  # metrics: http for worker 0, http + 1 for worker 1
     black = tmp_path / "blacklist.csv"
     black.write_text("imei,block_date,reasons\n35209900176148,20240301,stolen\n")
     cfg = node_config(store={"lists": [{"path": str(black), "format": "dirbs-blacklist"}]})
