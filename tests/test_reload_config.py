@@ -185,3 +185,49 @@ async def test_sighup_changes_the_log_level_live(tmp_path: Path) -> None:
         await node.stop()
         await asyncio.sleep(0)
         structlog.reset_defaults()
+
+
+@pytest.mark.parametrize(
+    "section", [{"logging": {"log_whitelisted": True}}, {"policy": {"check_destination_realm": True}}],
+    ids=["log_whitelisted", "check_destination_realm"],
+)  # fmt: skip
+async def test_a_reload_that_rules_out_the_fast_path_applies_to_open_connections(
+    tmp_path: Path, section: dict[str, Any]
+) -> None:
+    """The fast path answers unlisted phones without logging them or comparing
+    Destination-Realm. A reload that turns on either must take it away from the
+    connections already open, not only from new ones: afterwards a whitelisted answer is
+    logged, and an ECR to another realm gets 3003 DIAMETER_REALM_NOT_SERVED."""
+    cfg: dict[str, Any] = node_config()
+    path = tmp_path / "eir.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    node = Node(load_config(path, environ={}), str(path))
+    await node.start()
+    try:
+        port = next(p for t, _, p in node.bound if t == "tcp")
+        m = await Mme.open("127.0.0.1", port)
+        try:
+            await status_of(m, UNLISTED)
+            fast_before = node.app.whitelisted_fast
+            assert fast_before >= 1  # it was served by the fast path
+            path.write_text(yaml.safe_dump({**cfg, **section}))
+            assert await node.reload()
+            with structlog.testing.capture_logs() as logs:
+                ans = await m.request(M.to_bytes(M.ecr(UNLISTED, destination_realm="elsewhere.test")))
+            assert node.app.whitelisted_fast == fast_before  # the full path answered
+            if "logging" in section:
+                assert ans.equipment_status == M.WHITELISTED
+                assert [e["status"] for e in logs if e["event"] == "verdict"] == ["WHITELISTED"]
+            else:
+                assert ans.result_code == 3003, ans
+        finally:
+            await m.close()
+    finally:
+        await node.stop()
+        await asyncio.sleep(0)
+
+
+async def status_of(m: Mme, imei: str) -> int | None:
+    ans = await m.request(M.to_bytes(M.ecr(imei)))
+    assert ans.result_code == 2001
+    return ans.equipment_status

@@ -2,14 +2,12 @@
 every listener, task and signal handler. Policy lives in the modules it wires.
 
 Start-up order (:meth:`Node.start`): the metrics/health server first, then the
-lists, then the S13 (Diameter) and N5g-eir listeners. Loading ten million IMEIs
-can take a minute; meanwhile ``/healthz`` answers 200, ``/readyz`` answers 503
-``loading: ...`` (which file, how many entries so far), ``/metrics`` works, and
-the Diameter and N5g-eir ports are not open yet, so a peer is refused rather than
-left waiting. List files are parsed in a thread (see :mod:`s13eir.lists.loading`),
-so the event loop keeps answering; Redis-backed lists load on the loop, which
-awaits Redis between steps. A load that fails closes the health server again and
-the error ends the process, as before.
+lists (:mod:`s13eir.node_lists`), then the S13 (Diameter) and N5g-eir listeners. Loading
+ten million IMEIs can take a minute; meanwhile ``/healthz`` answers 200, ``/readyz``
+answers 503 ``loading: ...``, ``/metrics`` works, and the Diameter and N5g-eir ports are
+not open yet, so a peer is refused rather than left waiting. A load that fails closes the
+health server again and the error ends the process. A reload (SIGHUP) applies what
+:func:`s13eir.config_reload.plan_reload` says can change live.
 """
 
 from __future__ import annotations
@@ -26,38 +24,30 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 
 from .backends.redis_client import connect
 from .config import Config, ConfigError
 from .config_loading import load_config
+from .config_reload import plan_reload
 from .diameter import dictionary as dictionary_mod
-from .diameter.capx import LocalIdentity, PeerEntry, PeerPolicy, admits
+from .diameter.capx import LocalIdentity, admits
 from .diameter.constants import (
-    APP_S13,
     DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU,
     DISCONNECT_REBOOTING,
     SUCCESS,
 )
-from .diameter.doic import Reporter
-from .diameter.peer import PeerRegistry, PeerSettings, PeerState
-from .diameter.screening import Screening
-from .lists.configured import load_snapshot
-from .lists.formats import ListFormatError
-from .lists.loading import in_thread
-from .lists.mmap_snapshot import load_mapped
-from .lists.progress import LoadProgress
+from .diameter.peer import PeerRegistry, PeerState
 from .lists.redis_store import RedisLists
 from .lists.snapshot import ListSnapshot
+from .node_lists import NodeLists, StartError
 from .observability.http import start_http
 from .observability.logs import get_logger, set_level
 from .observability.loop_lag import LoopLagProbe
 from .observability.metrics import Metrics
-from .observability.redact import redact_url
 from .overload import OverloadControl
 from .reporting import Reporting
 from .s13.application import MeIdentityCheck
-from .s13.eca import AUTH_SESSION_STATE_AVP
+from .s13.service import fast_paths, peer_policy, peer_settings, uses_fast_path
 from .sbi.n5g_eir import Check, lists_check
 from .sbi.server import SbiServer, start_sbi
 from .sbi.store_check import store_check
@@ -66,10 +56,6 @@ from .supervision import Supervisor
 from .transport.admission import AdmissionMonitor
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
-
-
-class StartError(Exception):
-    """The node cannot start (for instance, its lists cannot be loaded from Redis)."""
 
 
 def _local_addresses(config: Config) -> tuple[str, ...]:
@@ -117,9 +103,6 @@ class Node:
         # Every background task of the node (tests/test_supervision.py: no bare create_task).
         self.supervisor = Supervisor()
         self.metrics.add_source(self.supervisor.metrics)
-        # Set until start() has loaded the lists: /readyz reports it. Until then the
-        # embedded store answers from an empty snapshot, which no listener can reach.
-        self._loading: LoadProgress | None = LoadProgress()
         lists: ListSnapshot | RedisLists
         if config.store.backend == "redis":
             r = config.store.redis
@@ -148,40 +131,15 @@ class Node:
         self.app = MeIdentityCheck(self.local, lists, config.policy.decision_policy(), self.reporting.on_outcome,
                                    remote=self.redis_lists)  # fmt: skip
         self.metrics.set_fast_whitelisted_source(lambda: self.app.whitelisted_fast)
-        # The fast path logs nothing, so it only serves whitelisted answers that are not
-        # to be logged; it does not compare Destination-Realm, so it is off when that is checked.
-        use_fast = not (config.logging.log_whitelisted or config.policy.check_destination_realm)
+        # Until start() has loaded them (NodeLists.progress, on /readyz) the embedded store
+        # answers from an empty snapshot, which no listener can reach.
+        self.lists = NodeLists(config, shared=shared_lists, redis=self.redis_lists, metrics=self.metrics, log=self.log,
+                               install=self._install_lists, current=lambda: self.app_snapshot)  # fmt: skip
         self.registry = PeerRegistry()
         o = config.diameter.overload
         # The sequence number of DOIC reports must never go back: milliseconds since the epoch.
         self.overload = OverloadControl(o.settings(), int(time.time() * 1000))
-        self.settings = PeerSettings(
-            local=self.local,
-            policy=PeerPolicy.of(
-                [PeerEntry(p.origin_host, p.origin_realm, tuple(p.addresses)) for p in config.peers.list],
-                config.peers.allow_unknown,
-            ),
-            screening=Screening(
-                dictionary=self.dictionary,
-                origin_avps=self.local.origin_avps,
-                origin_host=self.local.origin_host,
-                origin_realm=self.local.origin_realm,
-                applications=frozenset({APP_S13}),
-                check_destination_realm=config.policy.check_destination_realm,
-                answer_extras={APP_S13: AUTH_SESSION_STATE_AVP},
-                max_avp_depth=config.diameter.max_avp_depth,
-            ),
-            applications={APP_S13: self.app},
-            registry=self.registry,
-            watchdog_interval=config.peers.watchdog_interval_s,
-            cer_timeout=config.diameter.cer_timeout_s,
-            dpa_timeout=config.diameter.dpa_timeout_s,
-            max_message_size=config.diameter.max_message_size,
-            fast_paths={APP_S13: self.app.fast_answer} if use_fast else {},
-            max_in_flight=config.diameter.max_in_flight_per_peer,
-            overload=self.overload,
-            doic=Reporter(self.overload),
-        )
+        self.settings = peer_settings(config, self.local, self.dictionary, self.app, self.registry, self.overload)
         self.connections: set[DiameterProtocol] = set()
         rl = self.redis_lists
         waiting = (lambda: rl.oldest_wait(asyncio.get_running_loop().time())) if rl is not None else None
@@ -202,6 +160,9 @@ class Node:
             return store_check(lambda: self.app.lists, lambda: self.app.policy, self.redis_lists)
         return lists_check(lambda: self.app_snapshot, lambda: self.app.policy)
 
+    def _install_lists(self, snapshot: ListSnapshot) -> None:
+        self.app.lists = snapshot
+
     @property
     def app_snapshot(self) -> ListSnapshot:
         lists = self.app.lists
@@ -220,7 +181,7 @@ class Node:
         """
         try:
             await self._start_http()
-            await self._load_lists()
+            await self.lists.load(health=self._http_url())
             await self._start_serving()
         except BaseException:
             await self.stop()
@@ -244,38 +205,6 @@ class Node:
         self.servers.append(http)
         addr = http.sockets[0].getsockname()
         self.bound.append(("http", str(addr[0]), int(addr[1])))
-
-    async def _load_lists(self) -> None:
-        progress = self._loading
-        assert progress is not None
-        started = time.perf_counter()
-        if self.redis_lists is not None:
-            progress.set_phase("reading the lists from Redis")
-            self.log.info("lists_loading", store="redis", health=self._http_url())
-            try:
-                await self.redis_lists.start()
-            except (RedisError, OSError) as e:
-                url = redact_url(self.config.store.redis.url)
-                raise StartError(f"cannot load the lists from Redis ({url}): {e}") from e
-        else:
-            shared, config = self.shared_lists, self.config
-            if shared:
-                progress.set_phase(f"mapping the shared list snapshot {shared}")
-                self.log.info("lists_loading", store="shared", path=shared, health=self._http_url())
-                snapshot = await in_thread(lambda: load_mapped(shared), "s13eir-lists")
-            else:
-                self.log.info("lists_loading", store="embedded", files=len(config.store.lists), health=self._http_url())
-                snapshot = await in_thread(lambda: load_snapshot(config, progress), "s13eir-lists")
-            # The thread is done with the snapshot, which is never modified after build():
-            # from here it belongs to the loop, like a reload's.
-            self.app.lists = snapshot
-            self.log.info(
-                "lists_loaded",
-                **snapshot.counts(),
-                memory_bytes=snapshot.memory_bytes(),
-                seconds=round(time.perf_counter() - started, 3),
-            )
-        self._loading = None
 
     def _http_url(self) -> str | None:
         return next((f"http://{a}:{p}" for t, a, p in self.bound if t == "http"), None)
@@ -343,7 +272,7 @@ class Node:
         Redis is away."""
         if self._stopping:
             return False, "shutting down"
-        loading = self._loading
+        loading = self.lists.progress
         if loading is not None:
             return False, f"loading: {loading.describe()}"
         if not any(t in ("tcp", "sctp") for t, _, _ in self.bound):
@@ -409,36 +338,16 @@ class Node:
             if self.worker_index:  # as cmd_serve set it up: worker i serves metrics on port + i
                 metrics = msgspec.structs.replace(new.metrics, port=new.metrics.port + self.worker_index)
                 new = msgspec.structs.replace(new, metrics=metrics)
-        if self.redis_lists is None:
-            snapshot = await self._reload_lists(new, force)
-            if snapshot is None:
-                return False
-            self.app.lists = snapshot
-            self.metrics.reloads_ok += 1
-            self.log.info("lists_reloaded", **snapshot.counts(), memory_bytes=snapshot.memory_bytes())
+        if not await self.lists.reload(new, force):
+            return False
         self._apply_config(new)
         return True
 
     def _apply_config(self, new: Config) -> None:
         """Apply the sections of ``new`` that can change live; name the others that changed."""
         old = self.config
-        replace = msgspec.structs.replace
-        logs = replace(old.logging, level=new.logging.level, log_whitelisted=new.logging.log_whitelisted,
-                       mask_imsi=new.logging.mask_imsi)  # fmt: skip
-        restart = [name for name in old.__struct_fields__ if name not in ("peers", "policy", "logging", "store", "sync")
-                   and getattr(old, name) != getattr(new, name)]  # fmt: skip
-        if logs != new.logging:
-            # The renderer is bound into every logger at start: a new format needs a restart.
-            restart.append("logging.format")
-        if replace(old.store, lists=new.store.lists) != new.store:
-            restart.append("store (other than store.lists)")
-        if replace(old.sync, guards=new.sync.guards) != new.sync:
-            restart.append("sync (other than sync.guards)")
-        self.config = config = replace(
-            old, peers=new.peers, policy=new.policy, logging=logs,
-            store=replace(old.store, lists=new.store.lists), sync=replace(old.sync, guards=new.sync.guards),
-        )  # fmt: skip
-        changed = [name for name in ("peers", "policy", "logging") if getattr(old, name) != getattr(config, name)]
+        plan = plan_reload(old, new)
+        self.config = self.lists.config = config = plan.config
         if config.logging != old.logging:
             if config.logging.level != old.logging.level:
                 set_level(config.logging.level)
@@ -450,11 +359,13 @@ class Node:
             )
             if self.sbi is not None:
                 self.sbi.set_policy(config.policy)
+        if uses_fast_path(config) != uses_fast_path(old):
+            self.settings.fast_paths = fast_paths(config, self.app)
+            for conn in self.connections:
+                if conn.core is not None:
+                    conn.core.refresh_fast_paths()
         if config.peers != old.peers:
-            policy = PeerPolicy.of(
-                [PeerEntry(p.origin_host, p.origin_realm, tuple(p.addresses)) for p in config.peers.list],
-                config.peers.allow_unknown,
-            )
+            policy = peer_policy(config.peers)
             self.settings.policy = policy
             self.settings.watchdog_interval = config.peers.watchdog_interval_s  # new connections
             for conn in list(self.connections):
@@ -466,37 +377,10 @@ class Node:
                 if code != SUCCESS:
                     self.log.warning("peer_removed", peer=peer.origin_host, reason=reason, action="DPR sent")
                     conn.stop(DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU)
-        if changed or restart:
-            self.log.info("config_reloaded", applied=changed, restart_needed=restart or None)
-
-    async def _reload_lists(self, config: Config, force: bool) -> ListSnapshot | None:
-        """The lists of ``config``, or None (logged, counted) when they cannot be used."""
-        try:
-            if self.shared_lists:
-                snapshot = load_mapped(self.shared_lists)  # the supervisor checked and wrote it
-            else:
-                snapshot = await asyncio.get_running_loop().run_in_executor(None, load_snapshot, config)
-        except (ListFormatError, OSError, ValueError) as exc:
-            self.metrics.reloads_failed += 1
-            self.log.error("lists_reload_failed", error=str(exc), kept=self.app_snapshot.counts())
-            return None
-        if not self.shared_lists:  # with --workers the supervisor applied the guards
-            from .lists.reload_guard import reload_refusals
-
-            refusals = reload_refusals(self.app_snapshot.counts(), snapshot.counts(), config.sync.guards)
-            if refusals and not force:
-                self.metrics.reloads_refused += 1
-                self.log.error(
-                    "lists_reload_refused",
-                    refused=refusals,
-                    kept=self.app_snapshot.counts(),
-                    offered=snapshot.counts(),
-                    override="send SIGUSR1 to load these files anyway",
-                )
-                return None
-            if refusals:
-                self.log.warning("lists_reload_forced", overridden=refusals)
-        return snapshot
+        if plan.applied or plan.restart_needed:
+            self.log.info(
+                "config_reloaded", applied=list(plan.applied), restart_needed=list(plan.restart_needed) or None
+            )
 
     async def stop(self, cause: int = DISCONNECT_REBOOTING) -> None:
         """Stop accepting, answer what is in flight, DPR to every open peer, wait for their

@@ -266,6 +266,11 @@ class PeerConnection:
         elif self.state is PeerState.WAIT_CER:
             self._close("shutting down")
 
+    def refresh_fast_paths(self) -> None:
+        """Take ``settings.fast_paths`` again (the owner changed them: a reload that rules a
+        fast path out applies to the connections already open)."""
+        self._fast = {app.to_bytes(4, "big"): fn for app, fn in self.settings.fast_paths.items()}
+
     def close_displaced(self) -> None:
         """Another connection from the same peer (restarted, new Origin-State-Id) replaced this one."""
         self._close("replaced by a new connection from the same peer")
