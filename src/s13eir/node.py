@@ -21,11 +21,10 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .backends.redis_client import connect
 from .config import Config, ConfigError
 from .config_loading import load_config
 from .config_reload import plan_reload
@@ -37,7 +36,6 @@ from .diameter.constants import (
     SUCCESS,
 )
 from .diameter.peer import PeerRegistry, PeerState
-from .lists.redis_store import RedisLists
 from .lists.snapshot import ListSnapshot
 from .node_lists import NodeLists, StartError
 from .observability.http import start_http
@@ -49,13 +47,15 @@ from .reporting import Reporting
 from .s13.application import MeIdentityCheck
 from .s13.service import fast_paths, peer_policy, peer_settings, uses_fast_path
 from .sbi.n5g_eir import Check, lists_check
-from .sbi.server import SbiServer, start_sbi
-from .sbi.store_check import store_check
-from .sightings.publisher import SightingPublisher
 from .supervision import Supervisor
 from .transport.admission import AdmissionMonitor
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
+
+if TYPE_CHECKING:  # each costs a few hundred milliseconds of start-up: imported when configured
+    from .lists.redis_store import RedisLists
+    from .sbi.server import SbiServer
+    from .sightings.publisher import SightingPublisher
 
 
 def _local_addresses(config: Config) -> tuple[str, ...]:
@@ -105,6 +105,9 @@ class Node:
         self.metrics.add_source(self.supervisor.metrics)
         lists: ListSnapshot | RedisLists
         if config.store.backend == "redis":
+            from .backends.redis_client import connect
+            from .lists.redis_store import RedisLists
+
             r = config.store.redis
             self.redis_lists = lists = RedisLists(
                 # The change-stream follower blocks in XREAD for up to a second: the socket
@@ -121,6 +124,8 @@ class Node:
             lists = ListSnapshot.empty()  # replaced by start() once the files are loaded
         self.sightings: SightingPublisher | None = None
         if config.events is not None:
+            from .sightings.publisher import SightingPublisher
+
             client_id = config.events.client_id or f"s13eir-{config.node.origin_host}"
             if worker_index is not None:
                 client_id += f"-w{worker_index}"  # the broker drops the older of two clients with one id
@@ -157,6 +162,8 @@ class Node:
     def _sbi_check(self) -> Check:
         """N5g-eir's verdicts from the lists and the policy of S13 (read per request)."""
         if self.redis_lists is not None:
+            from .sbi.store_check import store_check
+
             return store_check(lambda: self.app.lists, lambda: self.app.policy, self.redis_lists)
         return lists_check(lambda: self.app_snapshot, lambda: self.app.policy)
 
@@ -214,6 +221,8 @@ class Node:
         if self.sightings is not None:
             self.sightings.start(self.supervisor)
         if self.config.sbi is not None:
+            from .sbi.server import start_sbi
+
             sbi_cfg = self.config.sbi
             if self.worker_index and sbi_cfg.nrf.url:
                 # One NF instance towards the NRF: worker 0 registers it for all workers.

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
-
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .lists.configured import load_snapshot
@@ -23,11 +21,13 @@ from .lists.formats import ListFormatError
 from .lists.loading import in_thread
 from .lists.mmap_snapshot import load_mapped
 from .lists.progress import LoadProgress
-from .lists.redis_store import RedisLists
 from .lists.reload_guard import reload_refusals
 from .lists.snapshot import ListSnapshot
 from .observability.metrics import Metrics
 from .observability.redact import redact_url
+
+if TYPE_CHECKING:
+    from .lists.redis_store import RedisLists
 
 
 class StartError(Exception):
@@ -63,6 +63,8 @@ class NodeLists:
         if self.redis is not None:
             progress.set_phase("reading the lists from Redis")
             self.log.info("lists_loading", store="redis", health=health)
+            from redis.exceptions import RedisError
+
             try:
                 await self.redis.start()
             except (RedisError, OSError) as e:

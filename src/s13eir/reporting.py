@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from structlog.typing import FilteringBoundLogger
@@ -21,15 +21,17 @@ from .decision.model import EquipmentStatus
 from .diameter.capx import PeerInfo
 from .diameter.constants import TOO_BUSY
 from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
-from .lists.redis_store import RedisLists
 from .lists.snapshot import ListSnapshot
 from .observability.metrics import Metrics
 from .s13.application import Outcome
 from .sbi.n5g_eir import SbiOutcome
 from .sbi.report import outcome_logger
-from .sightings.publisher import SightingPublisher
 from .sightings.sighting import Sighting, verdict_name
-from .transport.tcp import DiameterProtocol
+
+if TYPE_CHECKING:  # the Redis client and MQTT cost most of a node's start-up: imported when used
+    from .lists.redis_store import RedisLists
+    from .sightings.publisher import SightingPublisher
+    from .transport.tcp import DiameterProtocol
 
 __all__ = ["NO_STATUS", "Reporting"]
 

@@ -6,13 +6,16 @@ applies its own policy). A node with embedded lists uses ``n5g_eir.lists_check``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from s13eir.decision.model import Facts, Verdict
 from s13eir.decision.policy import Policy, Refusal
-from s13eir.lists.redis_store import RedisLists
 from s13eir.lists.store_state import StoreUnavailable
 from s13eir.s13.application import Lists
 from s13eir.sbi.n5g_eir import Check
+
+if TYPE_CHECKING:
+    from s13eir.lists.redis_store import RedisLists
 
 __all__ = ["store_check"]
 
