@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from s13eir.config import Config, ConfigError, ListenConfig
+from s13eir.config import Config, ConfigError, ListenConfig, PeerConfig
 from s13eir.config_files import FilesMissing, NamedFile, check_files, file_problem, missing_files, named_files
 from s13eir.config_loading import config_from_mapping, load_config
 from s13eir.decision.model import ListKind, UnknownPolicy
@@ -57,8 +57,13 @@ def test_example_config_states_every_key() -> None:
 
     data = yaml.safe_load((CONFIG_DIR / "eir.yaml").read_text())
     cfg = config_from_mapping({"node": NODE})
-    for section in ("node", "diameter", "peers", "policy", "store", "logging", "metrics"):
+    for section in ("node", "diameter", "peers", "policy", "store", "logging", "metrics", "detection"):
         assert set(data[section]) == set(getattr(cfg, section).__struct_fields__), section
+    assert set(data["peers"]["list"][0]) == set(PeerConfig.__struct_fields__)
+    rules = cfg.detection.rules
+    for name in rules.__struct_fields__:
+        assert set(data["detection"]["rules"][name]) == set(getattr(rules, name).__struct_fields__), name
+    assert config_from_mapping(data, environ={}).detection == cfg.detection  # the defaults, spelt out
     assert set(data["listen"][0]) == set(ListenConfig.__struct_fields__)
 
 

@@ -1,4 +1,4 @@
-"""The ``s13eir`` command: serve, check, config check, load, lists, sync.
+"""The ``s13eir`` command: serve, check, config check, load, lists, sync, detect.
 
 Start-up time matters here (``--version``, ``check`` and ``config check`` are run by hand
 and by scripts), so this module imports only the standard library at the top: each
@@ -55,6 +55,12 @@ MODULE_COMMANDS = {
         "add_lists_parser",
         "cmd_lists",
         "the lists in Redis shared by the EIR nodes (store.backend: redis)",
+    ),
+    "detect": _Command(
+        "s13eir.detection_cli",
+        "add_detect_parser",
+        "cmd_detect",
+        "run the clone and tamper detection rules over a trace of checks",
     ),
     "sync": _Command(
         "s13eir.sync.process",

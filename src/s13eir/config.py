@@ -17,6 +17,7 @@ import msgspec
 
 from s13eir.decision.model import ListKind, UnknownPolicy
 from s13eir.decision.policy import ImeisvInImeiPolicy, MalformedImeiPolicy, Policy, StoreUnavailablePolicy
+from s13eir.detection.rules import DetectionConfig
 from s13eir.overload import OverloadSettings
 
 __all__ = [
@@ -134,10 +135,22 @@ class DiameterConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     overload: OverloadConfig = msgspec.field(default_factory=OverloadConfig)
 
 
+class LocationConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Where a peer serves (its pool's region and a point in it), for detection's
+    time/distance rule."""
+
+    region: NonEmptyStr
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+
+
 class PeerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     origin_host: NonEmptyStr
     origin_realm: NonEmptyStr
     addresses: tuple[str, ...] = ()
+    # s13: an MME (LTE); s13prime: an SGSN (2G/3G). Detection reads the radio access from it.
+    interface: Literal["s13", "s13prime"] = "s13"
+    location: LocationConfig | None = None
 
 
 class PeersConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -347,6 +360,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     sbi: SbiConfig | None = None
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
     events: EventsConfig | None = None  # off when absent
+    detection: DetectionConfig = msgspec.field(default_factory=DetectionConfig)
 
     @property
     def host_ip_addresses(self) -> tuple[str, ...]:

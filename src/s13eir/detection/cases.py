@@ -1,0 +1,75 @@
+"""Cases: the findings on one IMEI, gathered. Pure.
+
+A finding opens the case of its IMEI or updates it: the rules that tripped (with how
+often), the strongest action among them, first and last finding, every IMSI involved and
+the observations that tripped the rules (the first ``MAX_EVIDENCE``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .detector import Finding
+from .observation import Observation
+from .rules import Action
+
+MAX_EVIDENCE = 20
+_STRENGTH = {Action.OBSERVE: 0, Action.NOTIFY: 1, Action.GREYLIST: 2, Action.BLOCK: 3}
+
+
+@dataclass
+class Case:
+    imei14: str
+    first: float
+    last: float
+    action: Action
+    rules: dict[str, int] = field(default_factory=dict)
+    imsis: dict[str, None] = field(default_factory=dict)  # in order of appearance
+    evidence: list[Observation] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "imei": self.imei14,
+            "action": self.action.value,
+            "rules": dict(self.rules),
+            "first": self.first,
+            "last": self.last,
+            "imsis": list(self.imsis),
+            "details": list(self.details),
+            "evidence": [
+                {"t": o.t, "imsi": o.imsi, "peer": o.peer, "rat": o.rat.value, "sv": o.sv} for o in self.evidence
+            ],
+        }
+
+
+class Cases:
+    def __init__(self) -> None:
+        self._by_imei: dict[str, Case] = {}
+
+    def add(self, finding: Finding) -> Case:
+        case = self._by_imei.get(finding.imei14)
+        if case is None:
+            case = self._by_imei[finding.imei14] = Case(finding.imei14, finding.t, finding.t, finding.action)
+        case.last = max(case.last, finding.t)
+        case.rules[finding.rule] = case.rules.get(finding.rule, 0) + 1
+        if _STRENGTH[finding.action] > _STRENGTH[case.action]:
+            case.action = finding.action
+        for imsi in finding.imsis:
+            case.imsis[imsi] = None
+        for obs in finding.evidence:
+            if len(case.evidence) < MAX_EVIDENCE and obs not in case.evidence:
+                case.evidence.append(obs)
+        if len(case.details) < MAX_EVIDENCE:
+            case.details.append(f"{finding.rule}: {finding.detail}")
+        return case
+
+    def __len__(self) -> int:
+        return len(self._by_imei)
+
+    def get(self, imei14: str) -> Case | None:
+        return self._by_imei.get(imei14)
+
+    def all(self) -> list[Case]:
+        return sorted(self._by_imei.values(), key=lambda c: (c.first, c.imei14))
