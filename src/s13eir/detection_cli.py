@@ -18,6 +18,7 @@ from .config import Config
 from .detection.cases import Cases
 from .detection.detector import Detector
 from .detection.observation import Location, Rat
+from .detection.tac_db import TacDatabase, TacFileError, read_tac_file
 from .detection.trace import TraceError, TracePeer, read_trace
 
 EXPIRE_EVERY_S = 3600.0  # of trace time: state past every window is dropped this often
@@ -27,6 +28,7 @@ def add_detect_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = sub.add_parser("detect", help="run the clone and tamper detection rules over a trace of checks")
     p.add_argument("--trace", required=True, help="CSV: t,imei,imsi,peer[,sv] (t in seconds, in time order)")
     p.add_argument("--config", default="config/eir.yaml", help="the peers (interface, location) and detection rules")
+    p.add_argument("--tacs", default=None, help="the GSMA TAC database (pipe-separated), for the TAC rules")
     p.add_argument("--json", action="store_true", help="print the cases and the counts as JSON")
 
 
@@ -41,11 +43,16 @@ def trace_peers(config: Config) -> dict[str, TracePeer]:
     return out
 
 
-def run_trace(config: Config, path: str) -> tuple[Cases, dict[str, Any]]:
+def read_tacs(path: str) -> TacDatabase:
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return read_tac_file(f, path)
+
+
+def run_trace(config: Config, path: str, tacs: TacDatabase | None = None) -> tuple[Cases, dict[str, Any]]:
     peers = trace_peers(config)
     locations = {host: p.location for host, p in peers.items() if p.location is not None}
-    detector = Detector(config.detection, locations)
-    cases = Cases()
+    detector = Detector(config.detection, locations, tacs.info if tacs is not None else None)
+    cases = Cases(tacs.info if tacs is not None else None)
     findings: dict[str, int] = {}
     sightings = 0
     started = time.perf_counter()
@@ -76,20 +83,22 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     try:
-        cases, summary = run_trace(config, args.trace)
-    except TraceError as exc:
+        tacs = read_tacs(args.tacs) if args.tacs else None
+        cases, summary = run_trace(config, args.trace, tacs)
+    except (TraceError, TacFileError) as exc:
         print(f"s13eir detect: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"s13eir detect: {args.trace}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"s13eir detect: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"summary": summary, "cases": [c.as_dict() for c in cases.all()]}))
         return 0
     for case in cases.all():
         rules = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in case.rules.items())
+        model = f"  {case.model}" if case.model else ""
         print(f"{case.imei14}  {case.action.value:<8}  {len(case.imsis)} IMSI(s)  "
-              f"t {case.first:g}-{case.last:g}  {rules}")  # fmt: skip
+              f"t {case.first:g}-{case.last:g}  {rules}{model}")  # fmt: skip
         for detail in case.details[:3]:
             print(f"    {detail}")
     rate = summary["sightings_per_second"]

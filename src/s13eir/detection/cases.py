@@ -7,11 +7,12 @@ the observations that tripped the rules (the first ``MAX_EVIDENCE``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .detector import Finding
-from .observation import Observation
+from .observation import Observation, TacInfo
 from .rules import Action
 
 MAX_EVIDENCE = 20
@@ -28,10 +29,14 @@ class Case:
     imsis: dict[str, None] = field(default_factory=dict)  # in order of appearance
     evidence: list[Observation] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
+    model: str | None = None  # from the TAC database, when there is one
+    device_type: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "imei": self.imei14,
+            "model": self.model,
+            "device_type": self.device_type,
             "action": self.action.value,
             "rules": dict(self.rules),
             "first": self.first,
@@ -45,13 +50,17 @@ class Case:
 
 
 class Cases:
-    def __init__(self) -> None:
+    def __init__(self, tac_info: Callable[[str], TacInfo | None] | None = None) -> None:
         self._by_imei: dict[str, Case] = {}
+        self._tac_info = tac_info
 
     def add(self, finding: Finding) -> Case:
         case = self._by_imei.get(finding.imei14)
         if case is None:
             case = self._by_imei[finding.imei14] = Case(finding.imei14, finding.t, finding.t, finding.action)
+            info = self._tac_info(finding.imei14[:8]) if self._tac_info is not None else None
+            if info is not None:
+                case.model, case.device_type = info.model, info.device_type
         case.last = max(case.last, finding.t)
         case.rules[finding.rule] = case.rules.get(finding.rule, 0) + 1
         if _STRENGTH[finding.action] > _STRENGTH[case.action]:

@@ -21,6 +21,7 @@ from .observation import Location, Observation, Rat, TacInfo, distance_km
 from .rules import DAY_S, Action, DetectionConfig
 
 _EXTRA_IMSIS = 8  # kept past a count threshold, for the case's evidence
+_MAX_UNKNOWN_TACS = 1_000_000  # TACs not in the database whose first sighting is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class Detector:
         self.locations = locations
         self.tac_info = tac_info
         self._devices: dict[str, _Device] = {}
+        self._unknown_tacs: dict[str, float] = {}  # TAC not in the database -> first seen
         r = self.rules
         windows = [r.distinct_imsis.window_days * DAY_S, r.daily_average.period_days * DAY_S,
                    r.time_distance.window_hours * 3600, r.concurrent_use.within_s]  # fmt: skip
@@ -82,6 +84,7 @@ class Detector:
         found = list(self._identifier(obs, dev))
         found += self._software(obs, dev)
         found += self._technology(obs, dev)
+        found += self._tac_not_found(obs, dev)
         if obs.imsi is not None:
             found += self._counts(obs, dev)
             found += self._pairs(obs, dev)
@@ -150,6 +153,23 @@ class Detector:
             can = ", ".join(sorted(r.value for r in info.rats))
             yield from self._finding(dev, "unexpected_technology", obs.rat, obs, _imsis(obs), (obs,),
                                      f"{info.model} ({can}) seen on {obs.rat.value}")  # fmt: skip
+
+    def _tac_not_found(self, obs: Observation, dev: _Device) -> Iterator[Finding]:
+        rule = self.rules.tac_not_found
+        if not rule.enabled or self.tac_info is None:
+            return
+        code = tac(obs.imei14)
+        if self.tac_info(code) is not None:
+            return
+        first = self._unknown_tacs.get(code)
+        if first is None:
+            if len(self._unknown_tacs) >= _MAX_UNKNOWN_TACS:
+                return
+            first = self._unknown_tacs[code] = obs.t
+        delay = rule.delay_days.get(code[:2], rule.default_delay_days)
+        if obs.t - first >= delay * DAY_S:
+            detail = f"TAC {code} not in the TAC database {delay:g} days after its first sighting"
+            yield from self._finding(dev, "tac_not_found", code, obs, _imsis(obs), (obs,), detail)
 
     def _counts(self, obs: Observation, dev: _Device) -> Iterator[Finding]:
         imsi = obs.imsi

@@ -90,6 +90,21 @@ class UnexpectedTechnology(_Rule, frozen=True, kw_only=True):
     database (DIRBS ``inconsistent_rat``). Off until a TAC database is configured."""
 
 
+def _dirbs_delays() -> dict[str, float]:
+    return {"00": 32, "01": 40, "35": 20, "86": 19, "91": 20, "99": 69}
+
+
+class TacNotFound(_Rule, frozen=True, kw_only=True):
+    """A TAC the GSMA database does not have (DIRBS ``gsma_not_found``), once it has been
+    on the network longer than its reporting body's publication delay: a TAC is allocated
+    weeks before the database carries it, so a new model is not a forgery. The delays
+    (days, by the TAC's first two digits) are DIRBS's defaults. Off until a TAC database
+    is given."""
+
+    delay_days: dict[str, float] = msgspec.field(default_factory=_dirbs_delays)
+    default_delay_days: Positive = 30.0
+
+
 class SoftwareVersion(_Rule, frozen=True, kw_only=True):
     """Software versions worth a look: SVN 99, reserved by TS 23.003 §6.2.2, which no
     manufacturer assigns; and a downgrade, an IMEI seen with a lower SVN after a higher
@@ -107,6 +122,7 @@ class Rules(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     concurrent_use: ConcurrentUse = msgspec.field(default_factory=ConcurrentUse)
     invalid_identifier: InvalidIdentifier = msgspec.field(default_factory=InvalidIdentifier)
     unexpected_technology: UnexpectedTechnology = msgspec.field(default_factory=UnexpectedTechnology)
+    tac_not_found: TacNotFound = msgspec.field(default_factory=TacNotFound)
     software_version: SoftwareVersion = msgspec.field(default_factory=SoftwareVersion)
 
 
