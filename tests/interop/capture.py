@@ -6,14 +6,16 @@ the peer through the relay; writes every frame of both directions, in order, to
 
 * ``otp``: the Erlang/OTP ``diameter`` MME of ``test_otp_diameter.py``;
 * ``freediameter``: freeDiameterd as a relay agent (DRA) between the python-diameter MME
-  of ``test_freediameter.py`` and s13eir (what is recorded is freeDiameter's leg).
+  of ``test_freediameter.py`` and s13eir (what is recorded is freeDiameter's leg);
+* ``tshark``: the raw session of ``test_tshark.py`` (protocol-error requests, a DWR, a
+  DPR), whose capture Wireshark's dissector reads there.
 
 ``tests/diameter/test_interop_fixtures.py`` replays the peer's requests against the
 sans-IO peer, so that their encoding (AVP order, flags, padding, a relay's Route-Record)
 stays covered where Erlang or freeDiameter is not installed. Run it again when a peer or
 its cases change:
 
-    .venv/bin/python -m tests.interop.capture otp|freediameter
+    .venv/bin/python -m tests.interop.capture otp|freediameter|tshark
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from tests.conftest import free_port, start_eir_process, stop_eir_process
 from tests.interop.test_freediameter import DRA_PEERS, RELAY_CASES, relay_session
 from tests.interop.test_otp_diameter import SESSION_CASES, _otp_diameter_available, run_otp_mme
+from tests.interop.test_tshark import raw_session
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -131,7 +134,28 @@ def capture_freediameter() -> dict[str, object]:
     }
 
 
-CAPTURES = {"otp": capture_otp, "freediameter": capture_freediameter}
+def capture_tshark() -> dict[str, object]:
+    """test_tshark.py's raw session (python-diameter's CER, the protocol-error ECRs, a DWR
+    and a DPR), the one whose capture tshark dissects."""
+    config = {"policy": {"unknown_imei": "unknown"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        eir = start_eir_process(Path(tmp), **config)
+        cases: list[str] = []
+        try:
+            peer, eir_frames = _recorded(eir.port, lambda port: cases.extend(raw_session(port)[0]))
+        finally:
+            stop_eir_process(eir)
+    return {
+        "peer": "python-diameter, test_tshark.py's raw session (protocol errors), through a recording relay",
+        "config": config,
+        "raw": True,  # its requests are not all ECRs of the cases: compared by bytes only
+        "cases": [[c] for c in cases],
+        "mme": peer,
+        "eir": eir_frames,
+    }
+
+
+CAPTURES = {"otp": capture_otp, "freediameter": capture_freediameter, "tshark": capture_tshark}
 
 
 if __name__ == "__main__":
