@@ -53,6 +53,7 @@ from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
 
 if TYPE_CHECKING:  # each costs a few hundred milliseconds of start-up: imported when configured
+    from .detection_service import DetectionService
     from .lists.redis_store import RedisLists
     from .sbi.server import SbiServer
     from .sightings.publisher import SightingPublisher
@@ -136,6 +137,13 @@ class Node:
         self.app = MeIdentityCheck(self.local, lists, config.policy.decision_policy(), self.reporting.on_outcome,
                                    remote=self.redis_lists)  # fmt: skip
         self.metrics.set_fast_whitelisted_source(lambda: self.app.whitelisted_fast)
+        self.detection: DetectionService | None = None
+        if config.detection.enabled:
+            from .detection_service import DetectionService
+
+            self.detection = DetectionService(config, get_logger("s13eir.detection"))
+            self.app.recorder = self.reporting.recorder = self.detection.recorder
+            self.metrics.add_source(self.detection.metrics)
         # Until start() has loaded them (NodeLists.progress, on /readyz) the embedded store
         # answers from an empty snapshot, which no listener can reach.
         self.lists = NodeLists(config, shared=shared_lists, redis=self.redis_lists, metrics=self.metrics, log=self.log,
@@ -208,7 +216,8 @@ class Node:
         self._start_loop_lag()
         if not self.config.metrics.enabled:
             return
-        http = await start_http(self.config.metrics.address, self.config.metrics.port, self.metrics, self.ready)
+        routes = self.detection.route if self.detection is not None else None
+        http = await start_http(self.config.metrics.address, self.config.metrics.port, self.metrics, self.ready, routes)
         self.servers.append(http)
         addr = http.sockets[0].getsockname()
         self.bound.append(("http", str(addr[0]), int(addr[1])))
@@ -220,6 +229,9 @@ class Node:
         loop = asyncio.get_running_loop()
         if self.sightings is not None:
             self.sightings.start(self.supervisor)
+        if self.detection is not None:
+            self.detection.announce()
+            self.supervisor.start("detection", self.detection.run)
         if self.config.sbi is not None:
             from .sbi.server import start_sbi
 

@@ -18,6 +18,7 @@ from structlog.typing import FilteringBoundLogger
 from .config import Config
 from .decision.masking import mask_entry, mask_imsi
 from .decision.model import EquipmentStatus
+from .detection.recorder import Recorder
 from .diameter.capx import PeerInfo
 from .diameter.constants import TOO_BUSY
 from .diameter.events import Event, PeerClosed, PeerOpened, PeerRejected, ProtocolError, WatchdogChanged
@@ -47,6 +48,7 @@ class Reporting:
         self.sightings = sightings
         self.redis_lists = redis_lists
         self.app_snapshot = snapshot  # the embedded lists in force (their Bloom counters)
+        self.recorder: Recorder | None = None  # detection's queue, when detection is on
         self._log_sbi: Callable[[SbiOutcome], None] = lambda outcome: None
         self.configure(config)
         metrics.set_bloom_source(self._bloom_stats)
@@ -67,6 +69,9 @@ class Reporting:
         self._log_sbi = outcome_logger(self.log, log_whitelisted=self._log_white, mask=self._mask)
 
     def on_sbi_outcome(self, outcome: SbiOutcome) -> None:
+        if self.recorder is not None and outcome.imei14 is not None:
+            # The AMF is not identified in the request: no location, 5G by the interface.
+            self.recorder.record(outcome.imei14, outcome.imsi, None, outcome.pei, "amf", "n5g-eir")
         self._log_sbi(outcome)
         self._sbi_sighting(outcome)
 

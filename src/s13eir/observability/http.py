@@ -45,17 +45,21 @@ _REASONS = {
 }
 
 Ready = Callable[[], tuple[bool, str]]
+Routes = Callable[[bytes], tuple[int, str, bytes] | None]
 
 
-async def start_http(address: str, port: int, metrics: Metrics | SourceMetrics, ready: Ready) -> asyncio.Server:
+async def start_http(
+    address: str, port: int, metrics: Metrics | SourceMetrics, ready: Ready, routes: Routes | None = None
+) -> asyncio.Server:
     """Listen on ``address:port`` (port 0 picks a free one: see ``server.sockets``).
 
     ``ready()`` returns (ready, reason); the reason is the body of a 503 from /readyz.
+    ``routes(path)`` answers further paths (status, content type, body), or None.
     """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await _serve_one(reader, writer, metrics, ready)
+            await _serve_one(reader, writer, metrics, ready, routes)
         except (TimeoutError, ConnectionError):
             pass  # the client went away or stopped reading: nothing to answer
         finally:
@@ -68,7 +72,11 @@ async def start_http(address: str, port: int, metrics: Metrics | SourceMetrics, 
 
 
 async def _serve_one(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metrics: Metrics | SourceMetrics, ready: Ready
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    metrics: Metrics | SourceMetrics,
+    ready: Ready,
+    routes: Routes | None = None,
 ) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
@@ -91,7 +99,8 @@ async def _serve_one(
     if method not in (b"GET", b"HEAD"):
         await _respond(writer, 405, TEXT, b"method not allowed\n", head_only=False, extra=(("Allow", "GET, HEAD"),))
         return
-    status, ctype, body = _route(path, metrics, ready)
+    found = routes(path) if routes is not None else None
+    status, ctype, body = found if found is not None else _route(path, metrics, ready)
     await _respond(writer, status, ctype, body, head_only=method == b"HEAD")
 
 

@@ -15,6 +15,7 @@ import msgspec
 
 from ..decision.model import NO_FACTS, REMOTE, EquipmentStatus, Facts, NeedRemote, Verdict
 from ..decision.policy import OUTAGE_DETAIL, Policy, Refusal
+from ..detection.recorder import Recorder
 from ..diameter import avp as avpcodec
 from ..diameter.answers import error_answer
 from ..diameter.avp import Avp, decode_avps
@@ -116,6 +117,9 @@ class MeIdentityCheck:
         # Whitelisted answers of the fast path: counted here, read by the metrics at scrape
         # time (the other answers are reported through on_outcome).
         self.whitelisted_fast = 0
+        # Detection's queue (s13eir.detection.recorder), when detection is on: every
+        # answered ECR is left there, the fast path's whitelisted ones included.
+        self.recorder: Recorder | None = None
         self.eca = EcaBuilder(local)
         # By (peer, frame length): a few, since ECRs of one length can differ in layout
         # (a 14-digit IMEI pads to the length of a 15-digit one). Keyed by id(): a reused
@@ -159,6 +163,8 @@ class MeIdentityCheck:
             verdict = self.policy.verdict(cast(Facts, facts), ecr.imsi, ecr.imei14)
         if verdict.status is _WHITELISTED:
             self.whitelisted_fast += 1
+            if self.recorder is not None:
+                self.recorder.record(ecr.imei14, ecr.imsi, ecr.software_version, ecr.imei, ecr.origin_host, "s13")
             return self.eca.from_template(frame, ecr.session_id_avp, verdict)
         return self._fast_answer(frame, ecr.session_id_avp, query_of(ecr), verdict, peer)
 
@@ -245,6 +251,8 @@ class MeIdentityCheck:
         return out
 
     def _report(self, verdict: Verdict, query: EcrQuery, peer: PeerInfo, detail: str) -> None:
+        if self.recorder is not None and query.imei14 is not None:
+            self.recorder.record(query.imei14, query.imsi, query.software_version, query.imei, query.origin_host, "s13")
         if self.on_outcome is not None:
             code = SUCCESS if verdict.status is not None else ERROR_EQUIPMENT_UNKNOWN
             self.on_outcome(Outcome(code, verdict, query, detail), peer)

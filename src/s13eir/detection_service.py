@@ -1,0 +1,128 @@
+"""Detection in a running node: the checks the answer path left in the recorder are
+drained every 100 ms into the detection core, off the answer path, and its findings kept
+as cases, counted per rule and served on the metrics port (``/cases``, ``/cases/<imei>``).
+
+This node's cases are its own: the state is not shared with other nodes yet, so a clone
+seen on two nodes is two partial views. Actions other than ``observe`` are not applied
+live yet (a finding becomes a case and a metric, and ``notify``/``greylist``/``block`` are
+logged once at start as not applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .config import Config
+from .decision.masking import mask_imsi
+from .detection.cases import Cases
+from .detection.detector import Detector
+from .detection.observation import Location, Observation, Rat
+from .detection.recorder import Raw, Recorder
+from .detection.rules import Action
+
+DRAIN_EVERY_S = 0.1
+BATCH = 5000  # observations per turn of the loop, between yields
+EXPIRE_EVERY_S = 600.0
+_INTERFACES = {"s13": Rat.EUTRAN, "s13prime": Rat.GERAN_UTRAN}
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+class DetectionService:
+    def __init__(self, config: Config, log: Any) -> None:
+        self.config = config
+        self.log = log
+        self.recorder = Recorder()
+        self.rats = {p.origin_host.lower(): _INTERFACES[p.interface] for p in config.peers.list}
+        locations = {p.origin_host.lower(): Location(p.location.region, p.location.lat, p.location.lon)
+                     for p in config.peers.list if p.location is not None}  # fmt: skip
+        self.detector = Detector(config.detection, locations)
+        self.cases = Cases()
+        self.findings: dict[str, int] = {}
+        self.observed = 0
+        self._next_expiry = 0.0
+        self._mask = config.logging.mask_imsi
+
+    def announce(self) -> None:
+        rules = self.config.detection.rules
+        live = [n for n in rules.__struct_fields__ if getattr(rules, n).enabled]
+        pending = [n for n in live if getattr(rules, n).action is not Action.OBSERVE]
+        self.log.info("detection_started", rules=live)
+        if pending:
+            self.log.warning("detection_actions_not_applied", rules=pending,
+                             detail="findings become cases and metrics; no list change is made live yet")  # fmt: skip
+
+    async def run(self) -> None:
+        """Drain the recorder until cancelled (supervised: a failure is restarted)."""
+        while True:
+            await asyncio.sleep(DRAIN_EVERY_S)
+            while len(self.recorder):
+                self.process(self.recorder.take(BATCH), time.time())
+                await asyncio.sleep(0)
+
+    def process(self, batch: list[Raw], now: float) -> None:
+        if now >= self._next_expiry:
+            self.detector.expire(now)
+            self._next_expiry = now + EXPIRE_EVERY_S
+        for imei14, imsi, sv, imei, host, interface in batch:
+            peer = (_text(host) or "").lower()
+            rat = Rat.NR if interface == "n5g-eir" else self.rats.get(peer, Rat.EUTRAN)
+            sent = _text(imei)
+            obs = Observation(now, imei14, imsi, peer, rat, _text(sv), sent if sent and len(sent) == 15 else None)
+            self.observed += 1
+            for finding in self.detector.observe(obs, now):
+                self.findings[finding.rule] = self.findings.get(finding.rule, 0) + 1
+                case = self.cases.add(finding)
+                self.log.warning("detection_finding", rule=finding.rule, imei=finding.imei14,
+                                 action=finding.action.value, detail=finding.detail,
+                                 imsis=[self._imsi(i) for i in finding.imsis], rules=list(case.rules))  # fmt: skip
+
+    def _imsi(self, imsi: str) -> str:
+        return (mask_imsi(imsi) or imsi) if self._mask else imsi
+
+    # -- the metrics port ---------------------------------------------------------------
+
+    def route(self, path: bytes) -> tuple[int, str, bytes] | None:
+        """``/cases`` (all, JSON) and ``/cases/<imei>``; None for any other path."""
+        if path == b"/cases":
+            body = {"cases": [self._case(c.as_dict()) for c in self.cases.all()]}
+            return 200, "application/json", json.dumps(body).encode()
+        if path.startswith(b"/cases/"):
+            case = self.cases.get(path[7:].decode("ascii", "replace")[:14])
+            if case is None:
+                return 404, "application/json", b'{"error": "no case for this IMEI"}'
+            return 200, "application/json", json.dumps(self._case(case.as_dict())).encode()
+        return None
+
+    def _case(self, case: dict[str, Any]) -> dict[str, Any]:
+        if self._mask:
+            case["imsis"] = [self._imsi(i) for i in case["imsis"]]
+            for e in case["evidence"]:
+                e["imsi"] = self._imsi(e["imsi"]) if e["imsi"] else None
+        return case
+
+    def metrics(self) -> Iterable[Metric]:
+        seen = CounterMetricFamily("s13eir_detection_sightings", "Checks fed to the detection rules")
+        seen.add_metric([], self.observed)
+        yield seen
+        dropped = CounterMetricFamily("s13eir_detection_dropped", "Checks dropped before detection (queue full)")
+        dropped.add_metric([], self.recorder.dropped)
+        yield dropped
+        found = CounterMetricFamily("s13eir_detection_findings", "Findings of the detection rules", labels=["rule"])
+        for rule, n in sorted(self.findings.items()):
+            found.add_metric([rule], n)
+        yield found
+        cases = GaugeMetricFamily("s13eir_detection_cases", "IMEIs with an open detection case")
+        cases.add_metric([], len(self.cases))
+        yield cases
+        devices = GaugeMetricFamily("s13eir_detection_devices", "IMEIs whose recent checks detection keeps")
+        devices.add_metric([], len(self.detector))
+        yield devices
