@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from .errors import LineError
 from .observation import Rat, TacInfo
 
 MANDATORY = ("TAC", "Manufacturer", "Bands", "Allocation Date", "Device Type")
@@ -33,10 +34,8 @@ _RAT_WORDS = (
 )  # fmt: skip
 
 
-class TacFileError(ValueError):
-    def __init__(self, source: str, line: int, message: str) -> None:
-        super().__init__(f"{source}:{line}: {message}")
-        self.source, self.line, self.message = source, line, message
+class TacFileError(LineError):
+    pass
 
 
 @dataclass(frozen=True, slots=True)

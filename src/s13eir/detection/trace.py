@@ -14,15 +14,14 @@ import csv
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from .errors import LineError
 from .observation import Location, Observation, Rat
 
 HEADERS = (("t", "imei", "imsi", "peer"), ("t", "imei", "imsi", "peer", "sv"))
 
 
-class TraceError(ValueError):
-    def __init__(self, source: str, line: int, message: str) -> None:
-        super().__init__(f"{source}:{line}: {message}")
-        self.source, self.line, self.message = source, line, message
+class TraceError(LineError):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
