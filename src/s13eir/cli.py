@@ -230,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "check":
             return cmd_check(args)
+        if args.command == "load" and getattr(args, "trace", None):
+            from .replay import cmd_replay
+
+            return cmd_replay(args, *_peer(args))
         if args.command in MODULE_COMMANDS:
             return MODULE_COMMANDS[args.command].run(args)
         return cmd_config_check(args)

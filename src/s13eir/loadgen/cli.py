@@ -205,6 +205,13 @@ def add_load_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, help="seed for the IMEIs, IMSIs and ids drawn (default: random, reported)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="replay a trace of checks (t,imei,imsi,peer[,sv], as s13eir detect reads) in trace time instead: "
+        "one MME per peer of the trace, each row an ECR at t/--speedup seconds",
+    )
+    p.add_argument("--speedup", type=float, default=1.0, metavar="X", help="with --trace: X times trace time")
+    p.add_argument(
         "--no-live", action="store_true", help="plain output: no live display (also when stdout is not a terminal)"
     )
     p.add_argument(
