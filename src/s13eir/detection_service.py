@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from .config import Config
 from .decision.masking import mask_imsi
 from .detection.cases import Cases
-from .detection.detector import Detector
+from .detection.detector import REPEAT_S, Detector
 from .detection.observation import Location, Observation, Rat
 from .detection.recorder import Raw, Recorder
 from .detection.rules import Action
@@ -49,6 +49,7 @@ class DetectionService:
         self.findings: dict[str, int] = {}
         self.observed = 0
         self._next_expiry = 0.0
+        self._fed: dict[str, tuple[Raw, float]] = {}  # IMEI -> its last check fed to the core, and when
         self._mask = config.logging.mask_imsi
 
     def announce(self) -> None:
@@ -72,7 +73,17 @@ class DetectionService:
         if now >= self._next_expiry:
             self.detector.expire(now)
             self._next_expiry = now + EXPIRE_EVERY_S
-        for imei14, imsi, sv, imei, host, interface in batch:
+            self._fed.clear()
+        fed = self._fed
+        for raw in batch:
+            imei14, imsi, sv, imei, host, interface = raw
+            # The core skips a repeat of a phone's last check within REPEAT_S; skipping it
+            # here, before any decoding, is most of the cost saved. One check a minute per
+            # unchanged phone still reaches the core, which keeps its state alive.
+            last = fed.get(imei14)
+            if last is not None and last[0] == raw and now - last[1] < REPEAT_S:
+                continue
+            fed[imei14] = (raw, now)
             peer = (_text(host) or "").lower()
             rat = Rat.NR if interface == "n5g-eir" else self.rats.get(peer, Rat.EUTRAN)
             sent = _text(imei)
