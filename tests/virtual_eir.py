@@ -12,7 +12,6 @@ runs on the event loop's clock, as the TCP adapter arms it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 from typing import Any
 
@@ -116,7 +115,7 @@ class VirtualEir:
     def __init__(self, config: Config) -> None:
         self.node = Node(config)
         self.node.app.lists = load_snapshot(config)
-        self.settings = dataclasses.replace(self.node.settings)
+        self.settings = self.node.settings
         self.rng = random.Random(1)
 
     def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -17,6 +17,7 @@ import msgspec
 
 from s13eir.decision.model import ListKind, UnknownPolicy
 from s13eir.decision.policy import ImeisvInImeiPolicy, MalformedImeiPolicy, Policy, StoreUnavailablePolicy
+from s13eir.detection.observation import Location, PeerSite, Rat
 from s13eir.detection.rules import DetectionConfig
 from s13eir.overload import OverloadSettings
 
@@ -158,6 +159,16 @@ class PeersConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # RFC 3539 §3.4.1: Tw must not be set below 6 seconds.
     watchdog_interval_s: Annotated[float, msgspec.Meta(ge=6)] = 30.0
     list: tuple[PeerConfig, ...] = ()
+
+    def sites(self) -> dict[str, PeerSite]:
+        """What detection knows of each peer, by Origin-Host in lower case."""
+        return {
+            p.origin_host.lower(): PeerSite(
+                Rat.GERAN_UTRAN if p.interface == "s13prime" else Rat.EUTRAN,
+                Location(p.location.region, p.location.lat, p.location.lon) if p.location is not None else None,
+            )
+            for p in self.list
+        }
 
 
 class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

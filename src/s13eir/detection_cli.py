@@ -17,9 +17,8 @@ from typing import Any
 from .config import Config
 from .detection.cases import Cases
 from .detection.detector import Detector
-from .detection.observation import Location, Rat
 from .detection.tac_db import TacDatabase, TacFileError, read_tac_file
-from .detection.trace import TraceError, TracePeer, read_trace
+from .detection.trace import TraceError, read_trace
 
 EXPIRE_EVERY_S = 3600.0  # of trace time: state past every window is dropped this often
 
@@ -32,24 +31,13 @@ def add_detect_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--json", action="store_true", help="print the cases and the counts as JSON")
 
 
-def trace_peers(config: Config) -> dict[str, TracePeer]:
-    out = {}
-    for p in config.peers.list:
-        loc = p.location
-        out[p.origin_host] = TracePeer(
-            Rat.GERAN_UTRAN if p.interface == "s13prime" else Rat.EUTRAN,
-            Location(loc.region, loc.lat, loc.lon) if loc is not None else None,
-        )
-    return out
-
-
 def read_tacs(path: str) -> TacDatabase:
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
         return read_tac_file(f, path)
 
 
 def run_trace(config: Config, path: str, tacs: TacDatabase | None = None) -> tuple[Cases, dict[str, Any]]:
-    peers = trace_peers(config)
+    peers = config.peers.sites()
     locations = {host: p.location for host, p in peers.items() if p.location is not None}
     detector = Detector(config.detection, locations, tacs.info if tacs is not None else None)
     cases = Cases(tacs.info if tacs is not None else None)

@@ -22,14 +22,13 @@ from .config import Config
 from .decision.masking import mask_imsi
 from .detection.cases import Cases
 from .detection.detector import REPEAT_S, Detector
-from .detection.observation import Location, Observation, Rat
+from .detection.observation import Observation, Rat
 from .detection.recorder import Raw, Recorder
 from .detection.rules import Action
 
 DRAIN_EVERY_S = 0.1
 BATCH = 5000  # observations per turn of the loop, between yields
 EXPIRE_EVERY_S = 600.0
-_INTERFACES = {"s13": Rat.EUTRAN, "s13prime": Rat.GERAN_UTRAN}
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -41,9 +40,9 @@ class DetectionService:
         self.config = config
         self.log = log
         self.recorder = Recorder()
-        self.rats = {p.origin_host.lower(): _INTERFACES[p.interface] for p in config.peers.list}
-        locations = {p.origin_host.lower(): Location(p.location.region, p.location.lat, p.location.lon)
-                     for p in config.peers.list if p.location is not None}  # fmt: skip
+        sites = config.peers.sites()
+        self.rats = {host: site.rat for host, site in sites.items()}
+        locations = {host: site.location for host, site in sites.items() if site.location is not None}
         self.detector = Detector(config.detection, locations)
         self.cases = Cases()
         self.findings: dict[str, int] = {}

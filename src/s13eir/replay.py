@@ -22,8 +22,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .checker import ClientError, Initiator, read_answer
-from .detection.observation import Observation, Rat
-from .detection.trace import TraceError, TracePeer, read_trace
+from .detection.observation import Observation, PeerSite, Rat
+from .detection.trace import TraceError, read_trace
 from .diameter.constants import DISCONNECT_REBOOTING
 from .diameter.initiator import Messages
 from .loadgen import wire
@@ -31,12 +31,12 @@ from .loadgen import wire
 _MASK32 = 0xFFFFFFFF
 
 
-class _AnyPeer(Mapping[str, TracePeer]):
+class _AnyPeer(Mapping[str, PeerSite]):
     """Every Origin-Host is a peer here: the EIR decides whom it admits."""
 
-    _peer = TracePeer(Rat.EUTRAN, None)
+    _peer = PeerSite(Rat.EUTRAN, None)
 
-    def __getitem__(self, key: str) -> TracePeer:
+    def __getitem__(self, key: str) -> PeerSite:
         return self._peer
 
     def __iter__(self) -> Iterator[str]:

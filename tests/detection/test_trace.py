@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from s13eir.detection.observation import Location, Rat
-from s13eir.detection.trace import TraceError, TracePeer, read_trace
+from s13eir.detection.observation import Location, PeerSite, Rat
+from s13eir.detection.trace import TraceError, read_trace
 from tests.conftest import node_config
 
-PEERS = {"mme-mad": TracePeer(Rat.EUTRAN, Location("Madrid", 40.4168, -3.7038)),
-         "sgsn-bcn": TracePeer(Rat.GERAN_UTRAN, Location("Barcelona", 41.3874, 2.1686))}  # fmt: skip
+PEERS = {"mme-mad": PeerSite(Rat.EUTRAN, Location("Madrid", 40.4168, -3.7038)),
+         "sgsn-bcn": PeerSite(Rat.GERAN_UTRAN, Location("Barcelona", 41.3874, 2.1686))}  # fmt: skip
 
 
 def rows(*lines: str, header: str = "t,imei,imsi,peer,sv") -> list[str]:

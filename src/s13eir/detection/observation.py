@@ -35,6 +35,15 @@ def distance_km(a: Location, b: Location) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerSite:
+    """What detection knows of a peer: the radio access its checks come over, and where
+    it serves (None: unknown, the time/distance rule skips it)."""
+
+    rat: Rat
+    location: Location | None
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """One check, as the detection rules read it. ``t`` is epoch seconds (or trace
     seconds); ``imei15`` is the IMEI as sent when it was the 15-digit form with its

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 from .errors import LineError
-from .observation import Location, Observation, Rat
+from .observation import Observation, PeerSite
 
 HEADERS = (("t", "imei", "imsi", "peer"), ("t", "imei", "imsi", "peer", "sv"))
 
@@ -24,13 +23,9 @@ class TraceError(LineError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class TracePeer:
-    rat: Rat
-    location: Location | None
-
-
-def read_trace(lines: Iterable[str], source: str, peers: Mapping[str, TracePeer]) -> Iterator[Observation]:
+def read_trace(lines: Iterable[str], source: str, peers: Mapping[str, PeerSite]) -> Iterator[Observation]:
+    """The observations of a trace; ``peers`` by Origin-Host in lower case (Diameter
+    identities compare without regard to case), as ``PeersConfig.sites`` gives them."""
     rows = csv.reader(lines)
     header = next(rows, None)
     if header is None or tuple(h.strip() for h in header) not in HEADERS:
@@ -42,6 +37,7 @@ def read_trace(lines: Iterable[str], source: str, peers: Mapping[str, TracePeer]
         if len(row) != len(header):
             raise TraceError(source, number, f"{len(row)} fields, the header has {len(header)}")
         t_text, imei, imsi, peer = (f.strip() for f in row[:4])
+        peer = peer.lower()
         sv = row[4].strip() or None if len(row) == 5 else None
         try:
             t = float(t_text)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import avp as enc
+from . import base_messages
 from .avp import AvpLengthError, decode_avps, read_u32
 from .constants import (
     APP_S13,
@@ -145,12 +146,13 @@ class BaseEncoder(Protocol):
 class Messages:
     """An MME's base messages in s13eir's own codec (CER advertising S13, DWA, DPA, DPR)."""
 
-    __slots__ = ("origin_host", "origin_realm", "state_id")
+    __slots__ = ("origin_avps", "origin_host", "origin_realm", "state_id")
 
     def __init__(self, origin_host: str, origin_realm: str, state_id: int) -> None:
         self.origin_host = origin_host
         self.origin_realm = origin_realm
         self.state_id = state_id
+        self.origin_avps = enc.utf8(AVP_ORIGIN_HOST, origin_host) + enc.utf8(AVP_ORIGIN_REALM, origin_realm)
 
     def cer(self, host_ip: str, hop_by_hop: int, end_to_end: int, *, product: str = "s13eir") -> bytes:
         """RFC 6733 §5.3.1 with S13 in a Vendor-Specific-Application-Id (TS 29.272 §7.1)."""
@@ -164,8 +166,7 @@ class Messages:
             hop_by_hop,
             end_to_end,
             [
-                enc.utf8(AVP_ORIGIN_HOST, self.origin_host),
-                enc.utf8(AVP_ORIGIN_REALM, self.origin_realm),
+                self.origin_avps,
                 enc.address(AVP_HOST_IP_ADDRESS, host_ip),
                 enc.u32(AVP_VENDOR_ID, 0),
                 enc.utf8(AVP_PRODUCT_NAME, product, mandatory=False),
@@ -179,27 +180,13 @@ class Messages:
     def dwa(self, request: Header) -> bytes:
         # RFC 6733 §5.5.2: Origin-State-Id MAY be in a DWA; an MME sends it so that the
         # EIR sees a restart without waiting for the next CER.
-        return self._answer(request, enc.u32(AVP_ORIGIN_STATE_ID, self.state_id))
+        return base_messages.dwa(request, self.origin_avps, self.state_id)
 
     def dpa(self, request: Header) -> bytes:
-        return self._answer(request)
-
-    def _answer(self, request: Header, *extra: bytes) -> bytes:
-        avps = [
-            enc.u32(AVP_RESULT_CODE, SUCCESS),
-            enc.utf8(AVP_ORIGIN_HOST, self.origin_host),
-            enc.utf8(AVP_ORIGIN_REALM, self.origin_realm),
-            *extra,
-        ]
-        return base_message(0, request.command_code, request.hop_by_hop, request.end_to_end, avps)
+        return base_messages.dpa(request, self.origin_avps)
 
     def dpr(self, cause: int, hop_by_hop: int, end_to_end: int) -> bytes:
-        avps = [
-            enc.utf8(AVP_ORIGIN_HOST, self.origin_host),
-            enc.utf8(AVP_ORIGIN_REALM, self.origin_realm),
-            enc.u32(AVP_DISCONNECT_CAUSE, cause),
-        ]
-        return base_message(FLAG_REQUEST, CMD_DISCONNECT_PEER, hop_by_hop, end_to_end, avps)
+        return base_messages.dpr(self.origin_avps, cause, hop_by_hop, end_to_end)
 
 
 class InitiatorConnection:

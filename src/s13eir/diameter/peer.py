@@ -247,7 +247,9 @@ class PeerConnection:
             if self._watchdog.state is not before:
                 self._events.append(WatchdogChanged(self._watchdog.state.value))
             if action is WatchdogAction.SEND_DWR:
-                self._out.append(base_messages.dwr(self.settings.local, self._next_id(), self._next_id()))
+                local = self.settings.local
+                self._out.append(base_messages.dwr(local.origin_avps, local.origin_state_id, self._next_id(),
+                                                   self._next_id()))  # fmt: skip
             elif action is WatchdogAction.CLOSE:
                 self._close("watchdog: no answer to DWR")
             return
@@ -260,7 +262,9 @@ class PeerConnection:
     def stop(self, now: float, cause: int = DISCONNECT_REBOOTING) -> None:
         """Local shutdown: R-Open, Stop -> R-Snd-DPR -> Closing."""
         if self.state is PeerState.OPEN:
-            self._out.append(base_messages.dpr(self.settings.local, cause, self._next_id(), self._next_id()))
+            self._out.append(
+                base_messages.dpr(self.settings.local.origin_avps, cause, self._next_id(), self._next_id())
+            )
             self.state = PeerState.CLOSING
             self._deadline = now + self.settings.dpa_timeout
         elif self.state is PeerState.WAIT_CER:
@@ -420,10 +424,10 @@ class PeerConnection:
             return
         local = self.settings.local
         if code == CMD_DEVICE_WATCHDOG:
-            self._out.append(base_messages.dwa(header, local))
+            self._out.append(base_messages.dwa(header, local.origin_avps, local.origin_state_id))
         elif code == CMD_DISCONNECT_PEER:
             # R-Open, R-Rcv-DPR: R-Snd-DPA, then the connection goes down.
-            self._out.append(base_messages.dpa(header, local))
+            self._out.append(base_messages.dpa(header, local.origin_avps))
             self._close("DPR received")
         else:
             # R-Open, R-Rcv-CER: R-Snd-CEA (capabilities re-announced on an open connection).

@@ -177,6 +177,8 @@ class ListWriter(ChangeApplication):
             finally:
                 for task in scans:
                     task.cancel()
+                # The first failure is raised; the other scan's own end is collected here.
+                await asyncio.gather(*scans, return_exceptions=True)
             count, checksum = results[0]
             if cur is not None:
                 current_count, removals = results[1]
