@@ -2,10 +2,12 @@
 drained every 100 ms into the detection core, off the answer path, and its findings kept
 as cases, counted per rule and served on the metrics port (``/cases``, ``/cases/<imei>``).
 
-This node's cases are its own: the state is not shared with other nodes yet, so a clone
-seen on two nodes is two partial views. Actions other than ``observe`` are not applied
-live yet (a finding becomes a case and a metric, and ``notify``/``greylist``/``block`` are
-logged once at start as not applied).
+With the embedded store the state and the cases are the node's own. With Redis
+(``store.backend: redis``) they are the cluster's (:mod:`s13eir.detection_shared`): every
+node's checks of one IMEI meet in one state, a finding is made once, and any node serves
+every case. Actions other than ``observe`` are not applied live yet (a finding becomes a
+case and a metric, and ``notify``/``greylist``/``block`` are logged once at start as not
+applied).
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .backends.redis_client import AnyRedis
 from .config import Config
 from .decision.masking import mask_imsi
-from .detection.cases import Cases
-from .detection.detector import REPEAT_S, Detector
+from .detection.cases import Case, Cases
+from .detection.detector import REPEAT_S, Detector, Finding
 from .detection.observation import Observation, Rat
 from .detection.recorder import Raw, Recorder
 from .detection.rules import Action
+from .detection_shared import RedisError, SharedDetection
 
 DRAIN_EVERY_S = 0.1
 BATCH = 5000  # observations per turn of the loop, between yields
@@ -36,7 +40,7 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 class DetectionService:
-    def __init__(self, config: Config, log: Any) -> None:
+    def __init__(self, config: Config, log: Any, redis: AnyRedis | None = None) -> None:
         self.config = config
         self.log = log
         self.recorder = Recorder()
@@ -45,8 +49,12 @@ class DetectionService:
         locations = {host: site.location for host, site in sites.items() if site.location is not None}
         self.detector = Detector(config.detection, locations)
         self.cases = Cases()
+        self.shared = (SharedDetection(redis, config.store.redis.prefix, self.detector, config.detection.cache_entries)
+                       if redis is not None else None)  # fmt: skip
         self.findings: dict[str, int] = {}
         self.observed = 0
+        self.store_dropped = 0  # checks not applied because Redis could not be reached
+        self._store_down = False
         self._next_expiry = 0.0
         self._fed: dict[str, tuple[Raw, float]] = {}  # IMEI -> its last check fed to the core, and when
         self._mask = config.logging.mask_imsi
@@ -65,15 +73,42 @@ class DetectionService:
         while True:
             await asyncio.sleep(DRAIN_EVERY_S)
             while len(self.recorder):
-                self.process(self.recorder.take(BATCH), time.time())
+                await self.process(self.recorder.take(BATCH), time.time())
                 await asyncio.sleep(0)
 
-    def process(self, batch: list[Raw], now: float) -> None:
+    async def process(self, batch: list[Raw], now: float) -> None:
+        observations = self._observations(batch, now)
+        if not observations:
+            return
+        if self.shared is None:
+            found = [f for o in observations for f in self.detector.observe(o, now)]
+            self._found(found, [self.cases.add(f) for f in found])
+            return
+        try:
+            found = await self.shared.observe(observations, now)
+            self._found(found, [])
+            cases = await self.shared.add_cases(found) if found else []
+        except (RedisError, OSError) as exc:
+            self.store_dropped += len(observations)
+            if not self._store_down:
+                self._store_down = True
+                self.log.error("detection_store_unavailable", error=str(exc) or type(exc).__name__,
+                               action="checks are counted as dropped until Redis answers; answers go on")  # fmt: skip
+            return
+        if self._store_down:
+            self._store_down = False
+            self.log.info("detection_store_available", dropped=self.store_dropped)
+        for case in cases:
+            self.log.info("detection_case", imei=case.imei14, rules=case.rules, status=case.status)
+
+    def _observations(self, batch: list[Raw], now: float) -> list[Observation]:
         if now >= self._next_expiry:
-            self.detector.expire(now)
+            if self.shared is None:
+                self.detector.expire(now)  # shared states expire in Redis (their TTL)
             self._next_expiry = now + EXPIRE_EVERY_S
             self._fed.clear()
         fed = self._fed
+        out = []
         for raw in batch:
             imei14, imsi, sv, imei, host, interface = raw
             # The core skips a repeat of a phone's last check within REPEAT_S; skipping it
@@ -86,31 +121,43 @@ class DetectionService:
             peer = (_text(host) or "").lower()
             rat = Rat.NR if interface == "n5g-eir" else self.rats.get(peer, Rat.EUTRAN)
             sent = _text(imei)
-            obs = Observation(now, imei14, imsi, peer, rat, _text(sv), sent if sent and len(sent) == 15 else None)
-            self.observed += 1
-            for finding in self.detector.observe(obs, now):
-                self.findings[finding.rule] = self.findings.get(finding.rule, 0) + 1
-                case = self.cases.add(finding)
-                self.log.warning("detection_finding", rule=finding.rule, imei=finding.imei14,
-                                 action=finding.action.value, detail=finding.detail,
-                                 imsis=[self._imsi(i) for i in finding.imsis], rules=list(case.rules))  # fmt: skip
+            out.append(Observation(now, imei14, imsi, peer, rat, _text(sv), sent if sent and len(sent) == 15 else None))
+        self.observed += len(out)
+        return out
+
+    def _found(self, found: list[Finding], cases: list[Case]) -> None:
+        for i, finding in enumerate(found):
+            self.findings[finding.rule] = self.findings.get(finding.rule, 0) + 1
+            extra = {"rules": list(cases[i].rules)} if cases else {}
+            self.log.warning("detection_finding", rule=finding.rule, imei=finding.imei14,
+                             action=finding.action.value, detail=finding.detail,
+                             imsis=[self._imsi(i) for i in finding.imsis], **extra)  # fmt: skip
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.redis.aclose()
 
     def _imsi(self, imsi: str) -> str:
         return (mask_imsi(imsi) or imsi) if self._mask else imsi
 
     # -- the metrics port ---------------------------------------------------------------
 
-    def route(self, path: bytes) -> tuple[int, str, bytes] | None:
+    async def route(self, path: bytes) -> tuple[int, str, bytes] | None:
         """``/cases`` (all, JSON) and ``/cases/<imei>``; None for any other path."""
-        if path == b"/cases":
-            body = {"cases": [self._case(c.as_dict()) for c in self.cases.all()]}
-            return 200, "application/json", json.dumps(body).encode()
-        if path.startswith(b"/cases/"):
-            case = self.cases.get(path[7:].decode("ascii", "replace")[:14])
-            if case is None:
-                return 404, "application/json", b'{"error": "no case for this IMEI"}'
-            return 200, "application/json", json.dumps(self._case(case.as_dict())).encode()
-        return None
+        if path != b"/cases" and not path.startswith(b"/cases/"):
+            return None
+        try:
+            if path == b"/cases":
+                cases = self.cases.all() if self.shared is None else await self.shared.all()
+                body = {"cases": [self._case(c.as_dict()) for c in cases]}
+                return 200, "application/json", json.dumps(body).encode()
+            imei = path[7:].decode("ascii", "replace")[:14]
+            case = self.cases.get(imei) if self.shared is None else await self.shared.get(imei)
+        except (RedisError, OSError):
+            return 503, "application/json", b'{"error": "the detection store (Redis) does not answer"}'
+        if case is None:
+            return 404, "application/json", b'{"error": "no case for this IMEI"}'
+        return 200, "application/json", json.dumps(self._case(case.as_dict())).encode()
 
     def _case(self, case: dict[str, Any]) -> dict[str, Any]:
         if self._mask:
@@ -123,16 +170,26 @@ class DetectionService:
         seen = CounterMetricFamily("s13eir_detection_sightings", "Checks fed to the detection rules")
         seen.add_metric([], self.observed)
         yield seen
-        dropped = CounterMetricFamily("s13eir_detection_dropped", "Checks dropped before detection (queue full)")
-        dropped.add_metric([], self.recorder.dropped)
+        dropped = CounterMetricFamily("s13eir_detection_dropped", "Checks dropped before detection",
+                                      labels=["reason"])  # fmt: skip
+        dropped.add_metric(["queue"], self.recorder.dropped)  # the recorder was full
+        dropped.add_metric(["store"], self.store_dropped)  # Redis could not be reached
+        if self.shared is not None:
+            dropped.add_metric(["conflict"], self.shared.unresolved)  # still contended after MAX_ROUNDS
         yield dropped
         found = CounterMetricFamily("s13eir_detection_findings", "Findings of the detection rules", labels=["rule"])
         for rule, n in sorted(self.findings.items()):
             found.add_metric([rule], n)
         yield found
-        cases = GaugeMetricFamily("s13eir_detection_cases", "IMEIs with an open detection case")
-        cases.add_metric([], len(self.cases))
-        yield cases
-        devices = GaugeMetricFamily("s13eir_detection_devices", "IMEIs whose recent checks detection keeps")
-        devices.add_metric([], len(self.detector))
-        yield devices
+        if self.shared is None:
+            cases = GaugeMetricFamily("s13eir_detection_cases", "IMEIs with a detection case")
+            cases.add_metric([], len(self.cases))
+            yield cases
+            devices = GaugeMetricFamily("s13eir_detection_devices", "IMEIs whose recent checks detection keeps")
+            devices.add_metric([], len(self.detector))
+            yield devices
+        else:  # the cluster's counts live in Redis; scraping does not ask it
+            conflicts = CounterMetricFamily("s13eir_detection_conflicts",
+                                            "Device states written again after another node changed them")  # fmt: skip
+            conflicts.add_metric([], self.shared.conflicts)
+            yield conflicts

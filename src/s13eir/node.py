@@ -141,7 +141,13 @@ class Node:
         if config.detection.enabled:
             from .detection_service import DetectionService
 
-            self.detection = DetectionService(config, get_logger("s13eir.detection"))
+            detection_redis = None
+            if config.store.backend == "redis":
+                from .backends.redis_client import connect
+
+                # Its own client: a slow detection batch never queues behind list lookups.
+                detection_redis = connect(config.store.redis, timeout_s=2.0)
+            self.detection = DetectionService(config, get_logger("s13eir.detection"), detection_redis)
             self.app.recorder = self.reporting.recorder = self.detection.recorder
             self.metrics.add_source(self.detection.metrics)
         # Until start() has loaded them (NodeLists.progress, on /readyz) the embedded store
@@ -441,6 +447,8 @@ class Node:
             if left:
                 self.log.warning("sightings_undelivered", count=left)
         await self.supervisor.stop()
+        if self.detection is not None:
+            await self.detection.close()
         self._stopped.set()
         self.log.info("stopped")
 

@@ -97,7 +97,8 @@ async def test_a_clone_across_two_mmes_becomes_a_case() -> None:
         metrics = (await http_get(rn, "/metrics"))[1].decode()
         assert 's13eir_detection_findings_total{rule="time_distance"} 1.0' in metrics
         assert "s13eir_detection_sightings_total 3.0" in metrics
-        assert "s13eir_detection_dropped_total 0.0" in metrics
+        assert 's13eir_detection_dropped_total{reason="queue"} 0.0' in metrics
+        assert 's13eir_detection_dropped_total{reason="store"} 0.0' in metrics
 
 
 async def test_the_answers_are_those_of_a_node_without_detection() -> None:

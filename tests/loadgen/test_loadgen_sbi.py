@@ -41,9 +41,16 @@ async def test_sbi_load_against_an_eir(tmp_path: Path, loop: tuple[str, str], un
     assert result.keys() >= JSON_KEYS
     assert result["errors"] == 0, (result["error_kinds"], result["error_examples"])
     assert result["mismatches"] == 0, result["mismatch_examples"]
-    assert result["timeouts"] == 0
-    assert result["requests"] > 0 and result["answers"] == result["requests"]
-    assert rc == 0
+    if loop[0] == "--rate":
+        # Open loop over HTTP/2: a request due while the node's SETTINGS_MAX_CONCURRENT_STREAMS
+        # (128) are all open is not sent, and counted as dropped (and as a timeout). On a loaded
+        # machine a stall of a few hundred ms does that; every other request must be answered.
+        assert result["timeouts"] == result["dropped"]
+        assert result["answers"] == result["requests"] - result["dropped"] > 0
+    else:
+        assert result["timeouts"] == 0
+        assert result["requests"] > 0 and result["answers"] == result["requests"]
+    assert rc == (0 if result["timeouts"] == 0 else 1)  # a drop fails the run, as a timeout does
     codes = result["result_codes"]
     assert sum(codes.values()) == result["answers"]
     assert {"http-200", "http-400"} <= codes.keys()

@@ -3,20 +3,26 @@ findings it makes, ``expire(now)`` forgets what every window has left behind. Ti
 an argument, as in the protocol core: a live node passes its clock, ``s13eir detect``
 the trace's. Pure.
 
-State is kept per IMEI and bounded: the IMSIs seen in the longest count window (at most
-a few more than the threshold), the IMSIs per day over the averaging period, the last
+State is kept per IMEI (:class:`DeviceState`, a value that a node sharing detection
+keeps in Redis) and bounded: the IMSIs seen in the longest count window (at most a few
+more than the threshold), the IMSIs per day over the averaging period, the last
 ``max_recent`` observations for the pairwise rules, and the highest software version.
+A check in the same context as the one before it (IMSI, peer, radio access, software
+version, IMEI as sent) replaces it in the recent observations instead of adding one: the
+pairwise rules look for a different IMSI, and of a run of one IMSI on one peer the latest
+is the one nearest in time, so a rule trips on the run exactly when it trips on its
+latest; an ordinary phone keeps one observation, not ``max_recent``.
 A rule reports once per new piece of evidence (a new IMSI past the threshold, a new pair
 of IMSIs, a new day over the average), not on every later sighting.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from ..decision.imei import luhn_check_digit, tac
+from .device import DeviceState
 from .observation import Location, Observation, Rat, TacInfo, distance_km
 from .rules import DAY_S, Action, DetectionConfig
 
@@ -48,18 +54,6 @@ def is_test_tac(imei14: str) -> bool:
     return (nxt == "10" and 1 <= int(imei14[4:6]) <= 17) or nxt in ("44", "86", "91")
 
 
-class _Device:
-    __slots__ = ("days", "imsis", "last", "max_svn", "recent", "reported")
-
-    def __init__(self, max_recent: int) -> None:
-        self.recent: deque[Observation] = deque(maxlen=max_recent)
-        self.imsis: dict[str, float] = {}  # IMSI -> last seen, oldest first
-        self.days: dict[int, set[str]] = {}  # day number -> IMSIs seen that day
-        self.reported: set[tuple[str, object]] = set()  # (rule, evidence key) already reported
-        self.max_svn: int | None = None
-        self.last = 0.0
-
-
 class Detector:
     def __init__(
         self,
@@ -71,7 +65,7 @@ class Detector:
         self.rules = config.rules
         self.locations = locations
         self.tac_info = tac_info
-        self._devices: dict[str, _Device] = {}
+        self._devices: dict[str, DeviceState] = {}
         self._unknown_tacs: dict[str, float] = {}  # TAC not in the database -> first seen
         r = self.rules
         windows = [r.distinct_imsis.window_days * DAY_S, r.daily_average.period_days * DAY_S,
@@ -84,13 +78,19 @@ class Detector:
     def observe(self, obs: Observation, now: float) -> list[Finding]:
         dev = self._devices.get(obs.imei14)
         if dev is None:
-            dev = self._devices[obs.imei14] = _Device(self.config.max_recent)
-        elif dev.recent:
+            dev = self._devices[obs.imei14] = DeviceState(self.config.max_recent)
+        return self.apply(dev, obs, now)
+
+    def new_state(self) -> DeviceState:
+        return DeviceState(self.config.max_recent)
+
+    def apply(self, dev: DeviceState, obs: Observation, now: float) -> list[Finding]:
+        """Apply one observation to ``dev`` (changed in place); the findings it makes."""
+        if dev.recent:
             # The same phone, SIM, peer and software version as its last check, a moment
             # later (an attach then a tracking-area update): nothing any rule has not seen.
             last = dev.recent[-1]
-            if (obs.t - last.t < REPEAT_S and obs.imsi == last.imsi and obs.peer == last.peer
-                    and obs.sv == last.sv and obs.rat is last.rat and obs.imei15 == last.imei15
+            if (obs.t - last.t < REPEAT_S and _same_context(obs, last)
                     and int(obs.t // DAY_S) == int(last.t // DAY_S)):  # fmt: skip
                 dev.last = max(dev.last, obs.t, now)
                 return []
@@ -101,7 +101,10 @@ class Detector:
         if obs.imsi is not None:
             found += self._counts(obs, dev)
             found += self._pairs(obs, dev)
-        dev.recent.append(obs)
+        if dev.recent and _same_context(obs, dev.recent[-1]) and obs.t >= dev.recent[-1].t:
+            dev.recent[-1] = obs  # the latest of a run stands for it (see the module's note)
+        else:
+            dev.recent.append(obs)
         dev.last = max(dev.last, obs.t, now)
         return found
 
@@ -115,15 +118,16 @@ class Detector:
 
     # -- the rules ----------------------------------------------------------------------
 
-    def _finding(self, dev: _Device, rule: str, key: object, obs: Observation, imsis: tuple[str, ...],
+    def _finding(self, dev: DeviceState, rule: str, key: object, obs: Observation, imsis: tuple[str, ...],
                  evidence: tuple[Observation, ...], detail: str) -> Iterator[Finding]:  # fmt: skip
-        if (rule, key) in dev.reported:
+        k = _key(rule, key)
+        if k in dev.reported:
             return
-        dev.reported.add((rule, key))
+        dev.reported.add(k)
         action = getattr(self.rules, rule).action
         yield Finding(rule, action, obs.imei14, obs.t, imsis, evidence, detail)
 
-    def _identifier(self, obs: Observation, dev: _Device) -> Iterator[Finding]:
+    def _identifier(self, obs: Observation, dev: DeviceState) -> Iterator[Finding]:
         rule = self.rules.invalid_identifier
         if not rule.enabled:
             return
@@ -141,7 +145,7 @@ class Detector:
         if why is not None:
             yield from self._finding(dev, "invalid_identifier", why, obs, _imsis(obs), (obs,), why)
 
-    def _software(self, obs: Observation, dev: _Device) -> Iterator[Finding]:
+    def _software(self, obs: Observation, dev: DeviceState) -> Iterator[Finding]:
         rule = self.rules.software_version
         sv = obs.sv
         if not rule.enabled or sv is None or not (len(sv) == 2 and sv.isascii() and sv.isdigit()):
@@ -157,7 +161,7 @@ class Detector:
                                      f"SVN {svn:02d} after {dev.max_svn:02d}")  # fmt: skip
         dev.max_svn = svn if dev.max_svn is None else max(dev.max_svn, svn)
 
-    def _technology(self, obs: Observation, dev: _Device) -> Iterator[Finding]:
+    def _technology(self, obs: Observation, dev: DeviceState) -> Iterator[Finding]:
         rule = self.rules.unexpected_technology
         if not rule.enabled or self.tac_info is None:
             return
@@ -167,7 +171,7 @@ class Detector:
             yield from self._finding(dev, "unexpected_technology", obs.rat, obs, _imsis(obs), (obs,),
                                      f"{info.model} ({can}) seen on {obs.rat.value}")  # fmt: skip
 
-    def _tac_not_found(self, obs: Observation, dev: _Device) -> Iterator[Finding]:
+    def _tac_not_found(self, obs: Observation, dev: DeviceState) -> Iterator[Finding]:
         rule = self.rules.tac_not_found
         if not rule.enabled or self.tac_info is None:
             return
@@ -184,7 +188,7 @@ class Detector:
             detail = f"TAC {code} not in the TAC database {delay:g} days after its first sighting"
             yield from self._finding(dev, "tac_not_found", code, obs, _imsis(obs), (obs,), detail)
 
-    def _counts(self, obs: Observation, dev: _Device) -> Iterator[Finding]:
+    def _counts(self, obs: Observation, dev: DeviceState) -> Iterator[Finding]:
         imsi = obs.imsi
         assert imsi is not None
         distinct, daily = self.rules.distinct_imsis, self.rules.daily_average
@@ -203,7 +207,7 @@ class Detector:
             imsis = tuple(dev.imsis)
             yield from self._finding(dev, "distinct_imsis", imsi, obs, imsis, (obs,),
                                      f"{len(imsis)} IMSIs within {distinct.window_days:g} days")  # fmt: skip
-            dev.reported.update(("distinct_imsis", i) for i in imsis)  # each reported: only a new one reports again
+            dev.reported.update(_key("distinct_imsis", i) for i in imsis)  # each reported: only a new one reports again
         # the average of distinct IMSIs per seen day
         day = int(obs.t // DAY_S)
         dev.days.setdefault(day, set())
@@ -219,7 +223,7 @@ class Detector:
                 yield from self._finding(dev, "daily_average", day, obs, imsis, (obs,),
                                          f"{average:.2f} IMSIs a day over {len(dev.days)} days")  # fmt: skip
 
-    def _pairs(self, obs: Observation, dev: _Device) -> Iterator[Finding]:
+    def _pairs(self, obs: Observation, dev: DeviceState) -> Iterator[Finding]:
         imsi = obs.imsi
         assert imsi is not None
         td, cu = self.rules.time_distance, self.rules.concurrent_use
@@ -261,6 +265,16 @@ class Detector:
                         (earlier, prior, obs),
                         f"{imsi} and {other} in turn within {obs.t - earlier.t:,.0f} s",
                     )
+
+
+def _same_context(a: Observation, b: Observation) -> bool:
+    return a.imsi == b.imsi and a.peer == b.peer and a.sv == b.sv and a.rat is b.rat and a.imei15 == b.imei15
+
+
+def _key(rule: str, key: object) -> str:
+    """The evidence key as the state keeps it: ``rule:part,part``."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return rule + ":" + ",".join(p.value if isinstance(p, Rat) else str(p) for p in parts)
 
 
 def _imsis(obs: Observation) -> tuple[str, ...]:

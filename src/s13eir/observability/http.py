@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from s13eir.observability.metrics import Metrics, SourceMetrics, render
 
@@ -45,7 +45,9 @@ _REASONS = {
 }
 
 Ready = Callable[[], tuple[bool, str]]
-Routes = Callable[[bytes], tuple[int, str, bytes] | None]
+Answer = tuple[int, str, bytes]
+# Further paths: an answer, None (not ours), or an awaitable of either (a route that asks a store).
+Routes = Callable[[bytes], Answer | Awaitable[Answer | None] | None]
 
 
 async def start_http(
@@ -100,6 +102,8 @@ async def _serve_one(
         await _respond(writer, 405, TEXT, b"method not allowed\n", head_only=False, extra=(("Allow", "GET, HEAD"),))
         return
     found = routes(path) if routes is not None else None
+    if found is not None and not isinstance(found, tuple):
+        found = await found
     status, ctype, body = found if found is not None else _route(path, metrics, ready)
     await _respond(writer, status, ctype, body, head_only=method == b"HEAD")
 

@@ -1,0 +1,213 @@
+"""Detection shared by every node through Redis: one state per IMEI and one case per IMEI
+for the whole cluster, so that a clone seen on node A and on node B is one finding.
+
+Each node runs the same pure detector. A drained batch is grouped by IMEI; for each IMEI
+the node applies its checks to the state it last knew (a bounded local cache; none: a
+device new to the cluster) and writes the result back by compare-and-set (one Lua script
+per IMEI, all of a batch in one pipeline: one round trip per batch, never one per
+request). An IMEI whose state another node changed meanwhile comes back with the current
+value, and its checks are applied again on that, in the next round of the same batch.
+A finding counts only once its state is written, and the state carries what was already
+reported, so each piece of evidence is reported once cluster-wide. Cases are kept the
+same way (a JSON value per IMEI, and an index by first finding).
+
+Redis keys, under ``store.redis.prefix`` ``P``: ``P:det:d:<imei14>`` the device state
+(:mod:`s13eir.detection.device`, expiring after the longest rule window),
+``P:det:case:<imei14>`` a case (JSON, kept until closed cases are purged) and
+``P:det:cases`` a sorted set of the IMEIs with a case, by first finding.
+
+When Redis cannot be reached, the batch is counted as dropped (``store``) and the answers
+go on as before; the next batch tries again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .backends.redis_client import AnyRedis
+from .backends.redis_scripts import lua
+from .detection.cases import Case, add_finding
+from .detection.detector import Detector, Finding
+from .detection.device import DeviceState, DeviceStateError
+from .detection.observation import Observation, TacInfo
+
+MAX_ROUNDS = 8  # compare-and-set rounds per batch; what still conflicts is counted, not retried forever
+_TTL_MARGIN_S = 86400.0
+
+
+class SharedDetection:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        prefix: str,
+        detector: Detector,
+        cache_entries: int = 100_000,
+        tac_info: Callable[[str], TacInfo | None] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.detector = detector
+        self.device_prefix = f"{prefix}:det:d:"
+        self.case_prefix = f"{prefix}:det:case:"
+        self.index_key = f"{prefix}:det:cases"
+        self.ttl_ms = str(int((detector.horizon + _TTL_MARGIN_S) * 1000))
+        self.cache_entries = cache_entries
+        self._cache: dict[str, bytes] = {}  # IMEI -> the state as this node last read or wrote it
+        self._cas = redis.register_script(lua("detection_cas"))
+        self._tac_info = tac_info
+        self.conflicts = 0  # IMEIs written again because another node changed them first
+        self.unresolved = 0  # IMEIs given up after MAX_ROUNDS (their checks are lost)
+        self.corrupt = 0  # states or cases that did not decode (replaced)
+
+    # -- device states -------------------------------------------------------------------
+
+    async def observe(self, batch: Iterable[Observation], now: float) -> list[Finding]:
+        """Apply a batch to the shared states; the findings, each once cluster-wide.
+        Raises RedisError when Redis cannot be reached (nothing is half-applied: a state
+        is written whole or not at all)."""
+        groups: dict[str, list[Observation]] = {}
+        for obs in batch:
+            groups.setdefault(obs.imei14, []).append(obs)
+        expected = {imei: self._cache.get(imei, b"") for imei in groups}
+        found: list[Finding] = []
+        for _ in range(MAX_ROUNDS):
+            if not expected:
+                break
+            written: dict[str, tuple[bytes, list[Finding]]] = {}
+            for imei, old in expected.items():
+                state = self._state(old, imei)
+                findings = [f for o in groups[imei] for f in self.detector.apply(state, o, now)]
+                written[imei] = (state.encode(), findings)
+            replies = await self._cas_all(self.device_prefix, expected, written, self.ttl_ms)
+            retry: dict[str, bytes] = {}
+            for (imei, (new, findings)), reply in zip(written.items(), replies, strict=True):
+                if reply == 1:
+                    self._remember(imei, new)
+                    found += findings
+                else:
+                    retry[imei] = reply[0]
+            self.conflicts += len(retry)
+            expected = retry
+        self.unresolved += len(expected)
+        for imei in expected:
+            self._cache.pop(imei, None)
+        return found
+
+    async def _cas_all(self, prefix: str, expected: dict[str, bytes], new: dict[str, tuple[bytes, Any]],
+                       ttl_ms: str) -> list[Any]:  # fmt: skip
+        """One compare-and-set per IMEI, all in one pipeline: 1 or [current value] each."""
+        pipe: Any
+        async with self.redis.pipeline(transaction=False) as pipe:  # redis-py types a script's client without pipelines
+            for imei, old in expected.items():
+                await self._cas(keys=[prefix + imei], args=[old, new[imei][0], ttl_ms], client=pipe)
+            replies: list[Any] = await pipe.execute()
+        return replies
+
+    def _state(self, data: bytes, imei: str) -> DeviceState:
+        if not data:
+            return self.detector.new_state()
+        try:
+            return DeviceState.decode(data, imei, self.detector.config.max_recent)
+        except DeviceStateError:
+            self.corrupt += 1  # written by another version, or damaged: start the device again
+            return self.detector.new_state()
+
+    def _remember(self, imei: str, value: bytes) -> None:
+        cache = self._cache
+        cache.pop(imei, None)
+        if self.cache_entries == 0:
+            return
+        if len(cache) >= self.cache_entries:
+            del cache[next(iter(cache))]  # the least recently written
+        cache[imei] = value
+
+    # -- cases ---------------------------------------------------------------------------
+
+    async def add_cases(self, findings: list[Finding]) -> list[Case]:
+        """Open or update the case of each finding's IMEI; the cases as written."""
+        by_imei: dict[str, list[Finding]] = {}
+        for f in findings:
+            by_imei.setdefault(f.imei14, []).append(f)
+
+        def update(imei: str, case: Case | None) -> Case:
+            for f in by_imei[imei]:
+                info = self._tac_info(imei[:8]) if case is None and self._tac_info is not None else None
+                case = add_finding(case, f, info)
+            assert case is not None
+            return case
+
+        cases = await self._update_cases(list(by_imei), update)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for case in cases:
+                pipe.zadd(self.index_key, {case.imei14: case.first}, nx=True)
+            await pipe.execute()
+        return cases
+
+    async def close(self, imei: str, at: float, by: str, note: str) -> Case | None:
+        """Close the case of ``imei``; None when it has none (cases are never deleted)."""
+        if await self.get(imei) is None:
+            return None
+
+        def update(_: str, case: Case | None) -> Case:
+            assert case is not None
+            case.close(at, by, note)
+            return case
+
+        closed = await self._update_cases([imei], update)
+        return closed[0] if closed else None
+
+    async def _update_cases(self, imeis: list[str], update: Callable[[str, Case | None], Case]) -> list[Case]:
+        raw: Any = await self.redis.mget([self.case_prefix + i for i in imeis]) if imeis else []
+        expected = {i: (r or b"") for i, r in zip(imeis, raw, strict=True)}
+        done: list[Case] = []
+        for _ in range(MAX_ROUNDS):
+            if not expected:
+                break
+            written: dict[str, Case] = {}
+            values: dict[str, tuple[bytes, object]] = {}
+            for imei, old in expected.items():
+                case = written[imei] = update(imei, self._case(old))
+                values[imei] = (json.dumps(case.as_dict(), separators=(",", ":")).encode(), None)
+            replies = await self._cas_all(self.case_prefix, expected, values, "0")
+            retry: dict[str, bytes] = {}
+            for (imei, case), reply in zip(written.items(), replies, strict=True):
+                if reply == 1:
+                    done.append(case)
+                else:
+                    retry[imei] = reply[0]
+            self.conflicts += len(retry)
+            expected = retry
+        self.unresolved += len(expected)
+        return done
+
+    def _case(self, data: bytes) -> Case | None:
+        if not data:
+            return None
+        try:
+            return Case.from_dict(json.loads(data))
+        except (ValueError, KeyError, TypeError):
+            self.corrupt += 1
+            return None
+
+    async def get(self, imei: str) -> Case | None:
+        raw: Any = await self.redis.get(self.case_prefix + imei)
+        return self._case(raw or b"")
+
+    async def all(self, limit: int = 10_000) -> list[Case]:
+        """The cases by first finding (at most ``limit``)."""
+        members: Any = await self.redis.zrange(self.index_key, 0, limit - 1)
+        if not members:
+            return []
+        raw: Any = await self.redis.mget([self.case_prefix + i.decode() for i in members])
+        cases = [c for c in (self._case(r or b"") for r in raw) if c is not None]
+        return sorted(cases, key=lambda c: (c.first, c.imei14))
+
+    async def count(self) -> int:
+        n: int = await self.redis.zcard(self.index_key)
+        return n
+
+
+__all__ = ["MAX_ROUNDS", "RedisError", "SharedDetection"]
