@@ -49,8 +49,7 @@ class DetectionService:
         locations = {host: site.location for host, site in sites.items() if site.location is not None}
         self.detector = Detector(config.detection, locations)
         self.cases = Cases()
-        self.shared = (SharedDetection(redis, config.store.redis.prefix, self.detector, config.detection.cache_entries)
-                       if redis is not None else None)  # fmt: skip
+        self.shared = SharedDetection(redis, config.store.redis.prefix, self.detector) if redis is not None else None
         self.findings: dict[str, int] = {}
         self.observed = 0
         self.store_dropped = 0  # checks not applied because Redis could not be reached

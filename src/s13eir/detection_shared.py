@@ -1,12 +1,12 @@
 """Detection shared by every node through Redis: one state per IMEI and one case per IMEI
 for the whole cluster, so that a clone seen on node A and on node B is one finding.
 
-Each node runs the same pure detector. A drained batch is grouped by IMEI; for each IMEI
-the node applies its checks to the state it last knew (a bounded local cache; none: a
-device new to the cluster) and writes the result back by compare-and-set (one Lua script
-per IMEI, all of a batch in one pipeline: one round trip per batch, never one per
-request). An IMEI whose state another node changed meanwhile comes back with the current
-value, and its checks are applied again on that, in the next round of the same batch.
+Each node runs the same pure detector. A drained batch is grouped by IMEI; the node reads
+the batch's states (one MGET), applies each IMEI's checks to its state and writes the
+results back by compare-and-set (one Lua script for the whole batch; on Redis Cluster one
+per IMEI, pipelined): two round trips per batch, never one per request. An IMEI whose
+state another node changed in between comes back with the current value, and its checks
+are applied again on that, in the next round of the same batch.
 A finding counts only once its state is written, and the state carries what was already
 reported, so each piece of evidence is reported once cluster-wide. Cases are kept the
 same way (a JSON value per IMEI, and an index by first finding).
@@ -26,6 +26,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .backends.redis_client import AnyRedis
@@ -45,7 +46,6 @@ class SharedDetection:
         redis: AnyRedis,
         prefix: str,
         detector: Detector,
-        cache_entries: int = 100_000,
         tac_info: Callable[[str], TacInfo | None] | None = None,
     ) -> None:
         self.redis = redis
@@ -54,9 +54,8 @@ class SharedDetection:
         self.case_prefix = f"{prefix}:det:case:"
         self.index_key = f"{prefix}:det:cases"
         self.ttl_ms = str(int((detector.horizon + _TTL_MARGIN_S) * 1000))
-        self.cache_entries = cache_entries
-        self._cache: dict[str, bytes] = {}  # IMEI -> the state as this node last read or wrote it
         self._cas = redis.register_script(lua("detection_cas"))
+        self._cas_batch = None if isinstance(redis, RedisCluster) else redis.register_script(lua("detection_cas_batch"))
         self._tac_info = tac_info
         self.conflicts = 0  # IMEIs written again because another node changed them first
         self.unresolved = 0  # IMEIs given up after MAX_ROUNDS (their checks are lost)
@@ -71,7 +70,7 @@ class SharedDetection:
         groups: dict[str, list[Observation]] = {}
         for obs in batch:
             groups.setdefault(obs.imei14, []).append(obs)
-        expected = {imei: self._cache.get(imei, b"") for imei in groups}
+        expected = await self._read(self.device_prefix, list(groups))
         found: list[Finding] = []
         for _ in range(MAX_ROUNDS):
             if not expected:
@@ -83,27 +82,35 @@ class SharedDetection:
                 written[imei] = (state.encode(), findings)
             replies = await self._cas_all(self.device_prefix, expected, written, self.ttl_ms)
             retry: dict[str, bytes] = {}
-            for (imei, (new, findings)), reply in zip(written.items(), replies, strict=True):
+            for (imei, (_, findings)), reply in zip(written.items(), replies, strict=True):
                 if reply == 1:
-                    self._remember(imei, new)
                     found += findings
                 else:
-                    retry[imei] = reply[0]
+                    retry[imei] = reply
             self.conflicts += len(retry)
             expected = retry
         self.unresolved += len(expected)
-        for imei in expected:
-            self._cache.pop(imei, None)
         return found
+
+    async def _read(self, prefix: str, imeis: list[str]) -> dict[str, bytes]:
+        raw: Any = await self.redis.mget([prefix + i for i in imeis]) if imeis else []
+        return {i: (r or b"") for i, r in zip(imeis, raw, strict=True)}
 
     async def _cas_all(self, prefix: str, expected: dict[str, bytes], new: dict[str, tuple[bytes, Any]],
                        ttl_ms: str) -> list[Any]:  # fmt: skip
-        """One compare-and-set per IMEI, all in one pipeline: 1 or [current value] each."""
+        """A compare-and-set per IMEI, in one call (one pipeline on a cluster): 1 or the
+        current value each."""
+        if self._cas_batch is not None:
+            args: list[bytes | str] = [prefix, ttl_ms]
+            for imei, old in expected.items():
+                args += (imei, old, new[imei][0])
+            replies: list[Any] = await self._cas_batch(args=args)
+            return replies
         pipe: Any
         async with self.redis.pipeline(transaction=False) as pipe:  # redis-py types a script's client without pipelines
             for imei, old in expected.items():
                 await self._cas(keys=[prefix + imei], args=[old, new[imei][0], ttl_ms], client=pipe)
-            replies: list[Any] = await pipe.execute()
+            replies = [r if r == 1 else r[0] for r in await pipe.execute()]
         return replies
 
     def _state(self, data: bytes, imei: str) -> DeviceState:
@@ -114,15 +121,6 @@ class SharedDetection:
         except DeviceStateError:
             self.corrupt += 1  # written by another version, or damaged: start the device again
             return self.detector.new_state()
-
-    def _remember(self, imei: str, value: bytes) -> None:
-        cache = self._cache
-        cache.pop(imei, None)
-        if self.cache_entries == 0:
-            return
-        if len(cache) >= self.cache_entries:
-            del cache[next(iter(cache))]  # the least recently written
-        cache[imei] = value
 
     # -- cases ---------------------------------------------------------------------------
 
@@ -160,8 +158,7 @@ class SharedDetection:
         return closed[0] if closed else None
 
     async def _update_cases(self, imeis: list[str], update: Callable[[str, Case | None], Case]) -> list[Case]:
-        raw: Any = await self.redis.mget([self.case_prefix + i for i in imeis]) if imeis else []
-        expected = {i: (r or b"") for i, r in zip(imeis, raw, strict=True)}
+        expected = await self._read(self.case_prefix, imeis)
         done: list[Case] = []
         for _ in range(MAX_ROUNDS):
             if not expected:
@@ -177,7 +174,7 @@ class SharedDetection:
                 if reply == 1:
                     done.append(case)
                 else:
-                    retry[imei] = reply[0]
+                    retry[imei] = reply
             self.conflicts += len(retry)
             expected = retry
         self.unresolved += len(expected)

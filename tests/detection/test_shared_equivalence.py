@@ -1,7 +1,8 @@
 """Detection shared through a real redis-server is proven equal to the embedded detector.
 
 A hypothesis state machine runs two or three nodes' :class:`SharedDetection` (each with
-its own client and a cache of a random size, 0 meaning every write guesses) on one Redis,
+its own client; some writing a batch in one script, some one script per IMEI as on Redis
+Cluster) on one Redis,
 and one embedded :class:`Detector` as the reference. Checks of a few IMEIs (every rule's
 pattern can form: many IMSIs, peers far apart, repeats, software versions, test TACs)
 queue on a node and are flushed as that node's batch. Flushed one node after another,
@@ -68,11 +69,13 @@ class SharedEquivalence(RuleBasedStateMachine):
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
 
-    @initialize(caches=st.lists(st.sampled_from([0, 1, 1000]), min_size=2, max_size=3))
-    def setup(self, caches: list[int]) -> None:
-        for size in caches:
-            client = aioredis.Redis.from_url(self.URL)
-            self.nodes.append(SharedDetection(client, self.prefix, Detector(CONFIG, PEERS), cache_entries=size))
+    @initialize(batched=st.lists(st.booleans(), min_size=2, max_size=3))
+    def setup(self, batched: list[bool]) -> None:
+        for one_script in batched:
+            node = SharedDetection(aioredis.Redis.from_url(self.URL), self.prefix, Detector(CONFIG, PEERS))
+            if not one_script:
+                node._cas_batch = None  # as on Redis Cluster: a script per IMEI, pipelined
+            self.nodes.append(node)
             self.pending.append([])
 
     def teardown(self) -> None:

@@ -131,5 +131,3 @@ class DetectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     rules: Rules = msgspec.field(default_factory=Rules)
     # Per IMEI, at most this many recent sightings are kept for the pairwise rules.
     max_recent: Annotated[int, msgspec.Meta(ge=2, le=1024)] = 32
-    # With Redis, the device states this node last read or wrote, kept to skip a read.
-    cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 100_000
