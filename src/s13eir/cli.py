@@ -1,4 +1,4 @@
-"""The ``s13eir`` command: serve, check, config check, load, lists, sync, detect.
+"""The ``s13eir`` command: serve, check, config check, load, lists, sync, detect, cases.
 
 Start-up time matters here (``--version``, ``check`` and ``config check`` are run by hand
 and by scripts), so this module imports only the standard library at the top: each
@@ -61,6 +61,12 @@ MODULE_COMMANDS = {
         "add_detect_parser",
         "cmd_detect",
         "run the clone and tamper detection rules over a trace of checks",
+    ),
+    "cases": _Command(
+        "s13eir.cases_cli",
+        "add_cases_parser",
+        "cmd_cases",
+        "the clone and tamper detection cases of the running nodes",
     ),
     "sync": _Command(
         "s13eir.sync.process",

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from .backends.redis_client import AnyRedis
 from .config import Config
 from .decision.masking import mask_imsi
-from .detection.cases import Case, Cases
+from .detection.cases import Case, Cases, masked
 from .detection.detector import REPEAT_S, Detector, Finding
 from .detection.observation import Observation, Rat
 from .detection.recorder import Raw, Recorder
@@ -33,6 +33,8 @@ from .detection_shared import RedisError, SharedDetection
 DRAIN_EVERY_S = 0.1
 BATCH = 5000  # observations per turn of the loop, between yields
 EXPIRE_EVERY_S = 600.0
+_MAX_DECODED = 10_000  # peers and software versions remembered decoded
+_UNSEEN: Any = object()
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -56,6 +58,8 @@ class DetectionService:
         self._store_down = False
         self._next_expiry = 0.0
         self._fed: dict[str, tuple[Raw, float]] = {}  # IMEI -> its last check fed to the core, and when
+        self._peers: dict[tuple[bytes | str, str], tuple[str, Rat]] = {}  # (Origin-Host, interface) -> (peer, rat)
+        self._svs: dict[bytes | str, str | None] = {}
         self._mask = config.logging.mask_imsi
 
     def announce(self) -> None:
@@ -106,7 +110,7 @@ class DetectionService:
                 self.detector.expire(now)  # shared states expire in Redis (their TTL)
             self._next_expiry = now + EXPIRE_EVERY_S
             self._fed.clear()
-        fed = self._fed
+        fed, peers, svs = self._fed, self._peers, self._svs
         out = []
         for raw in batch:
             imei14, imsi, sv, imei, host, interface = raw
@@ -117,12 +121,28 @@ class DetectionService:
             if last is not None and last[0] == raw and now - last[1] < REPEAT_S:
                 continue
             fed[imei14] = (raw, now)
-            peer = (_text(host) or "").lower()
-            rat = Rat.NR if interface == "n5g-eir" else self.rats.get(peer, Rat.EUTRAN)
-            sent = _text(imei)
-            out.append(Observation(now, imei14, imsi, peer, rat, _text(sv), sent if sent and len(sent) == 15 else None))
+            # Peers and software versions are few: decoded once each, not per check.
+            site = peers.get((host, interface))
+            if site is None:
+                site = self._site(host, interface)
+            text_sv = None
+            if sv is not None:
+                text_sv = svs.get(sv, _UNSEEN)
+                if text_sv is _UNSEEN:
+                    text_sv = _text(sv)
+                    if len(svs) < _MAX_DECODED:
+                        svs[sv] = text_sv
+            sent = imei if imei is not None and len(imei) == 15 else None
+            out.append(Observation(now, imei14, imsi, site[0], site[1], text_sv, _text(sent)))
         self.observed += len(out)
         return out
+
+    def _site(self, host: bytes | str, interface: str) -> tuple[str, Rat]:
+        peer = (_text(host) or "").lower()
+        site = (peer, Rat.NR if interface == "n5g-eir" else self.rats.get(peer, Rat.EUTRAN))
+        if len(self._peers) < _MAX_DECODED:
+            self._peers[(host, interface)] = site
+        return site
 
     def _found(self, found: list[Finding], cases: list[Case]) -> None:
         for i, finding in enumerate(found):
@@ -159,11 +179,7 @@ class DetectionService:
         return 200, "application/json", json.dumps(self._case(case.as_dict())).encode()
 
     def _case(self, case: dict[str, Any]) -> dict[str, Any]:
-        if self._mask:
-            case["imsis"] = [self._imsi(i) for i in case["imsis"]]
-            for e in case["evidence"]:
-                e["imsi"] = self._imsi(e["imsi"]) if e["imsi"] else None
-        return case
+        return masked(case) if self._mask else case
 
     def metrics(self) -> Iterable[Metric]:
         seen = CounterMetricFamily("s13eir_detection_sightings", "Checks fed to the detection rules")

@@ -4,11 +4,11 @@ travellers who fly, second-hand sales, software updates."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
+import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from s13eir.decision.imei import luhn_check_digit
@@ -174,7 +174,7 @@ def test_unexpected_technology_needs_the_tac_database() -> None:
     d = Detector(DetectionConfig(enabled=True), PEERS, lambda t: info if t == IMEI[:8] else None)
     (f,) = d.observe(obs(0, imsi(1)), 0)  # seen on LTE
     assert f.rule == "unexpected_technology" and "Feature phone X" in f.detail
-    assert d.observe(dataclasses.replace(obs(1, imsi(1)), rat=Rat.GERAN_UTRAN), 1) == []
+    assert d.observe(msgspec.structs.replace(obs(1, imsi(1)), rat=Rat.GERAN_UTRAN), 1) == []
     assert detector().observe(obs(0, imsi(1)), 0) == []  # no database: the rule is off
 
 
@@ -237,3 +237,44 @@ def test_a_clone_next_to_a_legitimate_life_is_found(life: list[Observation], at:
     clone = Observation(owner.t + 1, IMEI, imsi(99), "mme-lis", Rat.EUTRAN, owner.sv)
     merged = sorted([*life, clone], key=lambda o: o.t)
     assert "time_distance" in rules_of(run(detector(), merged))
+
+
+# -- the shortcuts are the full path, faster ----------------------------------------------
+
+_shortcut_checks = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 10.0, 61.0, 120.0, 600.0, 20000.0, 86400.0, -30.0]),  # -30: out of order
+        st.one_of(st.none(), st.integers(0, 2).map(imsi)),
+        st.sampled_from(["mme-mad", "mme-bcn", "mme-mad2", "mme-unknown"]),
+        st.sampled_from([Rat.EUTRAN, Rat.EUTRAN, Rat.NR]),
+        st.sampled_from([None, "01", "01", "02", "99"]),
+        st.sampled_from([None, None, "0", "5"]),
+        st.sampled_from([IMEI, "35450712345675"]),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=600)
+@given(_shortcut_checks, st.sampled_from([1.0, 0.001]), st.booleans())
+# A count window shorter than the pairwise ones: the other IMSI has left it, not the pairs'.
+@example([(0.0, imsi(1), "mme-mad", Rat.EUTRAN, None, None, IMEI),
+          (600.0, imsi(2), "mme-bcn", Rat.EUTRAN, None, None, IMEI)], 0.001, False)  # fmt: skip
+# The same SIM again, in another city: a new place for the pair with the other IMSI.
+@example([(0.0, imsi(1), "mme-mad", Rat.EUTRAN, None, None, IMEI),
+          (10.0, imsi(2), "mme-mad", Rat.EUTRAN, None, None, IMEI),
+          (60.0, imsi(2), "mme-bcn", Rat.EUTRAN, None, None, IMEI)], 1.0, False)  # fmt: skip
+def test_the_shortcuts_find_what_the_full_path_finds(
+    steps: list[tuple[float, str | None, str, Rat, str | None, str | None, str]], window_days: float, tacs: bool
+) -> None:
+    rules = Rules(distinct_imsis=DistinctImsis(threshold=3, window_days=window_days))
+    config = DetectionConfig(enabled=True, max_recent=8, rules=rules)
+    info = TacInfo("Model X", "Smartphone", frozenset({Rat.EUTRAN})) if tacs else None
+    lookup = (lambda t: info if t == IMEI[:8] else None) if tacs else None
+    fast, full = Detector(config, PEERS, lookup), Detector(config, PEERS, lookup, shortcuts=False)
+    t = 0.0
+    for dt, who, peer, rat, sv, d15, imei in steps:
+        t += dt
+        o = Observation(t, imei, who, peer, rat, sv, None if d15 is None else imei + d15)
+        assert fast.observe(o, t) == full.observe(o, t)
+    assert fast._devices == full._devices

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..decision.masking import mask_imsi
 from .detector import Finding
 from .observation import Observation, Rat, TacInfo
 from .rules import Action
@@ -72,6 +73,14 @@ class Case:
         return cls(imei, d["first"], d["last"], Action(d["action"]), dict(d["rules"]), dict.fromkeys(d["imsis"]),
                    evidence, list(d["details"]), d.get("model"), d.get("device_type"), d.get("status", "open"),
                    d.get("closed"), d.get("reopened", 0))  # fmt: skip
+
+
+def masked(case: dict[str, Any]) -> dict[str, Any]:
+    """A case's ``as_dict`` with its IMSIs masked, as the logs mask them (``logging.mask_imsi``)."""
+    case["imsis"] = [mask_imsi(i) or i for i in case["imsis"]]
+    for e in case["evidence"]:
+        e["imsi"] = (mask_imsi(e["imsi"]) or e["imsi"]) if e["imsi"] else None
+    return case
 
 
 def add_finding(case: Case | None, finding: Finding, info: TacInfo | None = None) -> Case:

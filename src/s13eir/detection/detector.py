@@ -60,6 +60,7 @@ class Detector:
         config: DetectionConfig,
         locations: Mapping[str, Location],
         tac_info: Callable[[str], TacInfo | None] | None = None,
+        shortcuts: bool = True,
     ) -> None:
         self.config = config
         self.rules = config.rules
@@ -71,6 +72,12 @@ class Detector:
         windows = [r.distinct_imsis.window_days * DAY_S, r.daily_average.period_days * DAY_S,
                    r.time_distance.window_hours * 3600, r.concurrent_use.within_s]  # fmt: skip
         self.horizon = max(windows)  # past it, nothing of a device matters any more
+        # The shortcuts skip work that cannot make a finding (tests prove them equal to the
+        # full path, shortcuts=False). One IMSI in the count window means no other IMSI
+        # within the pairwise rules' windows, when the count window is the longer.
+        self.shortcuts = shortcuts
+        pair_windows = [r.time_distance.window_hours * 3600, r.concurrent_use.within_s]
+        self._single_imsi_no_pairs = shortcuts and r.distinct_imsis.window_days * DAY_S >= max(pair_windows)
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -94,19 +101,40 @@ class Detector:
                     and int(obs.t // DAY_S) == int(last.t // DAY_S)):  # fmt: skip
                 dev.last = max(dev.last, obs.t, now)
                 return []
+            if (self.shortcuts and obs.imsi == last.imsi and obs.sv == last.sv and obs.rat is last.rat
+                    and obs.imei15 == last.imei15 and obs.t >= last.t
+                    and int(obs.t // DAY_S) == int(last.t // DAY_S)):  # fmt: skip
+                return self._moved(dev, obs, now)
         found = list(self._identifier(obs, dev))
         found += self._software(obs, dev)
         found += self._technology(obs, dev)
         found += self._tac_not_found(obs, dev)
         if obs.imsi is not None:
             found += self._counts(obs, dev)
-            found += self._pairs(obs, dev)
+            if not (self._single_imsi_no_pairs and len(dev.imsis) == 1):
+                found += self._pairs(obs, dev)
+        self._keep(dev, obs, now)
+        return found
+
+    def _moved(self, dev: DeviceState, obs: Observation, now: float) -> list[Finding]:
+        """The phone, SIM, software version and radio access of the last check, the same
+        day, on another peer or later: the rules of the identifier, the software and the
+        technology see what they saw then, and the counts gain nothing; the IMSI's last
+        sighting moves, and the pairwise rules see a new place and time."""
+        found = list(self._tac_not_found(obs, dev))  # the only one that depends on time alone
+        if obs.imsi is not None:
+            self._touch_imsi(obs.imsi, obs.t, dev)
+            if not (self._single_imsi_no_pairs and len(dev.imsis) == 1):
+                found += self._pairs(obs, dev)
+        self._keep(dev, obs, now)
+        return found
+
+    def _keep(self, dev: DeviceState, obs: Observation, now: float) -> None:
         if dev.recent and _same_context(obs, dev.recent[-1]) and obs.t >= dev.recent[-1].t:
             dev.recent[-1] = obs  # the latest of a run stands for it (see the module's note)
         else:
             dev.recent.append(obs)
         dev.last = max(dev.last, obs.t, now)
-        return found
 
     def expire(self, now: float) -> int:
         """Forget the devices not seen within the longest window; how many were dropped."""
@@ -188,21 +216,26 @@ class Detector:
             detail = f"TAC {code} not in the TAC database {delay:g} days after its first sighting"
             yield from self._finding(dev, "tac_not_found", code, obs, _imsis(obs), (obs,), detail)
 
+    def _touch_imsi(self, imsi: str, t: float, dev: DeviceState) -> None:
+        """The distinct IMSIs in the count window, oldest first (re-inserted on every sighting)."""
+        distinct = self.rules.distinct_imsis
+        imsis = dev.imsis
+        imsis.pop(imsi, None)
+        imsis[imsi] = t
+        cutoff = t - distinct.window_days * DAY_S
+        while imsis:
+            first, seen = next(iter(imsis.items()))
+            if seen >= cutoff:
+                break
+            del imsis[first]
+        while len(imsis) > distinct.threshold + _EXTRA_IMSIS:
+            del imsis[next(iter(imsis))]
+
     def _counts(self, obs: Observation, dev: DeviceState) -> Iterator[Finding]:
         imsi = obs.imsi
         assert imsi is not None
         distinct, daily = self.rules.distinct_imsis, self.rules.daily_average
-        # distinct IMSIs in the window, oldest first (re-inserted on every sighting)
-        dev.imsis.pop(imsi, None)
-        dev.imsis[imsi] = obs.t
-        cutoff = obs.t - distinct.window_days * DAY_S
-        while dev.imsis:
-            first, seen = next(iter(dev.imsis.items()))
-            if seen >= cutoff:
-                break
-            del dev.imsis[first]
-        while len(dev.imsis) > distinct.threshold + _EXTRA_IMSIS:
-            del dev.imsis[next(iter(dev.imsis))]
+        self._touch_imsi(imsi, obs.t, dev)
         if distinct.enabled and len(dev.imsis) >= distinct.threshold:
             imsis = tuple(dev.imsis)
             yield from self._finding(dev, "distinct_imsis", imsi, obs, imsis, (obs,),
