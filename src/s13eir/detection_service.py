@@ -1,6 +1,10 @@
 """Detection in a running node: the checks the answer path left in the recorder are
-drained every 100 ms into the detection core, off the answer path, and its findings kept
-as cases, counted per rule and served on the metrics port (``/cases``, ``/cases/<imei>``).
+drained every 100 ms, off the answer path, to the rules (:mod:`s13eir.detection_engine`),
+which run in the detection worker process (:mod:`s13eir.detection_worker`; with
+``detection.worker: false`` on the node's loop), and their findings kept as cases,
+counted per rule and served on the metrics port (``/cases``, ``/cases/<imei>``).
+The worker is the supervised task's child: when it dies the task fails, is logged,
+counted and restarted with a new worker, and /readyz says so meanwhile.
 
 With the embedded store the state and the cases are the node's own. With Redis
 (``store.backend: redis``) they are the cluster's (:mod:`s13eir.detection_shared`): every
@@ -13,32 +17,38 @@ applied).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .backends.redis_client import AnyRedis
 from .config import Config
 from .decision.masking import mask_imsi
 from .detection.cases import Case, Cases, masked
-from .detection.detector import REPEAT_S, Detector, Finding
-from .detection.observation import Observation, Rat
-from .detection.recorder import Raw, Recorder
+from .detection.detector import Detector, Finding
+from .detection.recorder import Recorder
 from .detection.rules import Action
+from .detection_engine import DetectionEngine
 from .detection_shared import RedisError, SharedDetection
+from .detection_worker import Reply, frame, parameters, read_frame, reply_decoder
 
 DRAIN_EVERY_S = 0.1
-BATCH = 5000  # observations per turn of the loop, between yields
-EXPIRE_EVERY_S = 600.0
-_MAX_DECODED = 10_000  # peers and software versions remembered decoded
-_UNSEEN: Any = object()
+BATCH = 5000  # checks per turn of the loop, between yields (on the node's loop)
+WORKER_BATCH = 50_000  # checks per frame to the worker
+WORKER_TIMEOUT_S = 60.0  # a worker that answers no batch for this long is replaced
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(proc.wait(), 2.0)
+    return None
 
 
 class DetectionService:
@@ -48,101 +58,115 @@ class DetectionService:
         self.recorder = Recorder()
         sites = config.peers.sites()
         self.rats = {host: site.rat for host, site in sites.items()}
-        locations = {host: site.location for host, site in sites.items() if site.location is not None}
-        self.detector = Detector(config.detection, locations)
+        self.locations = {host: site.location for host, site in sites.items() if site.location is not None}
         self.cases = Cases()
-        self.shared = SharedDetection(redis, config.store.redis.prefix, self.detector) if redis is not None else None
+        # With Redis, the node keeps the cases there; the states are the engine's (the worker's).
+        detector = Detector(config.detection, self.locations)
+        self.shared = SharedDetection(redis, config.store.redis.prefix, detector) if redis is not None else None
+        self.engine: DetectionEngine | None = None  # the rules on this loop (detection.worker: false)
+        if not config.detection.worker:
+            states = None
+            if redis is not None:
+                states = SharedDetection(redis, config.store.redis.prefix, detector)
+            self.engine = DetectionEngine(config.detection, self.rats, self.locations, states)
         self.findings: dict[str, int] = {}
-        self.observed = 0
-        self.store_dropped = 0  # checks not applied because Redis could not be reached
+        self.counters = Reply(0, 0, None, 0, 0, 0, [])  # the engine's, as last reported
+        self.lost = 0  # checks of batches a worker took with it when it died
+        self.worker: asyncio.subprocess.Process | None = None
         self._store_down = False
-        self._next_expiry = 0.0
-        self._fed: dict[str, tuple[Raw, float]] = {}  # IMEI -> its last check fed to the core, and when
-        self._peers: dict[tuple[bytes | str, str], tuple[str, Rat]] = {}  # (Origin-Host, interface) -> (peer, rat)
-        self._svs: dict[bytes | str, str | None] = {}
         self._mask = config.logging.mask_imsi
 
     def announce(self) -> None:
         rules = self.config.detection.rules
         live = [n for n in rules.__struct_fields__ if getattr(rules, n).enabled]
         pending = [n for n in live if getattr(rules, n).action is not Action.OBSERVE]
-        self.log.info("detection_started", rules=live)
+        where = "worker" if self.engine is None else "node loop"
+        self.log.info("detection_started", rules=live, shared=self.shared is not None, runs_in=where)
         if pending:
             self.log.warning("detection_actions_not_applied", rules=pending,
                              detail="findings become cases and metrics; no list change is made live yet")  # fmt: skip
 
     async def run(self) -> None:
         """Drain the recorder until cancelled (supervised: a failure is restarted)."""
-        while True:
-            await asyncio.sleep(DRAIN_EVERY_S)
-            while len(self.recorder):
-                await self.process(self.recorder.take(BATCH), time.time())
-                await asyncio.sleep(0)
+        if self.engine is not None:
+            while True:
+                await asyncio.sleep(DRAIN_EVERY_S)
+                while len(self.recorder):
+                    engine, now = self.engine, time.time()
+                    found = await engine.process(self.recorder.take(BATCH), now)
+                    await self.handle(Reply(engine.observed, engine.store_dropped, engine.store_error, 0, 0,
+                                            engine.devices, found))  # fmt: skip
+                    await asyncio.sleep(0)
+        await self._run_worker()
 
-    async def process(self, batch: list[Raw], now: float) -> None:
-        observations = self._observations(batch, now)
-        if not observations:
+    async def _run_worker(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "s13eir.detection_worker", str(child.fileno()),
+                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            child.close()
+        self.worker = proc
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        in_flight = 0
+        try:
+            redis = self.config.store.redis if self.shared is not None else None
+            nice = self.config.detection.worker_nice
+            writer.write(frame(parameters(self.config.detection, self.rats, self.locations, redis, nice)))
+            encode = msgspec.msgpack.Encoder().encode
+            while True:
+                await asyncio.sleep(DRAIN_EVERY_S)
+                if proc.returncode is not None:  # seen at once, not at the next batch
+                    raise RuntimeError(f"the detection worker exited ({proc.returncode})")
+                while len(self.recorder):
+                    batch = self.recorder.take(WORKER_BATCH)
+                    in_flight = len(batch)
+                    writer.write(frame(encode([time.time(), batch])))
+                    await writer.drain()
+                    # Lock step: one batch in the worker at a time. A worker that falls
+                    # behind leaves the checks in the recorder, which drops (and counts)
+                    # what it cannot hold; the answers never wait.
+                    body = await asyncio.wait_for(read_frame(reader), WORKER_TIMEOUT_S)
+                    in_flight = 0
+                    await self.handle(reply_decoder.decode(body))
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            code = proc.returncode if proc.returncode is not None else await _exit_code(proc)
+            raise RuntimeError(f"the detection worker exited ({code})") from exc
+        finally:
+            self.lost += in_flight
+            writer.close()
+            if proc.returncode is None:
+                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    await asyncio.shield(proc.wait())
+
+    async def handle(self, reply: Reply) -> None:
+        """The engine's reply to a batch: counters, the store's state, the findings."""
+        self.counters = reply
+        if reply.store_error is not None and not self._store_down:
+            self._store_down = True
+            self.log.error("detection_store_unavailable", error=reply.store_error,
+                           action="checks are counted as dropped until Redis answers; answers go on")  # fmt: skip
+        elif reply.store_error is None and self._store_down:
+            self._store_down = False
+            self.log.info("detection_store_available", dropped=reply.store_dropped)
+        found = reply.findings
+        if not found:
             return
         if self.shared is None:
-            found = [f for o in observations for f in self.detector.observe(o, now)]
             self._found(found, [self.cases.add(f) for f in found])
             return
+        self._found(found, [])
         try:
-            found = await self.shared.observe(observations, now)
-            self._found(found, [])
-            cases = await self.shared.add_cases(found) if found else []
+            cases = await self.shared.add_cases(found)
         except (RedisError, OSError) as exc:
-            self.store_dropped += len(observations)
-            if not self._store_down:
-                self._store_down = True
-                self.log.error("detection_store_unavailable", error=str(exc) or type(exc).__name__,
-                               action="checks are counted as dropped until Redis answers; answers go on")  # fmt: skip
+            self.log.error("detection_cases_not_written", error=str(exc) or type(exc).__name__,
+                           imeis=sorted({f.imei14 for f in found}))  # fmt: skip
             return
-        if self._store_down:
-            self._store_down = False
-            self.log.info("detection_store_available", dropped=self.store_dropped)
         for case in cases:
             self.log.info("detection_case", imei=case.imei14, rules=case.rules, status=case.status)
-
-    def _observations(self, batch: list[Raw], now: float) -> list[Observation]:
-        if now >= self._next_expiry:
-            if self.shared is None:
-                self.detector.expire(now)  # shared states expire in Redis (their TTL)
-            self._next_expiry = now + EXPIRE_EVERY_S
-            self._fed.clear()
-        fed, peers, svs = self._fed, self._peers, self._svs
-        out = []
-        for raw in batch:
-            imei14, imsi, sv, imei, host, interface = raw
-            # The core skips a repeat of a phone's last check within REPEAT_S; skipping it
-            # here, before any decoding, is most of the cost saved. One check a minute per
-            # unchanged phone still reaches the core, which keeps its state alive.
-            last = fed.get(imei14)
-            if last is not None and last[0] == raw and now - last[1] < REPEAT_S:
-                continue
-            fed[imei14] = (raw, now)
-            # Peers and software versions are few: decoded once each, not per check.
-            site = peers.get((host, interface))
-            if site is None:
-                site = self._site(host, interface)
-            text_sv = None
-            if sv is not None:
-                text_sv = svs.get(sv, _UNSEEN)
-                if text_sv is _UNSEEN:
-                    text_sv = _text(sv)
-                    if len(svs) < _MAX_DECODED:
-                        svs[sv] = text_sv
-            sent = imei if imei is not None and len(imei) == 15 else None
-            out.append(Observation(now, imei14, imsi, site[0], site[1], text_sv, _text(sent)))
-        self.observed += len(out)
-        return out
-
-    def _site(self, host: bytes | str, interface: str) -> tuple[str, Rat]:
-        peer = (_text(host) or "").lower()
-        site = (peer, Rat.NR if interface == "n5g-eir" else self.rats.get(peer, Rat.EUTRAN))
-        if len(self._peers) < _MAX_DECODED:
-            self._peers[(host, interface)] = site
-        return site
 
     def _found(self, found: list[Finding], cases: list[Case]) -> None:
         for i, finding in enumerate(found):
@@ -182,15 +206,20 @@ class DetectionService:
         return masked(case) if self._mask else case
 
     def metrics(self) -> Iterable[Metric]:
-        seen = CounterMetricFamily("s13eir_detection_sightings", "Checks fed to the detection rules")
-        seen.add_metric([], self.observed)
+        recorded = CounterMetricFamily("s13eir_detection_checks", "Answered checks left for detection")
+        recorded.add_metric([], self.recorder.recorded)
+        yield recorded
+        seen = CounterMetricFamily("s13eir_detection_sightings",
+                                   "Checks fed to the rules (not a phone's repeat within a minute)")  # fmt: skip
+        seen.add_metric([], self.counters.observed)
         yield seen
         dropped = CounterMetricFamily("s13eir_detection_dropped", "Checks dropped before detection",
                                       labels=["reason"])  # fmt: skip
         dropped.add_metric(["queue"], self.recorder.dropped)  # the recorder was full
-        dropped.add_metric(["store"], self.store_dropped)  # Redis could not be reached
+        dropped.add_metric(["store"], self.counters.store_dropped)  # Redis could not be reached
+        dropped.add_metric(["worker"], self.lost)  # in a worker's hands when it died
         if self.shared is not None:
-            dropped.add_metric(["conflict"], self.shared.unresolved)  # still contended after MAX_ROUNDS
+            dropped.add_metric(["conflict"], self.counters.unresolved)  # still contended after MAX_ROUNDS
         yield dropped
         found = CounterMetricFamily("s13eir_detection_findings", "Findings of the detection rules", labels=["rule"])
         for rule, n in sorted(self.findings.items()):
@@ -201,10 +230,10 @@ class DetectionService:
             cases.add_metric([], len(self.cases))
             yield cases
             devices = GaugeMetricFamily("s13eir_detection_devices", "IMEIs whose recent checks detection keeps")
-            devices.add_metric([], len(self.detector))
+            devices.add_metric([], self.counters.devices)
             yield devices
         else:  # the cluster's counts live in Redis; scraping does not ask it
             conflicts = CounterMetricFamily("s13eir_detection_conflicts",
                                             "Device states written again after another node changed them")  # fmt: skip
-            conflicts.add_metric([], self.shared.conflicts)
+            conflicts.add_metric([], self.counters.conflicts)
             yield conflicts

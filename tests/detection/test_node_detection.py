@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
+
 from s13eir.config_loading import config_from_mapping
 from tests import mme as M
 from tests.conftest import MME_REALM, RunningNode, node_config, running_node
@@ -27,8 +29,8 @@ CLONED = "35450712345675"  # on no list: answered by the fast path
 TEST_TAC = "00101500000017"
 
 
-def config(detection: bool, **logging: Any) -> Any:
-    cfg = node_config(peers={"list": PEERS}, detection={"enabled": detection})
+def config(detection: bool, worker: bool = True, **logging: Any) -> Any:
+    cfg = node_config(peers={"list": PEERS}, detection={"enabled": detection, "worker": worker})
     if logging:
         cfg["logging"] = {"level": "info", **logging}
     return config_from_mapping(cfg)
@@ -78,8 +80,9 @@ async def wait_cases(rn: RunningNode, n: int) -> dict[str, Any]:
         await asyncio.sleep(0.1)
 
 
-async def test_a_clone_across_two_mmes_becomes_a_case() -> None:
-    async with running_node(config(True)) as rn:
+@pytest.mark.parametrize("worker", [True, False], ids=["worker", "node-loop"])
+async def test_a_clone_across_two_mmes_becomes_a_case(worker: bool) -> None:
+    async with running_node(config(True, worker)) as rn:
         assert rn.node.app.recorder is not None
         fast = rn.node.app.whitelisted_fast
         await answers(rn)
@@ -118,3 +121,26 @@ async def test_cases_mask_the_imsis_as_the_logs_do() -> None:
         text = json.dumps(cases)
         assert "214010000000001" not in text and "214010000000002" not in text
         assert len(cases[CLONED]["imsis"]) == 2
+
+
+async def test_a_dead_worker_is_shown_restarted_and_detection_goes_on() -> None:
+    async with running_node(config(True)) as rn:
+        det = rn.node.detection
+        assert det is not None
+        await answers(rn, requests()[:2])
+        await wait_cases(rn, 1)
+        first = det.worker
+        assert first is not None and first.returncode is None
+        first.kill()
+        deadline = time.monotonic() + 10
+        while "detection" not in rn.node.supervisor.describe_down():  # logged, counted, on /readyz
+            assert time.monotonic() < deadline, "the worker's death went unseen"
+            await asyncio.sleep(0.02)
+        metrics = (await http_get(rn, "/metrics"))[1].decode()
+        assert 's13eir_task_failures_total{task="detection"} 1.0' in metrics
+        while det.worker is first or det.worker is None:  # a new worker after the backoff
+            assert time.monotonic() < deadline, "no new worker"
+            await asyncio.sleep(0.05)
+        await answers(rn, requests()[2:])  # the test TAC, to the new worker
+        assert TEST_TAC in await wait_cases(rn, 2)
+        assert first.returncode is not None

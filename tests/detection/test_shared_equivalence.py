@@ -47,7 +47,13 @@ _RUNS = itertools.count()
 
 
 def key(f: Finding) -> tuple[Any, ...]:
-    return (f.imei14, f.rule, f.imsis, f.detail, f.evidence)
+    return (
+        f.imei14,
+        f.rule,
+        f.imsis,
+        f.detail,
+        tuple((o.t, o.imsi, o.peer, o.rat.value, o.sv, o.imei15) for o in f.evidence),
+    )
 
 
 def copy(state: DeviceState, imei: str) -> DeviceState:

@@ -131,3 +131,9 @@ class DetectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     rules: Rules = msgspec.field(default_factory=Rules)
     # Per IMEI, at most this many recent sightings are kept for the pairwise rules.
     max_recent: Annotated[int, msgspec.Meta(ge=2, le=1024)] = 32
+    # The rules run in a worker process beside each node process, so that they never take
+    # the node's loop from answering; false: on the node's loop.
+    worker: bool = True
+    # The worker's CPU priority below the node's (nice): a saturated host gives the
+    # answers the CPU first, and the checks detection cannot keep up with are counted.
+    worker_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
