@@ -1,4 +1,4 @@
-"""``s13eir cases list|show|close``: the detection cases of the running nodes.
+"""``s13eir cases list|show|close|undo``: the detection cases of the running nodes.
 
 With ``store.backend: redis`` the cases are the cluster's and are read and closed in
 Redis directly (:mod:`s13eir.detection_shared`). An embedded node keeps its cases in its
@@ -48,6 +48,11 @@ def add_cases_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     close.add_argument("imei")
     close.add_argument("--note", required=True, help="why: checked with the owner, a false alarm...")
     close.add_argument("--by", default=os.environ.get("USER") or "operator", help="who closes it (default: $USER)")
+    undo = cases.add_parser("undo", help="undo the list changes detection made for a case, and close it")
+    common(undo)
+    undo.add_argument("imei")
+    undo.add_argument("--note", required=True, help="why: a false alarm, the owner's two phones...")
+    undo.add_argument("--by", default=os.environ.get("USER") or "operator", help="who undoes it (default: $USER)")
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
@@ -85,14 +90,18 @@ async def _shared(config: Config, args: argparse.Namespace, imei: str | None) ->
         assert imei is not None
         if args.cases_command == "show":
             return _print_case(shown(await shared.get(imei)), imei, args)
+        if args.cases_command == "undo":
+            # The writer (s13eir sync) removes detection's entries and audits it; the
+            # case is closed and later findings on it change no list.
+            return _print_case(shown(await shared.request_undo(imei, time.time(), args.by, args.note)), imei, args)
         return _print_case(shown(await shared.close(imei, time.time(), args.by, args.note)), imei, args)
     finally:
         await shared.redis.aclose()
 
 
 def _embedded(config: Config, args: argparse.Namespace, imei: str | None) -> int:
-    if args.cases_command == "close":
-        print("s13eir cases: closing a case needs the shared store (store.backend: redis); an embedded "
+    if args.cases_command in ("close", "undo"):
+        print(f"s13eir cases: {args.cases_command} needs the shared store (store.backend: redis); an embedded "
               "node's cases live in its memory and are read on its metrics port", file=sys.stderr)  # fmt: skip
         return 2
     base = args.url or f"http://{_host(config.metrics.address)}:{config.metrics.port}"
@@ -154,6 +163,11 @@ def _print_case(case: dict[str, Any] | None, imei: str, args: argparse.Namespace
     print(f"IMSIs     {', '.join(case['imsis'])}")
     for d in case["details"]:
         print(f"  {d}")
+    if case.get("actions"):
+        print("list changes" + ("  (undone: later findings change no list)" if case.get("suppressed") else ""))
+        for a in case["actions"]:
+            who = f" {a['imsi']}" if a["imsi"] else ""
+            print(f"  {a['op']} {a['list']}{who}  {a['state']}  ({a['source']})")
     print("evidence")
     for e in case["evidence"]:
         print(

@@ -22,6 +22,7 @@ import json
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,6 +39,7 @@ from .detection.rules import Action
 from .detection_engine import DetectionEngine
 from .detection_shared import RedisError, SharedDetection
 from .detection_worker import Reply, frame, parameters, read_frame, reply_decoder
+from .sightings.publisher import SightingPublisher
 
 DRAIN_EVERY_S = 0.1
 BATCH = 5000  # checks per turn of the loop, between yields (on the node's loop)
@@ -52,9 +54,12 @@ async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
 
 
 class DetectionService:
-    def __init__(self, config: Config, log: Any, redis: AnyRedis | None = None) -> None:
+    def __init__(self, config: Config, log: Any, redis: AnyRedis | None = None,
+                 events: SightingPublisher | None = None) -> None:  # fmt: skip
         self.config = config
         self.log = log
+        self.events = events  # where notify findings go
+        self.notified = 0
         self.recorder = Recorder()
         sites = config.peers.sites()
         self.rats = {host: site.rat for host, site in sites.items()}
@@ -82,9 +87,15 @@ class DetectionService:
         pending = [n for n in live if getattr(rules, n).action is not Action.OBSERVE]
         where = "worker" if self.engine is None else "node loop"
         self.log.info("detection_started", rules=live, shared=self.shared is not None, runs_in=where)
-        if pending:
-            self.log.warning("detection_actions_not_applied", rules=pending,
-                             detail="findings become cases and metrics; no list change is made live yet")  # fmt: skip
+        lists = [n for n in pending if getattr(rules, n).action in (Action.GREYLIST, Action.BLOCK)]
+        notify = [n for n in pending if n not in lists]
+        if lists and self.shared is None:
+            self.log.warning("detection_actions_not_applied", rules=lists,
+                             detail="greylist and block change the lists through the writer (s13eir sync), "
+                                    "which needs store.backend redis: these findings are cases only")  # fmt: skip
+        if (notify or lists) and self.events is None:
+            self.log.warning("detection_notify_not_sent", rules=notify + lists,
+                             detail="no events broker (events:): the findings are not published")  # fmt: skip
 
     async def run(self) -> None:
         """Drain the recorder until cancelled (supervised: a failure is restarted)."""
@@ -155,18 +166,32 @@ class DetectionService:
         found = reply.findings
         if not found:
             return
+        for f in found:
+            if f.action is not Action.OBSERVE:
+                self._notify(f)
         if self.shared is None:
             self._found(found, [self.cases.add(f) for f in found])
             return
         self._found(found, [])
         try:
-            cases = await self.shared.add_cases(found)
+            cases = await self.shared.add_cases(found, self.config.detection.genuine_owner)
         except (RedisError, OSError) as exc:
             self.log.error("detection_cases_not_written", error=str(exc) or type(exc).__name__,
                            imeis=sorted({f.imei14 for f in found}))  # fmt: skip
             return
         for case in cases:
             self.log.info("detection_case", imei=case.imei14, rules=case.rules, status=case.status)
+
+    def _notify(self, f: Finding) -> None:
+        """An event to the fraud desk for a finding whose action is not ``observe``."""
+        if self.events is None:
+            return
+        mask = self._mask or (self.config.events is not None and self.config.events.mask_imsi)
+        event = {"event_id": uuid.uuid4().hex, "eir": self.config.node.origin_host, "t": f.t, "rule": f.rule,
+                 "action": f.action.value, "imei": f.imei14, "detail": f.detail,
+                 "imsis": [(mask_imsi(i) or i) if mask else i for i in f.imsis]}  # fmt: skip
+        if self.events.offer_message(f"{self.config.detection.notify_topic}/{f.rule}", json.dumps(event).encode()):
+            self.notified += 1
 
     def _found(self, found: list[Finding], cases: list[Case]) -> None:
         for i, finding in enumerate(found):
@@ -221,6 +246,9 @@ class DetectionService:
         if self.shared is not None:
             dropped.add_metric(["conflict"], self.counters.unresolved)  # still contended after MAX_ROUNDS
         yield dropped
+        notified = CounterMetricFamily("s13eir_detection_notified", "Findings published to the fraud desk (notify)")
+        notified.add_metric([], self.notified)
+        yield notified
         found = CounterMetricFamily("s13eir_detection_findings", "Findings of the detection rules", labels=["rule"])
         for rule, n in sorted(self.findings.items()):
             found.add_metric([rule], n)

@@ -13,8 +13,11 @@ same way (a JSON value per IMEI, and an index by first finding).
 
 Redis keys, under ``store.redis.prefix`` ``P``: ``P:det:d:<imei14>`` the device state
 (:mod:`s13eir.detection.device`, expiring after the longest rule window),
-``P:det:case:<imei14>`` a case (JSON, kept until closed cases are purged) and
-``P:det:cases`` a sorted set of the IMEIs with a case, by first finding.
+``P:det:case:<imei14>`` a case (JSON, kept until closed cases are purged),
+``P:det:cases`` a sorted set of the IMEIs with a case, by first finding, and
+``P:det:actions`` a stream of the list changes the findings ask for (``greylist``,
+``block``, the genuine owner's exception pair) and their undoing, which the writer
+(``s13eir sync``, :mod:`s13eir.sync.detection_actions`) applies and audits.
 
 When Redis cannot be reached, the batch is counted as dropped (``store``) and the answers
 go on as before; the next batch tries again.
@@ -31,10 +34,21 @@ from redis.exceptions import RedisError
 
 from .backends.redis_client import AnyRedis
 from .backends.redis_scripts import lua
-from .detection.cases import Case, add_finding
+from .detection.cases import Case, add_finding, plan_actions
 from .detection.detector import Detector, Finding
 from .detection.device import DeviceState, DeviceStateError
 from .detection.observation import Observation, TacInfo
+
+
+def actions_key(prefix: str) -> str:
+    """The stream of list changes detection asks of the writer (and their undoing)."""
+    return f"{prefix}:det:actions"
+
+
+def action_fields(action: dict[str, Any], by: str) -> dict[Any, Any]:
+    return {"op": action["op"], "list": action["list"], "imei": action["imei"], "imsi": action["imsi"],
+            "source": action["source"], "reason": action["reason"], "by": by}  # fmt: skip
+
 
 MAX_ROUNDS = 8  # compare-and-set rounds per batch; what still conflicts is counted, not retried forever
 _TTL_MARGIN_S = 86400.0
@@ -53,6 +67,7 @@ class SharedDetection:
         self.device_prefix = f"{prefix}:det:d:"
         self.case_prefix = f"{prefix}:det:case:"
         self.index_key = f"{prefix}:det:cases"
+        self.actions_key = actions_key(prefix)
         self.ttl_ms = str(int((detector.horizon + _TTL_MARGIN_S) * 1000))
         self._cas = redis.register_script(lua("detection_cas"))
         self._cas_batch = None if isinstance(redis, RedisCluster) else redis.register_script(lua("detection_cas_batch"))
@@ -124,16 +139,22 @@ class SharedDetection:
 
     # -- cases ---------------------------------------------------------------------------
 
-    async def add_cases(self, findings: list[Finding]) -> list[Case]:
-        """Open or update the case of each finding's IMEI; the cases as written."""
+    async def add_cases(self, findings: list[Finding], genuine_owner: str = "none") -> list[Case]:
+        """Open or update the case of each finding's IMEI; the cases as written. The list
+        changes the findings ask for (``greylist``/``block``: :func:`plan_actions`) are
+        recorded on the case and queued for the writer (``P:det:actions``, applied by
+        ``s13eir sync``), once each."""
         by_imei: dict[str, list[Finding]] = {}
         for f in findings:
             by_imei.setdefault(f.imei14, []).append(f)
+        planned: dict[str, list[dict[str, Any]]] = {}
 
         def update(imei: str, case: Case | None) -> Case:
+            planned[imei] = []  # a compare-and-set round lost is planned again on the winner's case
             for f in by_imei[imei]:
                 info = self._tac_info(imei[:8]) if case is None and self._tac_info is not None else None
                 case = add_finding(case, f, info)
+                planned[imei] += plan_actions(case, f, genuine_owner)
             assert case is not None
             return case
 
@@ -141,8 +162,51 @@ class SharedDetection:
         async with self.redis.pipeline(transaction=False) as pipe:
             for case in cases:
                 pipe.zadd(self.index_key, {case.imei14: case.first}, nx=True)
+                for action in planned.get(case.imei14, []):
+                    pipe.xadd(self.actions_key, action_fields(action, by="detection"))
             await pipe.execute()
         return cases
+
+    async def request_undo(self, imei: str, at: float, by: str, note: str) -> Case | None:
+        """Undo the list changes detection asked for on ``imei``'s case: each one removed
+        by the writer (only its own entry: the source is the rule's), the case closed and
+        suppressed (later findings on it change no list). None when it has no case."""
+        if await self.get(imei) is None:
+            return None
+        undo: list[dict[str, Any]] = []
+
+        def update(_: str, case: Case | None) -> Case:
+            assert case is not None
+            undo.clear()
+            for a in case.actions:
+                if a["op"] == "add" and a["state"] in ("requested", "applied"):
+                    undo.append(dict(a, op="remove"))
+                    a["state"] = "undo requested"
+            case.suppressed = True
+            case.close(at, by, note)
+            return case
+
+        done = await self._update_cases([imei], update)
+        if not done:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for a in undo:
+                pipe.xadd(self.actions_key, action_fields(a, by=by))
+            await pipe.execute()
+        return done[0]
+
+    async def set_action_state(self, imei: str, list_name: str, imsi: str, state: str) -> None:
+        """The writer's outcome for one of the case's changes (``s13eir sync``)."""
+
+        def update(_: str, case: Case | None) -> Case:
+            assert case is not None
+            for a in case.actions:
+                if a["list"] == list_name and a["imsi"] == imsi:
+                    a["state"] = state
+            return case
+
+        if await self.get(imei) is not None:
+            await self._update_cases([imei], update)
 
     async def close(self, imei: str, at: float, by: str, note: str) -> Case | None:
         """Close the case of ``imei``; None when it has none (cases are never deleted)."""

@@ -147,7 +147,7 @@ class Node:
 
                 # Its own client: a slow detection batch never queues behind list lookups.
                 detection_redis = connect(config.store.redis, timeout_s=2.0)
-            self.detection = DetectionService(config, get_logger("s13eir.detection"), detection_redis)
+            self.detection = DetectionService(config, get_logger("s13eir.detection"), detection_redis, self.sightings)
             self.app.recorder = self.reporting.recorder = self.detection.recorder
             self.metrics.add_source(self.detection.metrics)
         # Until start() has loaded them (NodeLists.progress, on /readyz) the embedded store

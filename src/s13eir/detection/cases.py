@@ -40,6 +40,10 @@ class Case:
     status: str = "open"  # or "closed"
     closed: dict[str, Any] | None = None  # the last close: at, by, note
     reopened: int = 0  # findings that opened it again after a close
+    # The list changes asked of the writer for this IMEI (see plan_actions), each with
+    # its state: requested, then applied or present (found there already), then undone.
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    suppressed: bool = False  # undone by an analyst: later findings change no list
 
     def close(self, at: float, by: str, note: str) -> None:
         self.status = "closed"
@@ -63,6 +67,8 @@ class Case:
             ],
             "closed": dict(self.closed) if self.closed is not None else None,
             "reopened": self.reopened,
+            "actions": [dict(a) for a in self.actions],
+            "suppressed": self.suppressed,
         }
 
     @classmethod
@@ -72,7 +78,36 @@ class Case:
                     for e in d["evidence"]]  # fmt: skip
         return cls(imei, d["first"], d["last"], Action(d["action"]), dict(d["rules"]), dict.fromkeys(d["imsis"]),
                    evidence, list(d["details"]), d.get("model"), d.get("device_type"), d.get("status", "open"),
-                   d.get("closed"), d.get("reopened", 0))  # fmt: skip
+                   d.get("closed"), d.get("reopened", 0), list(d.get("actions", [])),
+                   bool(d.get("suppressed", False)))  # fmt: skip
+
+
+# Rules whose finding is a clone (one IMEI, several subscribers at once): the IMSI judged
+# genuine keeps service through an exception pair (Q.5052 §8) while the IMEI is listed.
+CLONE_RULES = frozenset({"time_distance", "concurrent_use"})
+_LIST_OF = {Action.GREYLIST: "grey", Action.BLOCK: "black"}
+
+
+def plan_actions(case: Case, finding: Finding, genuine_owner: str) -> list[dict[str, Any]]:
+    """The list changes a finding asks for, not yet asked for on this case: the IMEI on
+    the greylist or blacklist (``greylist``/``block``), with the rule as source and its
+    detail as reason, and, for a clone with ``genuine_owner: earliest``, an exception
+    pair for the earliest IMSI of the case. None once an analyst undid the case's changes.
+    Appended to ``case.actions`` (state ``requested``) and returned."""
+    target = _LIST_OF.get(finding.action)
+    if target is None or case.suppressed:
+        return []
+    source = f"detection:{finding.rule}"
+    wanted = [{"op": "add", "list": target, "imei": case.imei14, "imsi": "", "source": source,
+               "reason": f"detection {finding.rule}: {finding.detail}"[:200]}]  # fmt: skip
+    if finding.rule in CLONE_RULES and genuine_owner == "earliest" and len(case.imsis) >= 2:
+        owner = next(iter(case.imsis))
+        wanted.append({"op": "add", "list": "exceptions", "imei": case.imei14, "imsi": owner, "source": source,
+                       "reason": "detection: the earliest IMSI of the case, judged genuine"})  # fmt: skip
+    asked = {(a["list"], a["imsi"]) for a in case.actions if a["op"] == "add"}
+    new = [dict(w, state="requested", at=finding.t) for w in wanted if (w["list"], w["imsi"]) not in asked]
+    case.actions += new
+    return new
 
 
 def masked(case: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +115,8 @@ def masked(case: dict[str, Any]) -> dict[str, Any]:
     case["imsis"] = [mask_imsi(i) or i for i in case["imsis"]]
     for e in case["evidence"]:
         e["imsi"] = (mask_imsi(e["imsi"]) or e["imsi"]) if e["imsi"] else None
+    for a in case.get("actions", []):
+        a["imsi"] = mask_imsi(a["imsi"]) if a["imsi"] else ""
     return case
 
 

@@ -11,7 +11,7 @@ that the legitimate look-alikes do not trip them; each rule says which ones.
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -137,3 +137,9 @@ class DetectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     # The worker's CPU priority below the node's (nice): a saturated host gives the
     # answers the CPU first, and the checks detection cannot keep up with are counted.
     worker_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
+    # For a clone listed by greylist/block (time_distance, concurrent_use): "earliest"
+    # gives the case's earliest IMSI an exception pair (Q.5052 §8), so that the owner
+    # keeps service while the clones are refused; "none" lists the IMEI for everyone.
+    genuine_owner: Literal["earliest", "none"] = "earliest"
+    # notify: each such finding is published here (MQTT, the events broker).
+    notify_topic: str = "s13eir/detection"

@@ -70,7 +70,7 @@ class SightingPublisher:
         self.dropped = 0
         self.connected = False
         self._maxsize = cfg.queue_size
-        self._queue: deque[Sighting] = deque()
+        self._queue: deque[Sighting | tuple[str, bytes]] = deque()  # a sighting, or a (topic, payload) ready
         self._retry: deque[tuple[str, bytes]] = deque()  # encoded, sent once, not confirmed
         self._inflight = 0
         self._wake = asyncio.Event()
@@ -88,7 +88,7 @@ class SightingPublisher:
         """Events waiting for the broker (including those sent but not yet confirmed)."""
         return len(self._queue) + len(self._retry) + self._inflight
 
-    def offer(self, sighting: Sighting) -> bool:
+    def offer(self, sighting: Sighting | tuple[str, bytes]) -> bool:
         """Queue an event; never blocks, never awaits. False when the publisher is
         stopped (the event is dropped and counted). When the queue is full the oldest
         waiting event is dropped (counted) to make room."""
@@ -104,6 +104,11 @@ class SightingPublisher:
         self._queue.append(sighting)
         self._wake.set()
         return True
+
+    def offer_message(self, topic: str, payload: bytes) -> bool:
+        """Queue a message of another kind (a detection finding) on the same connection,
+        in the same bounded queue; as :meth:`offer`."""
+        return self.offer((topic, payload))
 
     def offer_outcome(self, outcome: Outcome, interface: Interface = "s13") -> bool:
         """Offer the sighting of an answered check, if it is one (black, grey, unknown).
@@ -183,6 +188,9 @@ class SightingPublisher:
             batch.append(self._retry.popleft())
         while self._queue and len(batch) < self._window:
             s = self._queue.popleft()
+            if isinstance(s, tuple):
+                batch.append(s)
+                continue
             payload = encode_sighting(s, eir=self.origin_host, mask=self.mask, event_id=uuid.uuid4().hex)
             batch.append((sighting_topic(self.cfg.topic_prefix, s.verdict), payload))
         return batch

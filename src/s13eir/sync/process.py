@@ -62,6 +62,7 @@ from s13eir.observability.metrics import SourceMetrics
 from s13eir.observability.redact import redact_url
 
 from ..supervision import Supervisor
+from .detection_actions import DetectionActions
 from .import_report import ImportReport
 from .lock import WriterError, WriterLock, WriterLockHeld, WriterLockLost, writer_lock
 from .mqtt_feed import TRANSIENT_REDIS_ERRORS, MqttFeed, ResyncRefused
@@ -124,6 +125,7 @@ class SyncProcess:
         self.lock_poll_s = lock_poll_s
         self.feed_backoff_s = feed_backoff_s
         self.feed: MqttFeed | None = None
+        self.actions: DetectionActions | None = None
         self.writer: ListWriter | None = None
         self.lock: WriterLock | None = None
         self.resyncs = 0
@@ -382,6 +384,7 @@ class SyncProcess:
         self.writer = writer = ListWriter(self.redis, self.prefix, lock=lock, bloom_fp_rate=cfg.store.bloom_fp_rate)
         self.log.info("writer_lock_taken", holder=lock.token, ttl_s=cfg.sync.lock_ttl_s)
         stats = self.supervisor.start("sync-stats", self._log_stats, critical=False)
+        actions: asyncio.Task[None] | None = None
         try:
             if not writer.atomic:  # a Cluster writer that died may have logged changes it did not apply
                 replayed = await writer.replay_unapplied()
@@ -396,6 +399,10 @@ class SyncProcess:
                 return EXIT_FAILURE
             if lock.lost or self.stop.is_set():
                 return EXIT_OK  # lock loss: WriterLockLost is raised as the lock's block ends
+            # The list changes detection's findings ask for (and their undoing), applied
+            # by this writer and audited (sync/detection_actions.py).
+            self.actions = DetectionActions(self.redis, self.prefix, writer)
+            actions = self.supervisor.start("detection-actions", self.actions.run, stop_on=(WriterLockLost,))
             mqtt = cfg.sync.mqtt
             if mqtt is None:
                 self.log.info("sync_no_feed", hint="no sync.mqtt: snapshots were imported; waiting for a signal")
@@ -409,9 +416,10 @@ class SyncProcess:
             await self._until_stopped(feed, lock)
             return EXIT_OK
         finally:
-            stats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stats
+            for task in (stats, actions) if actions is not None else (stats,):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WriterLockLost):
+                    await task
             self.log.info("sync_stats", final=True, lock_lost=lock.lost, **self._stats())
 
 
