@@ -1,4 +1,4 @@
-"""The ``s13eir`` command: serve, check, config check, load, lists, sync, detect, cases.
+"""The ``s13eir`` command: serve, check, config check, load, lists, sync, detect, cases, tacs.
 
 Start-up time matters here (``--version``, ``check`` and ``config check`` are run by hand
 and by scripts), so this module imports only the standard library at the top: each
@@ -67,6 +67,12 @@ MODULE_COMMANDS = {
         "add_cases_parser",
         "cmd_cases",
         "the clone and tamper detection cases of the running nodes",
+    ),
+    "tacs": _Command(
+        "s13eir.tacs_cli",
+        "add_tacs_parser",
+        "cmd_tacs",
+        "the GSMA TAC database in Redis, shared by the EIR nodes",
     ),
     "sync": _Command(
         "s13eir.sync.process",

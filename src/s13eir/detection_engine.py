@@ -11,10 +11,11 @@ says so until a batch goes through again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .detection.detector import REPEAT_S, Detector, Finding
-from .detection.observation import Location, Observation, Rat
+from .detection.observation import Location, Observation, Rat, TacInfo
 from .detection.recorder import Raw
 from .detection.rules import DetectionConfig
 from .detection_shared import RedisError, SharedDetection
@@ -35,9 +36,10 @@ class DetectionEngine:
         rats: dict[str, Rat],
         locations: dict[str, Location],
         shared: SharedDetection | None = None,
+        tac_info: Callable[[str], TacInfo | None] | None = None,
     ) -> None:
         self.rats = rats
-        self.detector = shared.detector if shared is not None else Detector(config, locations)
+        self.detector = shared.detector if shared is not None else Detector(config, locations, tac_info)
         self.shared = shared
         self.observed = 0  # checks fed to the rules
         self.store_dropped = 0  # checks not applied because Redis could not be reached

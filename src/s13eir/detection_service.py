@@ -40,6 +40,7 @@ from .detection_engine import DetectionEngine
 from .detection_shared import RedisError, SharedDetection
 from .detection_worker import Reply, frame, parameters, read_frame, reply_decoder
 from .sightings.publisher import SightingPublisher
+from .tac_store import TacSource
 
 DRAIN_EVERY_S = 0.1
 BATCH = 5000  # checks per turn of the loop, between yields (on the node's loop)
@@ -55,8 +56,10 @@ async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
 
 class DetectionService:
     def __init__(self, config: Config, log: Any, redis: AnyRedis | None = None,
-                 events: SightingPublisher | None = None) -> None:  # fmt: skip
+                 events: SightingPublisher | None = None, tacs: TacSource | None = None) -> None:  # fmt: skip
         self.config = config
+        self.tacs = tacs
+        tac_info = tacs.info if tacs is not None else None
         self.log = log
         self.events = events  # where notify findings go
         self.notified = 0
@@ -64,16 +67,17 @@ class DetectionService:
         sites = config.peers.sites()
         self.rats = {host: site.rat for host, site in sites.items()}
         self.locations = {host: site.location for host, site in sites.items() if site.location is not None}
-        self.cases = Cases()
+        self.cases = Cases(tac_info)
         # With Redis, the node keeps the cases there; the states are the engine's (the worker's).
-        detector = Detector(config.detection, self.locations)
-        self.shared = SharedDetection(redis, config.store.redis.prefix, detector) if redis is not None else None
+        detector = Detector(config.detection, self.locations, tac_info)
+        self.shared = (SharedDetection(redis, config.store.redis.prefix, detector, tac_info=tac_info)
+                       if redis is not None else None)  # fmt: skip
         self.engine: DetectionEngine | None = None  # the rules on this loop (detection.worker: false)
         if not config.detection.worker:
             states = None
             if redis is not None:
                 states = SharedDetection(redis, config.store.redis.prefix, detector)
-            self.engine = DetectionEngine(config.detection, self.rats, self.locations, states)
+            self.engine = DetectionEngine(config.detection, self.rats, self.locations, states, tac_info)
         self.findings: dict[str, int] = {}
         self.counters = Reply(0, 0, None, 0, 0, 0, [])  # the engine's, as last reported
         self.lost = 0  # checks of batches a worker took with it when it died
@@ -125,7 +129,9 @@ class DetectionService:
         try:
             redis = self.config.store.redis if self.shared is not None else None
             nice = self.config.detection.worker_nice
-            writer.write(frame(parameters(self.config.detection, self.rats, self.locations, redis, nice)))
+            # The worker reads the TAC database itself: the file, or Redis's (and its new ones).
+            tac_redis = self.config.store.redis if self.tacs is not None and self.tacs.redis is not None else None
+            writer.write(frame(parameters(self.config.detection, self.rats, self.locations, redis, nice, tac_redis)))
             encode = msgspec.msgpack.Encoder().encode
             while True:
                 await asyncio.sleep(DRAIN_EVERY_S)

@@ -15,14 +15,17 @@ when the node closes its end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 
 from .config import RedisConfig
 from .detection.detector import Finding
@@ -30,6 +33,7 @@ from .detection.observation import Location, Rat
 from .detection.rules import DetectionConfig
 
 _LEN = struct.Struct(">I")
+TAC_REFRESH_S = 30.0  # how often the TAC database in Redis is looked at for a new generation
 MAX_FRAME = 256 << 20
 
 
@@ -60,8 +64,9 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
 
 
 def parameters(detection: DetectionConfig, rats: dict[str, Rat], locations: dict[str, Location],
-               redis: RedisConfig | None, nice: int) -> bytes:  # fmt: skip
+               redis: RedisConfig | None, nice: int, tacs_from_redis: RedisConfig | None = None) -> bytes:  # fmt: skip
     return msgspec.msgpack.encode({
+        "tacs_from_redis": msgspec.to_builtins(tacs_from_redis) if tacs_from_redis is not None else None,
         "detection": msgspec.to_builtins(detection),
         "rats": {host: rat.value for host, rat in rats.items()},
         "locations": {host: [loc.region, loc.lat, loc.lon] for host, loc in locations.items()},
@@ -81,14 +86,23 @@ async def serve(sock: socket.socket) -> None:
     config = msgspec.convert(params["detection"], DetectionConfig)
     rats = {host: Rat(v) for host, v in params["rats"].items()}
     locations = {host: Location(r, lat, lon) for host, (r, lat, lon) in params["locations"].items()}
+    from .backends.redis_client import connect
+    from .detection.detector import Detector
+    from .tac_store import TacSource
+
+    tac_redis, tac_prefix = None, ""
+    if params["tacs_from_redis"] is not None:
+        tcfg = msgspec.convert(params["tacs_from_redis"], RedisConfig)
+        tac_redis, tac_prefix = connect(tcfg, timeout_s=10.0), tcfg.prefix
+    tacs = TacSource(config.tac_database, tac_redis, tac_prefix)
+    with contextlib.suppress(RedisError, OSError):  # Redis away: the TACs come with the next look
+        await tacs.refresh()
+    next_tacs = time.monotonic() + TAC_REFRESH_S
     shared = None
     if params["redis"] is not None:
-        from .backends.redis_client import connect
-        from .detection.detector import Detector
-
         rcfg = msgspec.convert(params["redis"], RedisConfig)
-        shared = SharedDetection(connect(rcfg, timeout_s=2.0), rcfg.prefix, Detector(config, locations))
-    engine = DetectionEngine(config, rats, locations, shared)
+        shared = SharedDetection(connect(rcfg, timeout_s=2.0), rcfg.prefix, Detector(config, locations, tacs.info))
+    engine = DetectionEngine(config, rats, locations, shared, tacs.info)
     encode = msgspec.msgpack.Encoder().encode
     try:
         while True:
@@ -97,6 +111,10 @@ async def serve(sock: socket.socket) -> None:
             except asyncio.IncompleteReadError:
                 return  # the node is gone
             now, batch = msgspec.msgpack.decode(body)
+            if time.monotonic() >= next_tacs:  # a new TAC database imported meanwhile
+                next_tacs = time.monotonic() + TAC_REFRESH_S
+                with contextlib.suppress(RedisError, OSError):
+                    await tacs.refresh()
             found = await engine.process(batch, now)
             reply = Reply(engine.observed, engine.store_dropped, engine.store_error,
                           shared.conflicts if shared is not None else 0, shared.unresolved if shared is not None else 0,
@@ -106,6 +124,8 @@ async def serve(sock: socket.socket) -> None:
     finally:
         if shared is not None:
             await shared.redis.aclose()
+        if tac_redis is not None:
+            await tac_redis.aclose()
         writer.close()
 
 

@@ -52,11 +52,14 @@ from .transport.admission import AdmissionMonitor
 from .transport.sctp import listening_socket
 from .transport.tcp import DiameterProtocol
 
+TAC_REFRESH_S = 30.0  # how often Redis is asked whether a new TAC database was imported
+
 if TYPE_CHECKING:  # each costs a few hundred milliseconds of start-up: imported when configured
     from .detection_service import DetectionService
     from .lists.redis_store import RedisLists
     from .sbi.server import SbiServer
     from .sightings.publisher import SightingPublisher
+    from .tac_store import TacSource
 
 
 def _local_addresses(config: Config) -> tuple[str, ...]:
@@ -137,6 +140,21 @@ class Node:
         self.app = MeIdentityCheck(self.local, lists, config.policy.decision_policy(), self.reporting.on_outcome,
                                    remote=self.redis_lists)  # fmt: skip
         self.metrics.set_fast_whitelisted_source(lambda: self.app.whitelisted_fast)
+        # The GSMA TAC database: the device's model and type in verdict lines, sighting
+        # events and cases, and the TAC rules (tac_store.py).
+        self.tacs: TacSource | None = None
+        if config.detection.tac_database is not None or config.store.backend == "redis":
+            from .tac_store import TacSource
+
+            tac_redis = None
+            if config.detection.tac_database is None:
+                from .backends.redis_client import connect
+
+                tac_redis = connect(config.store.redis, timeout_s=10.0)
+            self.tacs = TacSource(config.detection.tac_database, tac_redis, config.store.redis.prefix)
+            self.reporting.tacs = self.tacs
+            if self.sightings is not None:
+                self.sightings.describe = self.tacs.describe
         self.detection: DetectionService | None = None
         if config.detection.enabled:
             from .detection_service import DetectionService
@@ -147,7 +165,8 @@ class Node:
 
                 # Its own client: a slow detection batch never queues behind list lookups.
                 detection_redis = connect(config.store.redis, timeout_s=2.0)
-            self.detection = DetectionService(config, get_logger("s13eir.detection"), detection_redis, self.sightings)
+            self.detection = DetectionService(config, get_logger("s13eir.detection"), detection_redis, self.sightings,
+                                              self.tacs)  # fmt: skip
             self.app.recorder = self.reporting.recorder = self.detection.recorder
             self.metrics.add_source(self.detection.metrics)
         # Until start() has loaded them (NodeLists.progress, on /readyz) the embedded store
@@ -202,11 +221,45 @@ class Node:
         """
         try:
             await self._start_http()
+            await self._load_tacs()
             await self.lists.load(health=self._http_url())
             await self._start_serving()
         except BaseException:
             await self.stop()
             raise
+
+    async def _load_tacs(self) -> None:
+        tacs = self.tacs
+        if tacs is None:
+            return
+        if tacs.redis is not None:
+            # Read in the background: a slow Redis must not hold the lists' load up.
+            self.supervisor.start("tac-database", self._follow_tacs, critical=False)
+            return
+        from .detection.tac_db import TacFileError
+
+        try:
+            await tacs.refresh()
+        except (TacFileError, OSError) as exc:  # a file named in the configuration: the start fails
+            raise StartError(f"detection.tac_database: {exc}") from exc
+        if tacs.db is not None:
+            self.log.info("tac_database_loaded", tacs=len(tacs.db), source=tacs.db.source)
+
+    async def _follow_tacs(self) -> None:
+        """Redis's TAC database, read at start and again when ``s13eir tacs import`` makes
+        a new generation current (looked at every TAC_REFRESH_S)."""
+        from redis.exceptions import RedisError
+
+        tacs = self.tacs
+        assert tacs is not None
+        while True:
+            try:
+                changed = await tacs.refresh()
+            except (RedisError, OSError):
+                changed = False  # Redis away: the lists' follower reports it; the TACs in use stay
+            if changed and tacs.db is not None:
+                self.log.info("tac_database_loaded", tacs=len(tacs.db), source=tacs.db.source)
+            await asyncio.sleep(TAC_REFRESH_S)
 
     def _start_loop_lag(self) -> None:
         # The probe feeds admission control too, so it runs when either wants it.

@@ -32,6 +32,7 @@ from .sightings.sighting import Sighting, verdict_name
 if TYPE_CHECKING:  # the Redis client and MQTT cost most of a node's start-up: imported when used
     from .lists.redis_store import RedisLists
     from .sightings.publisher import SightingPublisher
+    from .tac_store import TacSource
     from .transport.tcp import DiameterProtocol
 
 __all__ = ["NO_STATUS", "Reporting"]
@@ -46,6 +47,7 @@ class Reporting:
         self.log = log
         self.metrics = metrics
         self.sightings = sightings
+        self.tacs: TacSource | None = None  # set by the node when it has a TAC database
         self.redis_lists = redis_lists
         self.app_snapshot = snapshot  # the embedded lists in force (their Bloom counters)
         self.recorder: Recorder | None = None  # detection's queue, when detection is on
@@ -120,6 +122,10 @@ class Reporting:
             r = verdict.reason
             entry = mask_entry(r.rule.value, r.entry) if self._mask else r.entry
             fields.update(rule=r.rule.value, list=r.list, source=r.source, entry=entry, reason=r.detail)
+        if q is not None and self.tacs is not None:
+            device = self.tacs.describe(q.imei[:8])  # the TAC database's model and type
+            if device is not None:
+                fields.update(model=device["model"], device_type=device["device_type"])
         if outcome.detail:
             fields["detail"] = outcome.detail
         self.log.info("verdict", **fields)

@@ -76,6 +76,11 @@ async def test_a_blocked_clone_is_listed_but_for_its_owner_audited_published_and
             await desk.subscribe("s13eir/detection/#", qos=1)
             # The owner in Madrid on node A, the clone in Barcelona on node B: both pass.
             assert await status(a, "mme1.s13eir.test", CLONED, OWNER) == M.WHITELISTED
+
+            async def seen() -> bool:  # the owner's check in the shared state before the clone's
+                return bool(await r.exists(f"s13eir:det:d:{CLONED}"))
+
+            await until("the owner's check reached the shared state", seen)
             assert await status(b, "mme2.s13eir.test", CLONED, CLONE) == M.WHITELISTED
 
             async def applied() -> bool:

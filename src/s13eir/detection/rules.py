@@ -143,3 +143,7 @@ class DetectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     genuine_owner: Literal["earliest", "none"] = "earliest"
     # notify: each such finding is published here (MQTT, the events broker).
     notify_topic: str = "s13eir/detection"
+    # The GSMA TAC database (pipe-separated file) for the TAC rules and the device in
+    # verdict lines, sighting events and cases. None: with store.backend redis the one
+    # `s13eir tacs import` put there (re-read when a new one is imported), else none.
+    tac_database: str | None = None

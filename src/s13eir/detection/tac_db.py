@@ -59,6 +59,16 @@ class TacDatabase:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def items(self) -> Iterable[tuple[str, TacEntry]]:
+        return self._entries.items()
+
+    def describe(self, tac: str) -> dict[str, str] | None:
+        """What verdict log lines and sighting events say of the device: model, type, maker."""
+        e = self._entries.get(tac)
+        if e is None:
+            return None
+        return {"model": e.info.model, "device_type": e.info.device_type, "manufacturer": e.manufacturer}
+
     def entry(self, tac: str) -> TacEntry | None:
         return self._entries.get(tac)
 

@@ -28,7 +28,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiomqtt
 
@@ -70,7 +70,10 @@ class SightingPublisher:
         self.dropped = 0
         self.connected = False
         self._maxsize = cfg.queue_size
-        self._queue: deque[Sighting | tuple[str, bytes]] = deque()  # a sighting, or a (topic, payload) ready
+        self._queue: deque[Sighting | tuple[str, bytes]] = deque()
+        # TAC -> the device (model, type, maker), from the TAC database: looked up when
+        # the event is published, off the answer path.
+        self.describe: Callable[[str], dict[str, str] | None] | None = None  # a sighting, or a (topic, payload) ready
         self._retry: deque[tuple[str, bytes]] = deque()  # encoded, sent once, not confirmed
         self._inflight = 0
         self._wake = asyncio.Event()
@@ -191,7 +194,8 @@ class SightingPublisher:
             if isinstance(s, tuple):
                 batch.append(s)
                 continue
-            payload = encode_sighting(s, eir=self.origin_host, mask=self.mask, event_id=uuid.uuid4().hex)
+            device = self.describe(s.imei[:8]) if self.describe is not None and s.imei else None
+            payload = encode_sighting(s, eir=self.origin_host, mask=self.mask, event_id=uuid.uuid4().hex, device=device)
             batch.append((sighting_topic(self.cfg.topic_prefix, s.verdict), payload))
         return batch
 

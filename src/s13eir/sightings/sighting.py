@@ -91,7 +91,7 @@ class SightingReason(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
 
 
-class SightingMessage(msgspec.Struct, frozen=True, kw_only=True):
+class SightingMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The wire form (see the module docstring)."""
 
     id: str
@@ -108,6 +108,8 @@ class SightingMessage(msgspec.Struct, frozen=True, kw_only=True):
     origin_realm: str
     session_id: str
     reason: SightingReason
+    # From the GSMA TAC database, when the node has one: model, device_type, manufacturer.
+    device: dict[str, str] | None = None
 
 
 _encoder: Final = msgspec.json.Encoder()
@@ -159,7 +161,8 @@ def make_sighting(query: EcrQuery, verdict: Verdict, result_code: int, now: floa
     )
 
 
-def to_message(sighting: Sighting, *, eir: str, mask: bool = False, event_id: str | None = None) -> SightingMessage:
+def to_message(sighting: Sighting, *, eir: str, mask: bool = False, event_id: str | None = None,
+               device: dict[str, str] | None = None) -> SightingMessage:  # fmt: skip
     r = sighting.reason
     return SightingMessage(
         id=event_id if event_id is not None else uuid.uuid4().hex,
@@ -182,12 +185,14 @@ def to_message(sighting: Sighting, *, eir: str, mask: bool = False, event_id: st
             entry=mask_entry(r.rule.value, r.entry) if mask else r.entry,
             detail=r.detail,
         ),
+        device=device,
     )
 
 
-def encode_sighting(sighting: Sighting, *, eir: str, mask: bool = False, event_id: str | None = None) -> bytes:
+def encode_sighting(sighting: Sighting, *, eir: str, mask: bool = False, event_id: str | None = None,
+                    device: dict[str, str] | None = None) -> bytes:  # fmt: skip
     """The JSON payload; ``event_id`` defaults to a random UUID (hex)."""
-    return _encoder.encode(to_message(sighting, eir=eir, mask=mask, event_id=event_id))
+    return _encoder.encode(to_message(sighting, eir=eir, mask=mask, event_id=event_id, device=device))
 
 
 def decode_sighting(payload: bytes | str) -> SightingMessage:
