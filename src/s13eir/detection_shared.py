@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
@@ -50,6 +50,7 @@ def action_fields(action: dict[str, Any], by: str) -> dict[Any, Any]:
             "source": action["source"], "reason": action["reason"], "by": by}  # fmt: skip
 
 
+T = TypeVar("T")
 MAX_ROUNDS = 8  # compare-and-set rounds per batch; what still conflicts is counted, not retried forever
 _TTL_MARGIN_S = 86400.0
 
@@ -86,26 +87,35 @@ class SharedDetection:
         for obs in batch:
             groups.setdefault(obs.imei14, []).append(obs)
         expected = await self._read(self.device_prefix, list(groups))
-        found: list[Finding] = []
+
+        def apply(imei: str, old: bytes) -> tuple[bytes, list[Finding]]:
+            state = self._state(old, imei)
+            findings = [f for o in groups[imei] for f in self.detector.apply(state, o, now)]
+            return state.encode(), findings  # encoded after the checks are applied
+
+        return [f for found in await self._cas_rounds(self.device_prefix, expected, apply, self.ttl_ms) for f in found]
+
+    async def _cas_rounds(self, prefix: str, expected: dict[str, bytes],
+                          compute: Callable[[str, bytes], tuple[bytes, T]], ttl_ms: str) -> list[T]:  # fmt: skip
+        """``compute`` (the new value from the old, and what it yields) written by
+        compare-and-set for each IMEI, in rounds: an IMEI another writer changed in
+        between is computed again on its current value. What the written ones yielded."""
+        done: list[T] = []
         for _ in range(MAX_ROUNDS):
             if not expected:
                 break
-            written: dict[str, tuple[bytes, list[Finding]]] = {}
-            for imei, old in expected.items():
-                state = self._state(old, imei)
-                findings = [f for o in groups[imei] for f in self.detector.apply(state, o, now)]
-                written[imei] = (state.encode(), findings)
-            replies = await self._cas_all(self.device_prefix, expected, written, self.ttl_ms)
+            written = {imei: compute(imei, old) for imei, old in expected.items()}
+            replies = await self._cas_all(prefix, expected, written, ttl_ms)
             retry: dict[str, bytes] = {}
-            for (imei, (_, findings)), reply in zip(written.items(), replies, strict=True):
+            for (imei, (_, result)), reply in zip(written.items(), replies, strict=True):
                 if reply == 1:
-                    found += findings
+                    done.append(result)
                 else:
                     retry[imei] = reply
             self.conflicts += len(retry)
             expected = retry
         self.unresolved += len(expected)
-        return found
+        return done
 
     async def _read(self, prefix: str, imeis: list[str]) -> dict[str, bytes]:
         raw: Any = await self.redis.mget([prefix + i for i in imeis]) if imeis else []
@@ -222,27 +232,11 @@ class SharedDetection:
         return closed[0] if closed else None
 
     async def _update_cases(self, imeis: list[str], update: Callable[[str, Case | None], Case]) -> list[Case]:
-        expected = await self._read(self.case_prefix, imeis)
-        done: list[Case] = []
-        for _ in range(MAX_ROUNDS):
-            if not expected:
-                break
-            written: dict[str, Case] = {}
-            values: dict[str, tuple[bytes, object]] = {}
-            for imei, old in expected.items():
-                case = written[imei] = update(imei, self._case(old))
-                values[imei] = (json.dumps(case.as_dict(), separators=(",", ":")).encode(), None)
-            replies = await self._cas_all(self.case_prefix, expected, values, "0")
-            retry: dict[str, bytes] = {}
-            for (imei, case), reply in zip(written.items(), replies, strict=True):
-                if reply == 1:
-                    done.append(case)
-                else:
-                    retry[imei] = reply
-            self.conflicts += len(retry)
-            expected = retry
-        self.unresolved += len(expected)
-        return done
+        def apply(imei: str, old: bytes) -> tuple[bytes, Case]:
+            case = update(imei, self._case(old))
+            return json.dumps(case.as_dict(), separators=(",", ":")).encode(), case
+
+        return await self._cas_rounds(self.case_prefix, await self._read(self.case_prefix, imeis), apply, "0")
 
     def _case(self, data: bytes) -> Case | None:
         if not data:
