@@ -72,8 +72,10 @@ class Reporting:
 
     def on_sbi_outcome(self, outcome: SbiOutcome) -> None:
         if self.recorder is not None and outcome.imei14 is not None:
-            # The AMF is not identified in the request: no location, 5G by the interface.
-            self.recorder.record(outcome.imei14, outcome.imsi, None, outcome.pei, "amf", "n5g-eir")
+            # The AMF as its User-Agent names it (TS 29.500: "AMF-<instance id or FQDN>"),
+            # else its address: a peers.list entry of that name gives it a location.
+            amf = outcome.consumer or outcome.client.rsplit(":", 1)[0]
+            self.recorder.record(outcome.imei14, outcome.imsi, None, outcome.pei, amf, "n5g-eir")
         self._log_sbi(outcome)
         self._sbi_sighting(outcome)
 

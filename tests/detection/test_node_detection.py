@@ -144,3 +144,30 @@ async def test_a_dead_worker_is_shown_restarted_and_detection_goes_on() -> None:
         await answers(rn, requests()[2:])  # the test TAC, to the new worker
         assert TEST_TAC in await wait_cases(rn, 2)
         assert first.returncode is not None
+
+
+async def test_n5g_eir_sightings_name_the_amf_by_its_user_agent() -> None:
+    """TS 29.500 §5.2.2.2: the AMF names itself in User-Agent; a peers.list entry of that
+    name places it, so a clone seen by AMFs in two cities is a time/distance conflict."""
+    from tests.sbi_helpers import RESOURCE, h2_client
+
+    amfs = [{"origin_host": "amf-madrid.5gc.test", "origin_realm": MME_REALM,
+             "location": {"region": "Madrid", "lat": 40.4168, "lon": -3.7038}},
+            {"origin_host": "amf-barcelona.5gc.test", "origin_realm": MME_REALM,
+             "location": {"region": "Barcelona", "lat": 41.3874, "lon": 2.1686}}]  # fmt: skip
+    cfg = node_config(peers={"list": PEERS + amfs}, detection={"enabled": True},
+                      sbi={"address": "127.0.0.1", "port": 0})  # fmt: skip
+    async with running_node(config_from_mapping(cfg)) as rn:
+        port = next(p for t, _, p in rn.node.bound if t == "sbi")
+        async with h2_client(f"http://127.0.0.1:{port}") as c:
+            for amf, imsi in (
+                ("AMF-madrid.5gc.test", "214010000000001"),
+                ("AMF-barcelona.5gc.test", "214010000000002"),
+            ):
+                r = await c.get(RESOURCE, params={"pei": f"imei-{CLONED}0", "supi": f"imsi-{imsi}"},
+                                headers={"user-agent": amf})  # fmt: skip
+                assert r.status_code == 200
+        case = (await wait_cases(rn, 1))[CLONED]
+        assert case["rules"] == {"time_distance": 1}
+        assert sorted(e["peer"] for e in case["evidence"]) == ["amf-barcelona.5gc.test", "amf-madrid.5gc.test"]
+        assert {e["rat"] for e in case["evidence"]} == {"5g"}

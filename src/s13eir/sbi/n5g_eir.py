@@ -88,6 +88,7 @@ class Request:
     body_length: int = 0  # content bytes received (GET has none)
     header_list_size: int = 0  # RFC 9113 §6.5.2: names + values + 32 per field
     client: str = ""  # remote address, for the log
+    user_agent: str | None = None  # TS 29.500 §5.2.2.2: the consumer, "AMF-<instance id or FQDN>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,7 @@ class SbiOutcome:
     gpsi: str | None = None
     client: str = ""
     detail: str = ""
+    consumer: str = ""  # the NF that asked, as its User-Agent names it ("" when it does not)
 
 
 @dataclass(frozen=True, slots=True)

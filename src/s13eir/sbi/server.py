@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import ssl
 import time
@@ -230,7 +231,7 @@ class _H2Protocol(asyncio.Protocol):
         """The fields N5g-eir looks at (header_encoding=None: names and values are bytes)."""
         method = path = ""
         accept: list[str] = []
-        content_type = authorization = None
+        content_type = authorization = user_agent = None
         size = 0
         for name, value in headers:
             size += len(name) + len(value) + 32
@@ -244,8 +245,10 @@ class _H2Protocol(asyncio.Protocol):
                 content_type = value.decode("latin-1")
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value[:128].decode("latin-1")
         return Request(method, path, ",".join(accept) if accept else None, content_type, authorization, 0, size,
-                       self.client)  # fmt: skip
+                       self.client, user_agent)  # fmt: skip
 
     def _answer(self, stream_id: int, req: Request) -> None:
         ov = self.s.overload
@@ -276,9 +279,12 @@ class _H2Protocol(asyncio.Protocol):
 
     def _complete(self, stream_id: int, req: Request, answer: Answer) -> None:
         self._send(stream_id, answer, head=req.method == "HEAD")
-        self.s.metrics.count_answer(answer.outcome)
+        outcome = answer.outcome
+        if req.user_agent:  # who asked, for detection's sightings (the AMF)
+            outcome = dataclasses.replace(outcome, consumer=req.user_agent)
+        self.s.metrics.count_answer(outcome)
         try:
-            self.s.on_outcome(answer.outcome)
+            self.s.on_outcome(outcome)
         except Exception as exc:
             self.s.log.error("sbi_on_outcome_failed", error=repr(exc))
 
@@ -378,7 +384,7 @@ class _H2Protocol(asyncio.Protocol):
 
 def _with_body(req: Request, length: int) -> Request:
     return Request(req.method, req.path, req.accept, req.content_type, req.authorization, length,
-                   req.header_list_size, req.client)  # fmt: skip
+                   req.header_list_size, req.client, req.user_agent)  # fmt: skip
 
 
 def _internal_error(req: Request, exc: Exception) -> Answer:
