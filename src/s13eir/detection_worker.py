@@ -1,6 +1,6 @@
 """The detection worker: a process of its own, beside the node, that runs the rules
 (:class:`DetectionEngine`) over the batches the node drains, at a lower CPU priority
-(``detection.worker_nice``), so that detection never takes the node's loop or its core
+(``detection.worker_priority``), so that detection never takes the node's loop or its core
 from answering. Started by the node's supervised detection task, one per node process.
 
 The node and the worker speak over a socket pair, in frames of a 4-byte length and a
@@ -64,15 +64,28 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
 
 
 def parameters(detection: DetectionConfig, rats: dict[str, Rat], locations: dict[str, Location],
-               redis: RedisConfig | None, nice: int, tacs_from_redis: RedisConfig | None = None) -> bytes:  # fmt: skip
+               redis: RedisConfig | None, priority: str,
+               tacs_from_redis: RedisConfig | None = None) -> bytes:  # fmt: skip
     return msgspec.msgpack.encode({
         "tacs_from_redis": msgspec.to_builtins(tacs_from_redis) if tacs_from_redis is not None else None,
         "detection": msgspec.to_builtins(detection),
         "rats": {host: rat.value for host, rat in rats.items()},
         "locations": {host: [loc.region, loc.lat, loc.lon] for host, loc in locations.items()},
         "redis": msgspec.to_builtins(redis) if redis is not None else None,
-        "nice": nice,
+        "priority": priority,
     })  # fmt: skip
+
+
+def lower_priority(priority: str) -> None:
+    """SCHED_IDLE where the kernel has it (Linux), else nice 19; or nice 10; or nothing."""
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (AttributeError, OSError):
+            os.nice(19)
+    elif priority == "low":
+        os.nice(10)
 
 
 async def serve(sock: socket.socket) -> None:
@@ -81,8 +94,7 @@ async def serve(sock: socket.socket) -> None:
 
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     params: dict[str, Any] = msgspec.msgpack.decode(await read_frame(reader))
-    if params["nice"]:
-        os.nice(params["nice"])
+    lower_priority(params["priority"])
     config = msgspec.convert(params["detection"], DetectionConfig)
     rats = {host: Rat(v) for host, v in params["rats"].items()}
     locations = {host: Location(r, lat, lon) for host, (r, lat, lon) in params["locations"].items()}

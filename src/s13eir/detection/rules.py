@@ -134,9 +134,11 @@ class DetectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     # The rules run in a worker process beside each node process, so that they never take
     # the node's loop from answering; false: on the node's loop.
     worker: bool = True
-    # The worker's CPU priority below the node's (nice): a saturated host gives the
-    # answers the CPU first, and the checks detection cannot keep up with are counted.
-    worker_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
+    # The worker's CPU priority: "idle" (Linux SCHED_IDLE: it runs only on CPU time nothing
+    # else wants, and the node preempts it the moment a request arrives), "low" (nice 10)
+    # or "normal". On a saturated host the answers get the CPU first, and the checks
+    # detection cannot keep up with are counted.
+    worker_priority: Literal["idle", "low", "normal"] = "idle"
     # For a clone listed by greylist/block (time_distance, concurrent_use): "earliest"
     # gives the case's earliest IMSI an exception pair (Q.5052 §8), so that the owner
     # keeps service while the clones are refused; "none" lists the IMEI for everyone.
