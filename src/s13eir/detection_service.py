@@ -1,5 +1,5 @@
 """Detection in a running node: the checks the answer path left in the recorder are
-drained every 100 ms, off the answer path, to the rules (:mod:`s13eir.detection_engine`),
+drained (every 20 ms to the worker, 100 ms on the node's loop), off the answer path, to the rules (:mod:`s13eir.detection_engine`),
 which run in the detection worker process (:mod:`s13eir.detection_worker`; with
 ``detection.worker: false`` on the node's loop), and their findings kept as cases,
 counted per rule and served on the metrics port (``/cases``, ``/cases/<imei>``).

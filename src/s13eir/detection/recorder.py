@@ -3,7 +3,7 @@ I/O and no clock. Pure.
 
 The answer path (the S13 fast path for whitelisted phones, the reporting of every other
 answer, N5g-eir) appends the raw fields; the node's detection task drains them in batches,
-stamps each batch with its clock (the drain runs every 100 ms: finer than any rule's
+stamps each batch with its clock (the drain runs every 20 to 100 ms: finer than any rule's
 window) and feeds the detection core. A full queue drops the check, counted, and never
 delays the answer.
 """
