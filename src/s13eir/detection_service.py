@@ -1,7 +1,8 @@
 """Detection in a running node: the checks the answer path left in the recorder are
-drained (every 20 ms to the worker, 100 ms on the node's loop), off the answer path, to the rules (:mod:`s13eir.detection_engine`),
-which run in the detection worker process (:mod:`s13eir.detection_worker`; with
-``detection.worker: false`` on the node's loop), and their findings kept as cases,
+drained (every 20 ms to the worker, 100 ms on the node's loop), off the answer path, to
+the rules (:mod:`s13eir.detection_engine`), which run in the detection worker process
+(:mod:`s13eir.detection_worker`; with ``detection.worker: false`` on the node's loop),
+and their findings kept as cases,
 counted per rule and served on the metrics port (``/cases``, ``/cases/<imei>``).
 The worker is the supervised task's child: when it dies the task fails, is logged,
 counted and restarted with a new worker, and /readyz says so meanwhile.
