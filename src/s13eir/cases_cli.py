@@ -1,4 +1,4 @@
-"""``s13eir cases list|show|close|undo``: the detection cases of the running nodes.
+"""``s13eir cases list|show|close|undo|purge``: the detection cases of the running nodes.
 
 With ``store.backend: redis`` the cases are the cluster's and are read and closed in
 Redis directly (:mod:`s13eir.detection_shared`). An embedded node keeps its cases in its
@@ -48,6 +48,9 @@ def add_cases_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     close.add_argument("imei")
     close.add_argument("--note", required=True, help="why: checked with the owner, a false alarm...")
     close.add_argument("--by", default=os.environ.get("USER") or "operator", help="who closes it (default: $USER)")
+    purge = cases.add_parser("purge", help="delete the cases closed more than --days ago (Redis store)")
+    common(purge)
+    purge.add_argument("--days", type=float, required=True, help="closed at least this many days ago")
     undo = cases.add_parser("undo", help="undo the list changes detection made for a case, and close it")
     common(undo)
     undo.add_argument("imei")
@@ -87,6 +90,10 @@ async def _shared(config: Config, args: argparse.Namespace, imei: str | None) ->
     try:
         if args.cases_command == "list":
             return _print_list([c for c in map(shown, await shared.all()) if c is not None], args)
+        if args.cases_command == "purge":
+            gone = await shared.purge(time.time() - args.days * 86400)
+            print(json.dumps({"purged": gone}) if args.json else f"{gone} closed case(s) purged")
+            return 0
         assert imei is not None
         if args.cases_command == "show":
             return _print_case(shown(await shared.get(imei)), imei, args)
@@ -100,7 +107,7 @@ async def _shared(config: Config, args: argparse.Namespace, imei: str | None) ->
 
 
 def _embedded(config: Config, args: argparse.Namespace, imei: str | None) -> int:
-    if args.cases_command in ("close", "undo"):
+    if args.cases_command in ("close", "undo", "purge"):
         print(f"s13eir cases: {args.cases_command} needs the shared store (store.backend: redis); an embedded "
               "node's cases live in its memory and are read on its metrics port", file=sys.stderr)  # fmt: skip
         return 2

@@ -13,7 +13,8 @@ same way (a JSON value per IMEI, and an index by first finding).
 
 Redis keys, under ``store.redis.prefix`` ``P``: ``P:det:d:<imei14>`` the device state
 (:mod:`s13eir.detection.device`, expiring after the longest rule window),
-``P:det:case:<imei14>`` a case (JSON, kept until closed cases are purged),
+``P:det:case:<imei14>`` a case (JSON, kept until ``s13eir cases purge`` removes it
+once closed long enough),
 ``P:det:cases`` a sorted set of the IMEIs with a case, by first finding, and
 ``P:det:actions`` a stream of the list changes the findings ask for (``greylist``,
 ``block``, the genuine owner's exception pair) and their undoing, which the writer
@@ -51,6 +52,7 @@ def action_fields(action: dict[str, Any], by: str) -> dict[Any, Any]:
 
 
 T = TypeVar("T")
+_DELETE_IF_SAME = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 MAX_ROUNDS = 8  # compare-and-set rounds per batch; what still conflicts is counted, not retried forever
 _TTL_MARGIN_S = 86400.0
 
@@ -259,6 +261,26 @@ class SharedDetection:
         raw: Any = await self.redis.mget([self.case_prefix + i.decode() for i in members])
         cases = [c for c in (self._case(r or b"") for r in raw) if c is not None]
         return sorted(cases, key=lambda c: (c.first, c.imei14))
+
+    async def purge(self, closed_before: float) -> int:
+        """Delete the cases closed before ``closed_before`` (epoch seconds) and not opened
+        again since; how many. A case still open, or reopened, stays."""
+        r: Any = self.redis
+        gone = 0
+        members = [m.decode() for m in await r.zrange(self.index_key, 0, -1)]
+        for start in range(0, len(members), 1000):
+            imeis = members[start : start + 1000]
+            for imei, raw in zip(imeis, await r.mget([self.case_prefix + i for i in imeis]), strict=True):
+                case = self._case(raw or b"")
+                if case is None or case.status != "closed" or case.closed is None:
+                    continue
+                if case.closed["at"] >= closed_before:
+                    continue
+                # Only if unchanged since read: a finding that reopened it meanwhile keeps it.
+                if await r.eval(_DELETE_IF_SAME, 1, self.case_prefix + imei, raw) == 1:
+                    await r.zrem(self.index_key, imei)
+                    gone += 1
+        return gone
 
     async def count(self) -> int:
         n: int = await self.redis.zcard(self.index_key)

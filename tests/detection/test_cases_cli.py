@@ -129,3 +129,19 @@ async def test_cases_of_an_embedded_node(tmp_path: Path, capsys: pytest.CaptureF
         rc, _, err = await asyncio.to_thread(run, capsys, "close", CLONED, "--config", cfg, "--url", url, "--note", "x")
         assert rc == 2 and "needs the shared store" in err
     assert config_from_mapping(node_config()).store.backend == "embedded"
+
+
+def test_closed_cases_are_purged_and_open_ones_kept(
+    redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(clone_case(redis_server.url, CLONED))
+    asyncio.run(clone_case(redis_server.url, "35209900176148"))
+    cfg = write_config(tmp_path, store={"backend": "redis", "lists": [], "redis": {"url": redis_server.url}})
+    assert run(capsys, "close", CLONED, "--config", cfg, "--note", "done")[0] == 0
+    rc, out, _ = run(capsys, "purge", "--days", "1", "--config", cfg, "--json")
+    assert rc == 0 and json.loads(out) == {"purged": 0}  # closed just now: not a day ago
+    rc, out, _ = run(capsys, "purge", "--days", "0", "--config", cfg, "--json")
+    assert rc == 0 and json.loads(out) == {"purged": 1}
+    rc, out, _ = run(capsys, "list", "--status", "all", "--config", cfg, "--json")
+    assert [c["imei"] for c in json.loads(out)["cases"]] == ["35209900176148"]  # the open one stays
+    assert run(capsys, "show", CLONED, "--config", cfg)[0] == 1

@@ -125,6 +125,11 @@ async def test_a_blocked_clone_is_listed_but_for_its_owner_audited_published_and
 
             await until("the writer undid both changes", undone)
 
+            async def trimmed() -> bool:  # what is applied is in P:audit and on the case
+                return int(await r.xlen("s13eir:det:actions")) == 0
+
+            await until("the applied requests trimmed", trimmed)
+
             async def served_again() -> bool:
                 return await status(a, "mme2.s13eir.test", CLONED, CLONE) == M.WHITELISTED
 

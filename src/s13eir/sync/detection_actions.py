@@ -20,7 +20,8 @@ in order, from the last entry it finished (``P:det:actions:done``), and for each
   and sets the change's state on the case.
 
 Each change is idempotent, so a crash between applying one and storing its stream id
-applies it again harmlessly.
+applies it again harmlessly. Applied requests are trimmed from the stream (they are in
+the audit stream and on the cases); ``P:audit`` itself is never trimmed here.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class DetectionActions:
                     await self.apply(fields)
                     last = as_text(entry_id)
                     await r.set(self.done_key, last)
+                # What is applied is in P:audit and on the cases: the stream keeps only the rest.
+                await r.xdel(self.stream, *[entry_id for entry_id, _ in entries])
 
     async def apply(self, f: dict[str, str]) -> str:
         """Apply one requested change; its outcome (applied, undone, present, refused)."""
