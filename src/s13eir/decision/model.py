@@ -56,6 +56,8 @@ class Rule(enum.Enum):
     TAC = "tac"  # 8-digit Type Allocation Code
     POLICY = "policy"  # nothing matched: the unknown-IMEI policy
     MALFORMED = "malformed"  # the IMEI could not be read: the malformed-IMEI policy
+    PAIRING = "pairing"  # a pairing broken (decision.modes)
+    GRACE = "grace"  # restrictive modes: a grace period, its end, or the amnesty (decision.modes)
 
 
 class Reason(msgspec.Struct, frozen=True, gc=False):
