@@ -10,9 +10,10 @@ counted and restarted with a new worker, and /readyz says so meanwhile.
 With the embedded store the state and the cases are the node's own. With Redis
 (``store.backend: redis``) they are the cluster's (:mod:`s13eir.detection_shared`): every
 node's checks of one IMEI meet in one state, a finding is made once, and any node serves
-every case. Actions other than ``observe`` are not applied live yet (a finding becomes a
-case and a metric, and ``notify``/``greylist``/``block`` are logged once at start as not
-applied).
+every case. A finding whose rule's action is ``notify``, ``greylist`` or ``block`` is
+published to the fraud desk (the events broker); ``greylist`` and ``block`` also ask the
+writer for the list change, recorded on the case (:meth:`SharedDetection.add_cases`,
+applied by :mod:`s13eir.sync.detection_actions`), which needs the Redis store.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class DetectionService:
             self.engine = DetectionEngine(config.detection, self.rats, self.locations, states, tac_info)
         self.findings: dict[str, int] = {}
         self.counters = Reply(0, 0, None, 0, 0, 0, [])  # the engine's, as last reported
+        self._past = [0, 0, 0, 0]  # observed, store_dropped, conflicts, unresolved of workers gone
         self.lost = 0  # checks of batches a worker took with it when it died
         self.worker: asyncio.subprocess.Process | None = None
         self._store_down = False
@@ -159,6 +161,11 @@ class DetectionService:
             raise RuntimeError(f"the detection worker exited ({code})") from exc
         finally:
             self.lost += in_flight
+            # The next worker counts from 0: the node's counters go on from this one's.
+            c = self.counters
+            self._past = [a + b for a, b in zip(self._past, (c.observed, c.store_dropped, c.conflicts, c.unresolved),
+                                                strict=True)]  # fmt: skip
+            self.counters = Reply(0, 0, c.store_error, 0, 0, c.devices, [])
             writer.close()
             if proc.returncode is None:
                 proc.kill()
@@ -248,15 +255,16 @@ class DetectionService:
         yield recorded
         seen = CounterMetricFamily("s13eir_detection_sightings",
                                    "Checks fed to the rules (not a phone's repeat within a minute)")  # fmt: skip
-        seen.add_metric([], self.counters.observed)
+        past_seen, past_store, past_conflicts, past_unresolved = self._past
+        seen.add_metric([], past_seen + self.counters.observed)
         yield seen
         dropped = CounterMetricFamily("s13eir_detection_dropped", "Checks dropped before detection",
                                       labels=["reason"])  # fmt: skip
         dropped.add_metric(["queue"], self.recorder.dropped)  # the recorder was full
-        dropped.add_metric(["store"], self.counters.store_dropped)  # Redis could not be reached
+        dropped.add_metric(["store"], past_store + self.counters.store_dropped)  # Redis could not be reached
         dropped.add_metric(["worker"], self.lost)  # in a worker's hands when it died
         if self.shared is not None:
-            dropped.add_metric(["conflict"], self.counters.unresolved)  # still contended after MAX_ROUNDS
+            dropped.add_metric(["conflict"], past_unresolved + self.counters.unresolved)  # contended past MAX_ROUNDS
         yield dropped
         notified = CounterMetricFamily("s13eir_detection_notified", "Findings published to the fraud desk (notify)")
         notified.add_metric([], self.notified)
@@ -275,5 +283,5 @@ class DetectionService:
         else:  # the cluster's counts live in Redis; scraping does not ask it
             conflicts = CounterMetricFamily("s13eir_detection_conflicts",
                                             "Device states written again after another node changed them")  # fmt: skip
-            conflicts.add_metric([], self.counters.conflicts)
+            conflicts.add_metric([], past_conflicts + self.counters.conflicts)
             yield conflicts

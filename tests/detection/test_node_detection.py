@@ -144,6 +144,8 @@ async def test_a_dead_worker_is_shown_restarted_and_detection_goes_on() -> None:
         await answers(rn, requests()[2:])  # the test TAC, to the new worker
         assert TEST_TAC in await wait_cases(rn, 2)
         assert first.returncode is not None
+        metrics = (await http_get(rn, "/metrics"))[1].decode()
+        assert "s13eir_detection_sightings_total 3.0" in metrics  # counted on from the first worker's 2
 
 
 async def test_n5g_eir_sightings_name_the_amf_by_its_user_agent() -> None:
