@@ -57,13 +57,16 @@ def test_example_config_states_every_key() -> None:
 
     data = yaml.safe_load((CONFIG_DIR / "eir.yaml").read_text())
     cfg = config_from_mapping({"node": NODE})
-    for section in ("node", "diameter", "peers", "policy", "store", "logging", "metrics", "detection"):
+    for section in ("node", "diameter", "peers", "policy", "store", "logging", "metrics", "detection", "modes"):
         assert set(data[section]) == set(getattr(cfg, section).__struct_fields__), section
     assert set(data["peers"]["list"][0]) == set(PeerConfig.__struct_fields__)
     rules = cfg.detection.rules
     for name in rules.__struct_fields__:
         assert set(data["detection"]["rules"][name]) == set(getattr(rules, name).__struct_fields__), name
     assert config_from_mapping(data, environ={}).detection == cfg.detection  # the defaults, spelt out
+    for sub in ("pairing", "grace"):
+        assert set(data["modes"][sub]) == set(getattr(cfg.modes, sub).__struct_fields__), sub
+    assert config_from_mapping(data, environ={}).modes == cfg.modes
     assert set(data["listen"][0]) == set(ListenConfig.__struct_fields__)
 
 

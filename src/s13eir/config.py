@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from s13eir.decision.model import ListKind, UnknownPolicy
+from s13eir.decision.modes import ModesConfig
 from s13eir.decision.policy import ImeisvInImeiPolicy, MalformedImeiPolicy, Policy, StoreUnavailablePolicy
 from s13eir.detection.observation import Location, PeerSite, Rat
 from s13eir.detection.rules import DetectionConfig
@@ -372,6 +373,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
     events: EventsConfig | None = None  # off when absent
     detection: DetectionConfig = msgspec.field(default_factory=DetectionConfig)
+    modes: ModesConfig = msgspec.field(default_factory=ModesConfig)
 
     @property
     def host_ip_addresses(self) -> tuple[str, ...]:

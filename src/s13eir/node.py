@@ -28,6 +28,7 @@ import msgspec
 from .config import Config, ConfigError
 from .config_loading import load_config
 from .config_reload import plan_reload
+from .decision.masking import mask_imsi
 from .diameter import dictionary as dictionary_mod
 from .diameter.capx import LocalIdentity, admits
 from .diameter.constants import (
@@ -37,6 +38,7 @@ from .diameter.constants import (
 )
 from .diameter.peer import PeerRegistry, PeerState
 from .lists.snapshot import ListSnapshot
+from .mode_state import grace_payload, moded_check, modes_active
 from .node_lists import NodeLists, StartError
 from .observability.http import start_http
 from .observability.logs import get_logger, set_level
@@ -55,8 +57,10 @@ from .transport.tcp import DiameterProtocol
 TAC_REFRESH_S = 30.0  # how often Redis is asked whether a new TAC database was imported
 
 if TYPE_CHECKING:  # each costs a few hundred milliseconds of start-up: imported when configured
+    from .decision.grace import GraceEvent
     from .detection_service import DetectionService
     from .lists.redis_store import RedisLists
+    from .mode_state import ModeState
     from .sbi.server import SbiServer
     from .sightings.publisher import SightingPublisher
     from .tac_store import TacSource
@@ -140,6 +144,12 @@ class Node:
         self.app = MeIdentityCheck(self.local, lists, config.policy.decision_policy(), self.reporting.on_outcome,
                                    remote=self.redis_lists)  # fmt: skip
         self.metrics.set_fast_whitelisted_source(lambda: self.app.whitelisted_fast)
+        # The operating modes (Q.Sup73), when one is on: S13 and N5g-eir ask the same state.
+        self.modes: ModeState | None = None
+        if modes_active(config.modes):
+            from .mode_state import ModeState
+
+            self.modes = self.app.modes = ModeState(config.modes, self._grace_event)
         # The GSMA TAC database: the device's model and type in verdict lines, sighting
         # events and cases, and the TAC rules (tac_store.py).
         self.tacs: TacSource | None = None
@@ -193,12 +203,23 @@ class Node:
         self.sbi: SbiServer | None = None
 
     def _sbi_check(self) -> Check:
-        """N5g-eir's verdicts from the lists and the policy of S13 (read per request)."""
+        """N5g-eir's verdicts from the lists and the policy of S13 (read per request),
+        judged under the operating modes as S13's are."""
         if self.redis_lists is not None:
             from .sbi.store_check import store_check
 
-            return store_check(lambda: self.app.lists, lambda: self.app.policy, self.redis_lists)
-        return lists_check(lambda: self.app_snapshot, lambda: self.app.policy)
+            check = store_check(lambda: self.app.lists, lambda: self.app.policy, self.redis_lists)
+        else:
+            check = lists_check(lambda: self.app_snapshot, lambda: self.app.policy)
+        return moded_check(check, self.modes) if self.modes is not None else check
+
+    def _grace_event(self, event: GraceEvent) -> None:
+        """A grace transition: logged, and published for the subscriber's notification."""
+        imsi = (mask_imsi(event.imsi) or event.imsi) if self.config.logging.mask_imsi else event.imsi
+        self.log.info("grace_event", kind=event.kind, imei=event.imei14, imsi=imsi, reason=event.reason.value,
+                      stage=event.stage.value, deadline=event.deadline, by=event.by)  # fmt: skip
+        if self.sightings is not None:
+            self.sightings.offer_message(f"{self.config.modes.events_topic}/{event.kind}", grace_payload(event, imsi))
 
     def _install_lists(self, snapshot: ListSnapshot) -> None:
         self.app.lists = snapshot

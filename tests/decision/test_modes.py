@@ -85,12 +85,12 @@ def test_restrictive_gives_an_unregistered_device_its_grace_then_blocks_it() -> 
     assert v.status is ES.GREYLISTED and v.reason.rule is Rule.GRACE and w.open_grace is GraceReason.UNREGISTERED
     g, _ = open_grace(IMEI, HOME, GraceReason.UNREGISTERED, T0, c.grace)
     v, w = with_modes(listed(), IMEI, HOME, T0 + 59 * DAY_S, c, P.NOT_PAIRED, g)
-    assert v.status is ES.GREYLISTED and not w.grace_changed
+    assert v.status is ES.GREYLISTED and not w.events
     v, w = with_modes(listed(), IMEI, HOME, T0 + 60 * DAY_S, c, P.NOT_PAIRED, g)  # exactly at the deadline
-    assert v.status is ES.BLACKLISTED and w.grace_changed and "blocked" in v.reason.detail
+    assert v.status is ES.BLACKLISTED and [e.kind for e in w.events] == ["blocked"] and "blocked" in v.reason.detail
     apply(g, "registered", T0 + 61 * DAY_S, c.grace, by="self-care")  # registered late: allowed
     v, w = with_modes(listed(), IMEI, HOME, T0 + 62 * DAY_S, c, P.NOT_PAIRED, g)
-    assert v.status is ES.WHITELISTED and v.reason.rule is Rule.GRACE and not w.grace_changed
+    assert v.status is ES.WHITELISTED and v.reason.rule is Rule.GRACE and not w.events
 
 
 def test_amnesty_grandfathers_what_is_in_use_and_ends() -> None:

@@ -29,7 +29,7 @@ from typing import Literal
 
 import msgspec
 
-from .grace import Grace, GraceConfig, GraceReason, advance, grace_status
+from .grace import Grace, GraceConfig, GraceEvent, GraceReason, advance, grace_status
 from .model import EquipmentStatus, ListKind, Reason, Rule, Verdict
 from .pairing import PairingConfig, PairingResult
 
@@ -50,6 +50,9 @@ class ModesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     amnesty: Amnesty | None = None
     pairing: PairingConfig = msgspec.field(default_factory=PairingConfig)
     grace: GraceConfig = msgspec.field(default_factory=GraceConfig)
+    # Each grace transition is published here (MQTT, the events broker): what an SMS
+    # gateway or a self-care portal needs to tell the subscriber.
+    events_topic: str = "s13eir/grace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,7 @@ class Write:
 
     pair_origin: Literal["amnesty", "auto"] | None = None
     open_grace: GraceReason | None = None
-    grace_changed: bool = False
+    events: tuple[GraceEvent, ...] = ()  # what the time did to the grace record (its block)
 
 
 NOTHING = Write()
@@ -116,10 +119,10 @@ def with_modes(
         days = config.grace.periods_days.get(GraceReason.UNREGISTERED.value, 30.0)
         reason = Reason(Rule.GRACE, "", "grace", imei14, f"unregistered: {days:g} days to register")
         return Verdict(_STATUS[config.grace.during], reason), Write(open_grace=GraceReason.UNREGISTERED)
-    changed = advance(grace, now) is not None
+    blocked = advance(grace, now)
+    write = Write(events=(blocked,)) if blocked is not None else NOTHING
     in_grace = grace_status(grace, now, config.grace)
     if in_grace is None:
-        reason = Reason(Rule.GRACE, "", "grace", imei14, grace.stage.value)
-        return Verdict(EquipmentStatus.WHITELISTED, reason), Write(grace_changed=changed)
+        return Verdict(EquipmentStatus.WHITELISTED, Reason(Rule.GRACE, "", "grace", imei14, grace.stage.value)), write
     detail = f"{grace.reason.value}: {grace.stage.value}, deadline {grace.deadline:.0f}"
-    return Verdict(in_grace, Reason(Rule.GRACE, "", "grace", imei14, detail)), Write(grace_changed=changed)
+    return Verdict(in_grace, Reason(Rule.GRACE, "", "grace", imei14, detail)), write

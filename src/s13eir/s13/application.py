@@ -95,6 +95,13 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     detail: str = ""
 
 
+class Modes(Protocol):
+    """The operating modes (``s13eir.mode_state.ModeState``): the lists' verdict judged
+    under the configured mode, the same for S13 and N5g-eir."""
+
+    def judge(self, verdict: Verdict, imei14: str, imsi: str | None) -> Verdict: ...
+
+
 class MeIdentityCheck:
     """The S13 application: one instance per node, shared by every connection.
 
@@ -120,6 +127,9 @@ class MeIdentityCheck:
         # Detection's queue (s13eir.detection.recorder), when detection is on: every
         # answered ECR is left there, the fast path's whitelisted ones included.
         self.recorder: Recorder | None = None
+        # The operating modes (modes:, mode_state.py), when any is on: the lists' verdict
+        # judged under them, as N5g-eir's is.
+        self.modes: Modes | None = None
         self.eca = EcaBuilder(local)
         # By (peer, frame length): a few, since ECRs of one length can differ in layout
         # (a 14-digit IMEI pads to the length of a 15-digit one). Keyed by id(): a reused
@@ -161,6 +171,8 @@ class MeIdentityCheck:
             return Deferred(frame, query_of(ecr), peer, ecr.session_id_avp)
         else:
             verdict = self.policy.verdict(cast(Facts, facts), ecr.imsi, ecr.imei14)
+        if self.modes is not None:
+            verdict = self.modes.judge(verdict, ecr.imei14, ecr.imsi)
         if verdict.status is _WHITELISTED:
             self.whitelisted_fast += 1
             if self.recorder is not None:
@@ -198,6 +210,8 @@ class MeIdentityCheck:
             return Deferred(frame, query, peer, header=header, avps=avps)
         assert isinstance(facts, Facts)
         verdict = self.policy.verdict(facts, query.imsi, query.imei14)
+        if self.modes is not None:
+            verdict = self.modes.judge(verdict, query.imei14, query.imsi)
         return self._answer(header, avps, query, verdict, peer)
 
     def resolve(self, token: object, deliver: Callable[[bytes], None]) -> None:
@@ -226,7 +240,10 @@ class MeIdentityCheck:
         q = d.query
         assert q.imei14 is not None
         if facts is not None:
-            return self._verdict_answer(d, self.policy.verdict(facts, q.imsi, q.imei14))
+            verdict = self.policy.verdict(facts, q.imsi, q.imei14)
+            if self.modes is not None:
+                verdict = self.modes.judge(verdict, q.imei14, q.imsi)
+            return self._verdict_answer(d, verdict)
         outcome = self.policy.unconfirmed(last_known, positives, q.imsi, q.imei14)
         if not isinstance(outcome, Refusal):
             return self._verdict_answer(d, *outcome)

@@ -1,0 +1,97 @@
+"""The operating modes in a running node (``modes:``): what the pure core
+(:mod:`s13eir.decision.modes`) needs to know of a device, kept in the node's memory, and
+what it asks to keep. One :class:`ModeState` serves S13 and N5g-eir alike, so both give
+the same verdict by construction.
+
+This is the embedded store: one node's pairs and grace records, in its memory, not kept
+across a restart (a device then starts a new grace: the lenient way). Sharing them
+between nodes through Redis is the next step (README: Operating modes).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+from .decision.grace import Grace, GraceEvent, open_grace
+from .decision.model import Verdict
+from .decision.modes import ModesConfig, with_modes
+from .decision.pairing import PairingError, Pairings
+
+MAX_GRACE_RECORDS = 10_000_000  # beyond, a new device is answered as in grace but not recorded (counted)
+
+
+def modes_active(config: ModesConfig) -> bool:
+    return config.mode != "permissive" or config.pairing.enabled
+
+
+class ModeState:
+    def __init__(self, config: ModesConfig, on_event: Callable[[GraceEvent], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.config = config
+        self.pairings = Pairings(config.pairing)
+        self.graces: dict[tuple[str, str], Grace] = {}
+        self.on_event = on_event
+        self.clock = clock
+        self.unrecorded = 0  # grace records refused past MAX_GRACE_RECORDS
+        self.pair_refused = 0  # automatic pairs refused by the limits
+
+    def judge(self, verdict: Verdict, imei14: str, imsi: str | None) -> Verdict:
+        """The lists' verdict under the configured mode; keeps what the core asks to keep."""
+        now = self.clock()
+        cfg = self.config
+        pairing = self.pairings.check(imei14, imsi, now) if cfg.pairing.enabled else None
+        key = (imei14, imsi or "")
+        grace = self.graces.get(key)
+        out, write = with_modes(verdict, imei14, imsi, now, cfg, pairing, grace)
+        if write.pair_origin is not None and imsi is not None:
+            try:
+                self.pairings.pair(imei14, imsi, write.pair_origin, now)
+            except PairingError:
+                self.pair_refused += 1
+        if write.open_grace is not None:
+            if len(self.graces) >= MAX_GRACE_RECORDS:
+                self.unrecorded += 1
+            else:
+                record, event = open_grace(imei14, imsi or "", write.open_grace, now, cfg.grace)
+                self.graces[key] = record
+                self._emit(event)
+        for event in write.events:
+            self._emit(event)
+        return out
+
+    def _emit(self, event: GraceEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+Check = Callable[[str, str | None], "Verdict | Awaitable[Verdict | None] | None"]
+
+
+def moded_check(check: Check, modes: ModeState) -> Check:
+    """N5g-eir's ``check`` with the lists' verdict judged under the modes, as S13's is."""
+
+    def judged(imei14: str, imsi: str | None) -> Verdict | Awaitable[Verdict | None] | None:
+        result = check(imei14, imsi)
+        if result is None:
+            return None
+        if inspect.isawaitable(result):
+            pending = result
+
+            async def later() -> Verdict | None:
+                verdict = await pending
+                return modes.judge(verdict, imei14, imsi) if verdict is not None else None
+
+            return later()
+        return modes.judge(result, imei14, imsi)
+
+    return judged
+
+
+def grace_payload(event: GraceEvent, imsi: str) -> bytes:
+    """The grace event as published: what an SMS gateway or self-care portal needs."""
+    return json.dumps({"kind": event.kind, "imei": event.imei14, "imsi": imsi, "reason": event.reason.value,
+                       "stage": event.stage.value, "deadline": event.deadline, "t": event.t,
+                       "by": event.by, "note": event.note}).encode()  # fmt: skip

@@ -1,0 +1,93 @@
+"""The operating modes in a running node, over real TCP (S13) and HTTP/2 (N5g-eir): the
+same verdict on both for every kind of device, a grace that ends in a block in virtual
+time, grace events published to a real mosquitto, authorization mode's pairing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from s13eir.config_loading import config_from_mapping
+from tests import mme as M
+from tests.conftest import MME_HOST, RunningNode, node_config, running_node
+from tests.sbi_helpers import RESOURCE, h2_client
+from tests.services import MosquittoBroker
+
+REGISTERED = "35111111111110"  # on the white list below
+NEW = "35450712345675"  # on no list
+BLACK = "35875105123456"  # on the sample blacklist
+HOME, ROAMER = "214010000000001", "208150000000001"
+DAY = 86400.0
+
+
+def modes_config(tmp_path: Path, **modes: Any) -> Any:
+    white = tmp_path / "white.csv"
+    white.write_text(f"imei,list,reason\n{REGISTERED},white,registered by its owner\n")
+    cfg = node_config(sbi={"address": "127.0.0.1", "port": 0}, modes={"home_plmns": ["21401"], **modes})
+    cfg["store"]["lists"].append({"path": str(white), "format": "csv"})
+    return cfg
+
+
+async def both(rn: RunningNode, imei: str, imsi: str) -> tuple[int, int]:
+    """The Equipment-Status over S13 and over N5g-eir for the same device."""
+    m = await M.Mme.open(rn.host, rn.port, origin_host=MME_HOST)
+    try:
+        ans = await m.request(M.to_bytes(M.ecr(imei, imsi, origin_host=MME_HOST)))
+        assert ans.result_code == 2001
+        s13 = int(ans.equipment_status)
+    finally:
+        await m.close()
+    port = next(p for t, _, p in rn.node.bound if t == "sbi")
+    async with h2_client(f"http://127.0.0.1:{port}") as c:
+        r = await c.get(RESOURCE, params={"pei": f"imei-{imei}0", "supi": f"imsi-{imsi}"})
+        assert r.status_code == 200
+        n5g = {"WHITELISTED": 0, "BLACKLISTED": 1, "GREYLISTED": 2}[r.json()["status"]]
+    return s13, n5g
+
+
+async def test_restrictive_mode_gives_the_same_verdicts_on_s13_and_n5g_eir(
+    tmp_path: Path, mqtt_broker: MosquittoBroker
+) -> None:
+    cfg = modes_config(tmp_path, mode="restrictive", grace={"periods_days": {"unregistered": 60}})
+    cfg["events"] = {"url": mqtt_broker.url}
+    async with aiomqtt.Client("127.0.0.1", mqtt_broker.port) as desk, running_node(config_from_mapping(cfg)) as rn:
+        await desk.subscribe("s13eir/grace/#", qos=1)
+        modes = rn.node.modes
+        assert modes is not None
+        now = [1.8e9]
+        modes.clock = lambda: now[0]
+        assert await both(rn, REGISTERED, HOME) == (M.WHITELISTED, M.WHITELISTED)  # registered
+        assert await both(rn, BLACK, HOME) == (M.BLACKLISTED, M.BLACKLISTED)  # no mode unblocks it
+        assert await both(rn, NEW, ROAMER) == (M.WHITELISTED, M.WHITELISTED)  # a roamer: as permissive
+        assert await both(rn, NEW, HOME) == (M.GREYLISTED, M.GREYLISTED)  # unregistered: in grace
+        seen = json.loads((await asyncio.wait_for(anext(aiter(desk.messages)), 10)).payload)  # type: ignore[arg-type]
+        assert seen["kind"] == "seen" and seen["imei"] == NEW and seen["imsi"] == HOME
+        assert seen["deadline"] == 1.8e9 + 60 * DAY and seen["reason"] == "unregistered"
+        assert len(modes.graces) == 1  # S13 and N5g-eir saw one device: one record
+        now[0] += 59 * DAY
+        assert await both(rn, NEW, HOME) == (M.GREYLISTED, M.GREYLISTED)
+        now[0] += DAY  # the deadline, exactly
+        assert await both(rn, NEW, HOME) == (M.BLACKLISTED, M.BLACKLISTED)
+        blocked = json.loads((await asyncio.wait_for(anext(aiter(desk.messages)), 10)).payload)  # type: ignore[arg-type]
+        assert blocked["kind"] == "blocked" and blocked["stage"] == "blocked"
+
+
+async def test_authorization_mode_pairs_and_a_second_subscriber_breaks_it(tmp_path: Path) -> None:
+    pairing = {"enabled": True, "auto_pair": True, "max_imsis_per_imei": 1, "broken": "blacklisted"}
+    cfg = modes_config(tmp_path, mode="authorization", pairing=pairing)
+    async with running_node(config_from_mapping(cfg)) as rn:
+        assert await both(rn, NEW, HOME) == (M.WHITELISTED, M.WHITELISTED)  # paired on first sight
+        modes = rn.node.modes
+        assert modes is not None and modes.pairings.pairs(NEW)[HOME].origin == "auto"
+        assert await both(rn, NEW, "214010000000002") == (M.BLACKLISTED, M.BLACKLISTED)  # past the limit
+        assert await both(rn, NEW, HOME) == (M.WHITELISTED, M.WHITELISTED)
+
+
+async def test_permissive_mode_without_pairing_keeps_no_state(tmp_path: Path) -> None:
+    async with running_node(config_from_mapping(modes_config(tmp_path))) as rn:
+        assert rn.node.modes is None and rn.node.app.modes is None  # today's answer, today's path
+        assert await both(rn, NEW, HOME) == (M.WHITELISTED, M.WHITELISTED)
