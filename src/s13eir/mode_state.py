@@ -37,11 +37,16 @@ class ModeState:
         self.clock = clock
         self.unrecorded = 0  # grace records refused past MAX_GRACE_RECORDS
         self.pair_refused = 0  # automatic pairs refused by the limits
+        # Permissive with pairing (and no automatic pairing): only a paired IMEI or a
+        # locked IMSI can change a verdict.
+        self._permissive = config.mode == "permissive" and not config.pairing.auto_pair
 
     def judge(self, verdict: Verdict, imei14: str, imsi: str | None) -> Verdict:
         """The lists' verdict under the configured mode; keeps what the core asks to keep."""
-        now = self.clock()
         cfg = self.config
+        if self._permissive and not self.pairings.concerns(imei14, imsi):
+            return verdict  # no pair, no lock: the permissive answer as it was, at dict speed
+        now = self.clock()
         pairing = self.pairings.check(imei14, imsi, now) if cfg.pairing.enabled else None
         key = (imei14, imsi or "")
         grace = self.graces.get(key)

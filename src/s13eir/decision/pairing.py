@@ -111,6 +111,11 @@ class Pairings:
             del self._locks[imsi]
         return True
 
+    def concerns(self, imei14: str, imsi: str | None) -> bool:
+        """Whether pairing has anything to say of this request (a pair of the IMEI, a lock
+        of the IMSI): two dictionary lookups, for the common case of neither."""
+        return imei14 in self._imsis or (imsi is not None and imsi in self._locks)
+
     def check(self, imei14: str, imsi: str | None, t: float) -> PairingResult:
         """What the request does to the pairing; in authorization mode it may pair."""
         if imsi is None:
