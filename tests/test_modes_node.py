@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
 from s13eir.config_loading import config_from_mapping
 from tests import mme as M
@@ -91,3 +92,20 @@ async def test_permissive_mode_without_pairing_keeps_no_state(tmp_path: Path) ->
     async with running_node(config_from_mapping(modes_config(tmp_path))) as rn:
         assert rn.node.modes is None and rn.node.app.modes is None  # today's answer, today's path
         assert await both(rn, NEW, HOME) == (M.WHITELISTED, M.WHITELISTED)
+
+
+async def test_an_imsi_range_gets_its_own_verdict_on_both_interfaces(tmp_path: Path) -> None:
+    iot = {"prefix": "2140170", "policy": "greylisted", "name": "IoT fleet"}
+    async with running_node(config_from_mapping(modes_config(tmp_path, imsi_ranges=[iot]))) as rn:
+        assert rn.node.modes is not None  # permissive, but a range has a verdict of its own
+        assert await both(rn, NEW, "214017000000001") == (M.GREYLISTED, M.GREYLISTED)
+        assert await both(rn, NEW, HOME) == (M.WHITELISTED, M.WHITELISTED)
+
+
+def test_overlapping_imsi_ranges_stop_the_start(tmp_path: Path) -> None:
+    from s13eir.config import ConfigError
+    from s13eir.node import Node
+
+    ranges = [{"prefix": "21401", "policy": "bypass"}, {"prefix": "214017", "policy": "greylisted"}]
+    with pytest.raises(ConfigError, match=r"modes\.imsi_ranges: IMSI ranges .* overlap"):
+        Node(config_from_mapping(modes_config(tmp_path, imsi_ranges=ranges)))

@@ -15,22 +15,28 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
+from .config import ConfigError
 from .decision.grace import Grace, GraceEvent, open_grace
+from .decision.imsi_ranges import ImsiRangeError
 from .decision.model import Verdict
-from .decision.modes import ModesConfig, with_modes
+from .decision.modes import ModesConfig, imsi_ranges, with_modes
 from .decision.pairing import PairingError, Pairings
 
 MAX_GRACE_RECORDS = 10_000_000  # beyond, a new device is answered as in grace but not recorded (counted)
 
 
 def modes_active(config: ModesConfig) -> bool:
-    return config.mode != "permissive" or config.pairing.enabled
+    return config.mode != "permissive" or config.pairing.enabled or bool(config.imsi_ranges)
 
 
 class ModeState:
     def __init__(self, config: ModesConfig, on_event: Callable[[GraceEvent], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.config = config
+        try:
+            self.ranges = imsi_ranges(config)
+        except ImsiRangeError as exc:
+            raise ConfigError("modes.imsi_ranges", str(exc)) from None
         self.pairings = Pairings(config.pairing)
         self.graces: dict[tuple[str, str], Grace] = {}
         self.on_event = on_event
@@ -40,17 +46,18 @@ class ModeState:
         # Permissive with pairing (and no automatic pairing): only a paired IMEI or a
         # locked IMSI can change a verdict.
         self._permissive = config.mode == "permissive" and not config.pairing.auto_pair
+        self._range_verdicts = any(r.policy != "bypass" for r in config.imsi_ranges)
 
     def judge(self, verdict: Verdict, imei14: str, imsi: str | None) -> Verdict:
         """The lists' verdict under the configured mode; keeps what the core asks to keep."""
         cfg = self.config
-        if self._permissive and not self.pairings.concerns(imei14, imsi):
+        if self._permissive and not self.pairings.concerns(imei14, imsi) and not self._range_verdicts:
             return verdict  # no pair, no lock: the permissive answer as it was, at dict speed
         now = self.clock()
         pairing = self.pairings.check(imei14, imsi, now) if cfg.pairing.enabled else None
         key = (imei14, imsi or "")
         grace = self.graces.get(key)
-        out, write = with_modes(verdict, imei14, imsi, now, cfg, pairing, grace)
+        out, write = with_modes(verdict, imei14, imsi, now, cfg, pairing, grace, self.ranges)
         if write.pair_origin is not None and imsi is not None:
             try:
                 self.pairings.pair(imei14, imsi, write.pair_origin, now)

@@ -58,6 +58,7 @@ class Rule(enum.Enum):
     MALFORMED = "malformed"  # the IMEI could not be read: the malformed-IMEI policy
     PAIRING = "pairing"  # a pairing broken (decision.modes)
     GRACE = "grace"  # restrictive modes: a grace period, its end, or the amnesty (decision.modes)
+    IMSI_RANGE = "imsi_range"  # an IMSI range with its own verdict (decision.imsi_ranges)
 
 
 class Reason(msgspec.Struct, frozen=True, gc=False):

@@ -11,8 +11,9 @@ Precedence, first match wins (README: Operating modes):
 1. an exception pair: WHITELISTED (the lists' own first rule);
 2. black or grey on the lists (IMEI, range, TAC): that verdict; no mode unblocks a
    stolen phone;
-3. a roamer (an IMSI outside ``home_plmns``) or an IMSI in ``bypass_imsi_prefixes``
-   (IoT, test SIMs): the lists' verdict, as permissive;
+3. a roamer (an IMSI outside ``home_plmns``), or an IMSI in a range with its own policy
+   (``imsi_ranges``, ``bypass_imsi_prefixes``: IoT, test SIMs): the lists' verdict, as
+   permissive, for ``bypass``, else the range's verdict;
 4. a broken pairing: ``pairing.broken`` (greylisted or blacklisted), reason ``pairing``;
 5. restrictive and authorization: a white-listed (registered) or paired device passes;
    in the amnesty window an unregistered one passes and is paired with the IMSI using it
@@ -30,6 +31,7 @@ from typing import Literal
 import msgspec
 
 from .grace import Grace, GraceConfig, GraceEvent, GraceReason, advance, grace_status
+from .imsi_ranges import ImsiRange, ImsiRanges
 from .model import EquipmentStatus, ListKind, Reason, Rule, Verdict
 from .pairing import PairingConfig, PairingResult
 
@@ -47,6 +49,9 @@ class ModesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # Empty: nobody is a roamer.
     home_plmns: tuple[str, ...] = ()
     bypass_imsi_prefixes: tuple[str, ...] = ()  # IoT, test SIMs: judged as in permissive mode
+    # IMSI ranges with a policy of their own (decision.imsi_ranges): bypass (as
+    # permissive), or a verdict (whitelisted, greylisted, blacklisted). No overlaps.
+    imsi_ranges: tuple[ImsiRange, ...] = ()
     amnesty: Amnesty | None = None
     pairing: PairingConfig = msgspec.field(default_factory=PairingConfig)
     grace: GraceConfig = msgspec.field(default_factory=GraceConfig)
@@ -70,8 +75,14 @@ _STATUS = {"greylisted": EquipmentStatus.GREYLISTED, "blacklisted": EquipmentSta
            "whitelisted": EquipmentStatus.WHITELISTED}  # fmt: skip
 
 
+def imsi_ranges(config: ModesConfig) -> ImsiRanges:
+    """The configured ranges and bypass prefixes, indexed (raises ImsiRangeError)."""
+    prefixes = (ImsiRange(prefix=p, name=f"bypass {p}") for p in config.bypass_imsi_prefixes)
+    return ImsiRanges([*config.imsi_ranges, *prefixes])
+
+
 def bypasses(imsi: str | None, config: ModesConfig) -> bool:
-    """A roamer, or an IMSI range with its own policy: the modes do not apply."""
+    """A roamer, or an IMSI in a bypass prefix: the modes do not apply."""
     if imsi is None:
         return False
     if config.home_plmns and not imsi.startswith(config.home_plmns):
@@ -87,14 +98,25 @@ def with_modes(
     config: ModesConfig,
     pairing: PairingResult | None = None,
     grace: Grace | None = None,
+    ranges: ImsiRanges | None = None,
 ) -> tuple[Verdict, Write]:
     """The verdict under the configured mode, from the lists' verdict ``listed`` (what
-    ``decision.engine.decide`` gave), the pairing's answer for (IMEI, IMSI) and the
-    device's grace record, if any."""
+    ``decision.engine.decide`` gave), the pairing's answer for (IMEI, IMSI), the
+    device's grace record, if any, and the IMSI ranges (``imsi_ranges(config)``, built
+    once by the caller; without them, the bypass prefixes are looked up one by one)."""
     rule = listed.reason.rule
     if rule is Rule.EXCEPTION or listed.reason.list in (ListKind.BLACK.value, ListKind.GREY.value):
         return listed, NOTHING
-    if bypasses(imsi, config):
+    if imsi is not None and config.home_plmns and not imsi.startswith(config.home_plmns):
+        return listed, NOTHING  # a roamer
+    if ranges is not None:
+        found = ranges.find(imsi) if imsi is not None else None
+        if found is not None:
+            if found.policy == "bypass":
+                return listed, NOTHING
+            reason = Reason(Rule.IMSI_RANGE, "", "imsi_ranges", found.label, found.name)
+            return Verdict(_STATUS[found.policy], reason), NOTHING
+    elif bypasses(imsi, config):
         return listed, NOTHING
     if pairing is not None and pairing.breaks:
         status = _STATUS[config.pairing.broken]
