@@ -109,3 +109,19 @@ def test_overlapping_imsi_ranges_stop_the_start(tmp_path: Path) -> None:
     ranges = [{"prefix": "21401", "policy": "bypass"}, {"prefix": "214017", "policy": "greylisted"}]
     with pytest.raises(ConfigError, match=r"modes\.imsi_ranges: IMSI ranges .* overlap"):
         Node(config_from_mapping(modes_config(tmp_path, imsi_ranges=ranges)))
+
+
+async def test_a_firmware_rule_greylists_on_both_interfaces(tmp_path: Path) -> None:
+    rule = {"tac": NEW[:8], "from": "00", "to": "03", "name": "CVE-2026-1234 baseband"}
+    async with running_node(config_from_mapping(modes_config(tmp_path, sv_rules=[rule]))) as rn:
+        port = next(p for t, _, p in rn.node.bound if t == "sbi")
+        for sv, want in (("02", M.GREYLISTED), ("07", M.WHITELISTED)):
+            m = await M.Mme.open(rn.host, rn.port, origin_host=MME_HOST)
+            try:
+                ans = await m.request(M.to_bytes(M.ecr(NEW, HOME, sv, origin_host=MME_HOST)))
+                assert ans.result_code == 2001 and int(ans.equipment_status) == want
+            finally:
+                await m.close()
+            async with h2_client(f"http://127.0.0.1:{port}") as c:
+                r = await c.get(RESOURCE, params={"pei": f"imeisv-{NEW}{sv}", "supi": f"imsi-{HOME}"})
+                assert r.json()["status"] == ("GREYLISTED" if want == M.GREYLISTED else "WHITELISTED")

@@ -21,12 +21,13 @@ from .decision.imsi_ranges import ImsiRangeError
 from .decision.model import Verdict
 from .decision.modes import ModesConfig, imsi_ranges, with_modes
 from .decision.pairing import PairingError, Pairings
+from .decision.sv_rules import SvRuleError, SvRules
 
 MAX_GRACE_RECORDS = 10_000_000  # beyond, a new device is answered as in grace but not recorded (counted)
 
 
 def modes_active(config: ModesConfig) -> bool:
-    return config.mode != "permissive" or config.pairing.enabled or bool(config.imsi_ranges)
+    return config.mode != "permissive" or config.pairing.enabled or bool(config.imsi_ranges or config.sv_rules)
 
 
 class ModeState:
@@ -37,6 +38,10 @@ class ModeState:
             self.ranges = imsi_ranges(config)
         except ImsiRangeError as exc:
             raise ConfigError("modes.imsi_ranges", str(exc)) from None
+        try:
+            self.sv_rules = SvRules(config.sv_rules)
+        except SvRuleError as exc:
+            raise ConfigError("modes.sv_rules", str(exc)) from None
         self.pairings = Pairings(config.pairing)
         self.graces: dict[tuple[str, str], Grace] = {}
         self.on_event = on_event
@@ -48,16 +53,18 @@ class ModeState:
         self._permissive = config.mode == "permissive" and not config.pairing.auto_pair
         self._range_verdicts = any(r.policy != "bypass" for r in config.imsi_ranges)
 
-    def judge(self, verdict: Verdict, imei14: str, imsi: str | None) -> Verdict:
-        """The lists' verdict under the configured mode; keeps what the core asks to keep."""
+    def judge(self, verdict: Verdict, imei14: str, imsi: str | None, sv: str | None = None) -> Verdict:
+        """The lists' verdict under the configured mode; keeps what the core asks to keep.
+        ``sv``: the software version's two digits, when the request carried them."""
         cfg = self.config
-        if self._permissive and not self.pairings.concerns(imei14, imsi) and not self._range_verdicts:
+        if (self._permissive and not self.pairings.concerns(imei14, imsi) and not self._range_verdicts
+                and not self.sv_rules.has_tac(imei14[:8])):  # fmt: skip
             return verdict  # no pair, no lock: the permissive answer as it was, at dict speed
         now = self.clock()
         pairing = self.pairings.check(imei14, imsi, now) if cfg.pairing.enabled else None
         key = (imei14, imsi or "")
         grace = self.graces.get(key)
-        out, write = with_modes(verdict, imei14, imsi, now, cfg, pairing, grace, self.ranges)
+        out, write = with_modes(verdict, imei14, imsi, now, cfg, pairing, grace, self.ranges, sv, self.sv_rules)
         if write.pair_origin is not None and imsi is not None:
             try:
                 self.pairings.pair(imei14, imsi, write.pair_origin, now)
@@ -79,14 +86,14 @@ class ModeState:
             self.on_event(event)
 
 
-Check = Callable[[str, str | None], "Verdict | Awaitable[Verdict | None] | None"]
+Check = Callable[[str, str | None, str | None], "Verdict | Awaitable[Verdict | None] | None"]
 
 
 def moded_check(check: Check, modes: ModeState) -> Check:
     """N5g-eir's ``check`` with the lists' verdict judged under the modes, as S13's is."""
 
-    def judged(imei14: str, imsi: str | None) -> Verdict | Awaitable[Verdict | None] | None:
-        result = check(imei14, imsi)
+    def judged(imei14: str, imsi: str | None, sv: str | None) -> Verdict | Awaitable[Verdict | None] | None:
+        result = check(imei14, imsi, sv)
         if result is None:
             return None
         if inspect.isawaitable(result):
@@ -94,10 +101,10 @@ def moded_check(check: Check, modes: ModeState) -> Check:
 
             async def later() -> Verdict | None:
                 verdict = await pending
-                return modes.judge(verdict, imei14, imsi) if verdict is not None else None
+                return modes.judge(verdict, imei14, imsi, sv) if verdict is not None else None
 
             return later()
-        return modes.judge(result, imei14, imsi)
+        return modes.judge(result, imei14, imsi, sv)
 
     return judged
 

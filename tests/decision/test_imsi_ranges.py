@@ -77,3 +77,28 @@ def test_ranges_in_the_modes_precedence() -> None:
     assert v.status is ES.GREYLISTED and v.reason.rule is Rule.IMSI_RANGE and v.reason.detail == "IoT"
     v, w = with_modes(unlisted, "35209900176148", "214010000000001", 0.0, cfg, ranges=ranges)
     assert v.reason.rule is Rule.GRACE and w.open_grace is not None  # in no range: the mode
+
+
+def test_software_version_rules_per_tac() -> None:
+    from s13eir.decision.sv_rules import SvRule, SvRuleError, SvRules
+
+    rules = SvRules([SvRule(tac="35209900", start="00", end="03", name="CVE-2026-1234 baseband"),
+                     SvRule(tac="35209900", start="90", end="99", policy="blacklisted")])  # fmt: skip
+    assert rules.find("35209900176148", "02").name == "CVE-2026-1234 baseband"  # type: ignore[union-attr]
+    assert rules.find("35209900176148", "04") is None and rules.find("35209900176148", None) is None
+    assert rules.find("35450712345675", "02") is None and len(rules) == 2
+    bad_rules = [
+        [SvRule(tac="3520990")],
+        [SvRule(tac="35209900", start="5")],
+        [SvRule(tac="35209900", start="09", end="03")],
+        [SvRule(tac="35209900", end="05"), SvRule(tac="35209900", start="05")],  # overlapping
+    ]
+    for bad in bad_rules:
+        with pytest.raises(SvRuleError):
+            SvRules(bad)
+    cfg = ModesConfig(sv_rules=(SvRule(tac="35209900", end="03", name="old firmware"),))
+    unlisted = policy_verdict(UnknownPolicy.WHITELISTED)
+    v, _ = with_modes(unlisted, "35209900176148", None, 0.0, cfg, sv="01", sv_rules=SvRules(cfg.sv_rules))
+    assert v.status is ES.GREYLISTED and v.reason.rule is Rule.SOFTWARE_VERSION and v.reason.entry == "35209900/01"
+    v, _ = with_modes(unlisted, "35209900176148", None, 0.0, cfg, sv="07", sv_rules=SvRules(cfg.sv_rules))
+    assert v is unlisted

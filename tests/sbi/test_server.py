@@ -179,7 +179,7 @@ async def test_content_on_a_get() -> None:
 async def test_check_failure_is_500_and_the_server_goes_on() -> None:
     calls = 0
 
-    def flaky(imei14: str, imsi: str | None) -> None:
+    def flaky(imei14: str, imsi: str | None, sv: str | None = None) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:

@@ -59,6 +59,7 @@ class Rule(enum.Enum):
     PAIRING = "pairing"  # a pairing broken (decision.modes)
     GRACE = "grace"  # restrictive modes: a grace period, its end, or the amnesty (decision.modes)
     IMSI_RANGE = "imsi_range"  # an IMSI range with its own verdict (decision.imsi_ranges)
+    SOFTWARE_VERSION = "software_version"  # a TAC's firmware rule (decision.sv_rules)
 
 
 class Reason(msgspec.Struct, frozen=True, gc=False):

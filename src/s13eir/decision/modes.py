@@ -10,7 +10,7 @@ Precedence, first match wins (README: Operating modes):
 
 1. an exception pair: WHITELISTED (the lists' own first rule);
 2. black or grey on the lists (IMEI, range, TAC): that verdict; no mode unblocks a
-   stolen phone;
+   stolen phone; then a software-version rule of the TAC (``sv_rules``): its verdict;
 3. a roamer (an IMSI outside ``home_plmns``), or an IMSI in a range with its own policy
    (``imsi_ranges``, ``bypass_imsi_prefixes``: IoT, test SIMs): the lists' verdict, as
    permissive, for ``bypass``, else the range's verdict;
@@ -34,6 +34,7 @@ from .grace import Grace, GraceConfig, GraceEvent, GraceReason, advance, grace_s
 from .imsi_ranges import ImsiRange, ImsiRanges
 from .model import EquipmentStatus, ListKind, Reason, Rule, Verdict
 from .pairing import PairingConfig, PairingResult
+from .sv_rules import SvRule, SvRules
 
 Mode = Literal["permissive", "restrictive", "authorization"]
 
@@ -52,6 +53,8 @@ class ModesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # IMSI ranges with a policy of their own (decision.imsi_ranges): bypass (as
     # permissive), or a verdict (whitelisted, greylisted, blacklisted). No overlaps.
     imsi_ranges: tuple[ImsiRange, ...] = ()
+    # Software-version rules per TAC (decision.sv_rules): a firmware's verdict.
+    sv_rules: tuple[SvRule, ...] = ()
     amnesty: Amnesty | None = None
     pairing: PairingConfig = msgspec.field(default_factory=PairingConfig)
     grace: GraceConfig = msgspec.field(default_factory=GraceConfig)
@@ -99,6 +102,8 @@ def with_modes(
     pairing: PairingResult | None = None,
     grace: Grace | None = None,
     ranges: ImsiRanges | None = None,
+    sv: str | None = None,
+    sv_rules: SvRules | None = None,
 ) -> tuple[Verdict, Write]:
     """The verdict under the configured mode, from the lists' verdict ``listed`` (what
     ``decision.engine.decide`` gave), the pairing's answer for (IMEI, IMSI), the
@@ -107,6 +112,10 @@ def with_modes(
     rule = listed.reason.rule
     if rule is Rule.EXCEPTION or listed.reason.list in (ListKind.BLACK.value, ListKind.GREY.value):
         return listed, NOTHING
+    firmware = sv_rules.find(imei14, sv) if sv_rules is not None else None
+    if firmware is not None:  # the device's software, whoever's SIM is in it
+        reason = Reason(Rule.SOFTWARE_VERSION, "", "sv_rules", f"{firmware.tac}/{sv}", firmware.label)
+        return Verdict(_STATUS[firmware.policy], reason), NOTHING
     if imsi is not None and config.home_plmns and not imsi.startswith(config.home_plmns):
         return listed, NOTHING  # a roamer
     if ranges is not None:

@@ -99,7 +99,7 @@ class Modes(Protocol):
     """The operating modes (``s13eir.mode_state.ModeState``): the lists' verdict judged
     under the configured mode, the same for S13 and N5g-eir."""
 
-    def judge(self, verdict: Verdict, imei14: str, imsi: str | None) -> Verdict: ...
+    def judge(self, verdict: Verdict, imei14: str, imsi: str | None, sv: str | None = None) -> Verdict: ...
 
 
 class MeIdentityCheck:
@@ -172,7 +172,8 @@ class MeIdentityCheck:
         else:
             verdict = self.policy.verdict(cast(Facts, facts), ecr.imsi, ecr.imei14)
         if self.modes is not None:
-            verdict = self.modes.judge(verdict, ecr.imei14, ecr.imsi)
+            sv = ecr.software_version
+            verdict = self.modes.judge(verdict, ecr.imei14, ecr.imsi, sv.decode("ascii", "replace") if sv else None)
         if verdict.status is _WHITELISTED:
             self.whitelisted_fast += 1
             if self.recorder is not None:
@@ -211,7 +212,7 @@ class MeIdentityCheck:
         assert isinstance(facts, Facts)
         verdict = self.policy.verdict(facts, query.imsi, query.imei14)
         if self.modes is not None:
-            verdict = self.modes.judge(verdict, query.imei14, query.imsi)
+            verdict = self.modes.judge(verdict, query.imei14, query.imsi, query.software_version)
         return self._answer(header, avps, query, verdict, peer)
 
     def resolve(self, token: object, deliver: Callable[[bytes], None]) -> None:
@@ -242,7 +243,7 @@ class MeIdentityCheck:
         if facts is not None:
             verdict = self.policy.verdict(facts, q.imsi, q.imei14)
             if self.modes is not None:
-                verdict = self.modes.judge(verdict, q.imei14, q.imsi)
+                verdict = self.modes.judge(verdict, q.imei14, q.imsi, q.software_version)
             return self._verdict_answer(d, verdict)
         outcome = self.policy.unconfirmed(last_known, positives, q.imsi, q.imei14)
         if not isinstance(outcome, Refusal):

@@ -51,7 +51,8 @@ RESOURCE = f"/{API_NAME}/{API_VERSION}/equipment-status"
 
 # The verdict, None when there is none (500), or an awaitable of either when the
 # store must ask Redis first.
-Check = Callable[[str, str | None], "Verdict | Awaitable[Verdict | None] | None"]
+# (imei14, imsi, software version): the software version's 2 digits of an imeisv- PEI.
+Check = Callable[[str, str | None, str | None], "Verdict | Awaitable[Verdict | None] | None"]
 Headers = tuple[tuple[bytes, bytes], ...]
 
 _JSON = b"application/json"
@@ -131,7 +132,7 @@ def lists_check(lists: Callable[[], FactsSource], policy: Callable[[], Policy]) 
     decision on the current lists, under the current policy (both called per request:
     a reload swaps them)."""
 
-    def check(imei14: str, imsi: str | None) -> Verdict:
+    def check(imei14: str, imsi: str | None, sv: str | None = None) -> Verdict:
         return policy().verdict(lists().facts(imei14, imsi), imsi, imei14)
 
     return check
@@ -314,7 +315,8 @@ class N5gEir:
             assert parsed.imei14 is not None
             result: Verdict | Awaitable[Verdict | None] | None
             try:
-                result = self.check(parsed.imei14, imsi)
+                sv = pei[-2:] if pei.startswith("imeisv-") else None
+                result = self.check(parsed.imei14, imsi, sv)
             except Exception as exc:  # a failing store must cost one answer, not the connection
                 result, detail = None, f"check failed: {exc!r}"
             if inspect.isawaitable(result):

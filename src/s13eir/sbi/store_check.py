@@ -31,7 +31,7 @@ def store_check(lists: Callable[[], Lists], policy: Callable[[], Policy], remote
             outcome = p.unconfirmed(e.last_known, e.positives, imsi, imei14)
             return None if isinstance(outcome, Refusal) else outcome[0]
 
-    def check(imei14: str, imsi: str | None) -> Verdict | Awaitable[Verdict | None]:
+    def check(imei14: str, imsi: str | None, sv: str | None = None) -> Verdict | Awaitable[Verdict | None]:
         facts = lists().facts(imei14, imsi)
         if isinstance(facts, Facts):
             return policy().verdict(facts, imsi, imei14)
