@@ -53,7 +53,10 @@ async def both(rn: RunningNode, imei: str, imsi: str) -> tuple[int, int]:
 async def test_restrictive_mode_gives_the_same_verdicts_on_s13_and_n5g_eir(
     tmp_path: Path, mqtt_broker: MosquittoBroker
 ) -> None:
-    cfg = modes_config(tmp_path, mode="restrictive", grace={"periods_days": {"unregistered": 60}})
+    msisdns = tmp_path / "msisdn.csv"
+    msisdns.write_text(f"imsi,msisdn\n{HOME},+34600000001\n")
+    cfg = modes_config(tmp_path, mode="restrictive", grace={"periods_days": {"unregistered": 60}},
+                       msisdn_map=str(msisdns))  # fmt: skip
     cfg["events"] = {"url": mqtt_broker.url}
     async with aiomqtt.Client("127.0.0.1", mqtt_broker.port) as desk, running_node(config_from_mapping(cfg)) as rn:
         await desk.subscribe("s13eir/grace/#", qos=1)
@@ -67,6 +70,7 @@ async def test_restrictive_mode_gives_the_same_verdicts_on_s13_and_n5g_eir(
         assert await both(rn, NEW, HOME) == (M.GREYLISTED, M.GREYLISTED)  # unregistered: in grace
         seen = json.loads((await asyncio.wait_for(anext(aiter(desk.messages)), 10)).payload)  # type: ignore[arg-type]
         assert seen["kind"] == "seen" and seen["imei"] == NEW and seen["imsi"] == HOME
+        assert seen["msisdn"] == "34600000001"  # from the map, for the SMS
         assert seen["deadline"] == 1.8e9 + 60 * DAY and seen["reason"] == "unregistered"
         assert len(modes.graces) == 1  # S13 and N5g-eir saw one device: one record
         now[0] += 59 * DAY
@@ -125,3 +129,13 @@ async def test_a_firmware_rule_greylists_on_both_interfaces(tmp_path: Path) -> N
             async with h2_client(f"http://127.0.0.1:{port}") as c:
                 r = await c.get(RESOURCE, params={"pei": f"imeisv-{NEW}{sv}", "supi": f"imsi-{HOME}"})
                 assert r.json()["status"] == ("GREYLISTED" if want == M.GREYLISTED else "WHITELISTED")
+
+
+def test_a_bad_msisdn_map_stops_the_start_with_its_line(tmp_path: Path) -> None:
+    from s13eir.config import ConfigError
+    from s13eir.node import Node
+
+    bad = tmp_path / "msisdn.csv"
+    bad.write_text(f"imsi,msisdn\n{HOME},34600000001\n{HOME}\n")
+    with pytest.raises(ConfigError, match=r"msisdn\.csv:3: not imsi,msisdn"):
+        Node(config_from_mapping(modes_config(tmp_path, mode="restrictive", msisdn_map=str(bad))))

@@ -42,6 +42,7 @@ class ModeState:
             self.sv_rules = SvRules(config.sv_rules)
         except SvRuleError as exc:
             raise ConfigError("modes.sv_rules", str(exc)) from None
+        self.msisdns = read_msisdn_map(config.msisdn_map) if config.msisdn_map else {}
         self.pairings = Pairings(config.pairing)
         self.graces: dict[tuple[str, str], Grace] = {}
         self.on_event = on_event
@@ -109,8 +110,33 @@ def moded_check(check: Check, modes: ModeState) -> Check:
     return judged
 
 
-def grace_payload(event: GraceEvent, imsi: str) -> bytes:
+def grace_payload(event: GraceEvent, imsi: str, msisdn: str | None) -> bytes:
     """The grace event as published: what an SMS gateway or self-care portal needs."""
-    return json.dumps({"kind": event.kind, "imei": event.imei14, "imsi": imsi, "reason": event.reason.value,
-                       "stage": event.stage.value, "deadline": event.deadline, "t": event.t,
-                       "by": event.by, "note": event.note}).encode()  # fmt: skip
+    return json.dumps({"kind": event.kind, "imei": event.imei14, "imsi": imsi, "msisdn": msisdn,
+                       "reason": event.reason.value, "stage": event.stage.value, "deadline": event.deadline,
+                       "t": event.t, "by": event.by, "note": event.note}).encode()  # fmt: skip
+
+
+def read_msisdn_map(path: str) -> dict[str, str]:
+    """``imsi,msisdn`` rows (a header first); a row that does not read stops the start
+    with its file and line."""
+    out: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = f.readline().strip().lower().replace(" ", "")
+            if header != "imsi,msisdn":
+                raise ConfigError("modes.msisdn_map", f"{path}:1: the header must be imsi,msisdn")
+            for number, line in enumerate(f, start=2):
+                row = line.strip()
+                if not row:
+                    continue
+                imsi, sep, msisdn = row.partition(",")
+                msisdn = msisdn.strip().removeprefix("+")
+                imsi = imsi.strip()
+                if not sep or not (5 <= len(imsi) <= 15 and imsi.isdigit()) or not (5 <= len(msisdn) <= 15
+                                                                                   and msisdn.isdigit()):  # fmt: skip
+                    raise ConfigError("modes.msisdn_map", f"{path}:{number}: not imsi,msisdn: {row[:60]!r}")
+                out[imsi] = msisdn
+    except OSError as exc:
+        raise ConfigError("modes.msisdn_map", f"{path}: {exc.strerror or exc}") from None
+    return out

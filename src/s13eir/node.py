@@ -28,7 +28,7 @@ import msgspec
 from .config import Config, ConfigError
 from .config_loading import load_config
 from .config_reload import plan_reload
-from .decision.masking import mask_imsi
+from .decision.masking import mask_imsi, mask_msisdn
 from .diameter import dictionary as dictionary_mod
 from .diameter.capx import LocalIdentity, admits
 from .diameter.constants import (
@@ -215,11 +215,17 @@ class Node:
 
     def _grace_event(self, event: GraceEvent) -> None:
         """A grace transition: logged, and published for the subscriber's notification."""
-        imsi = (mask_imsi(event.imsi) or event.imsi) if self.config.logging.mask_imsi else event.imsi
-        self.log.info("grace_event", kind=event.kind, imei=event.imei14, imsi=imsi, reason=event.reason.value,
-                      stage=event.stage.value, deadline=event.deadline, by=event.by)  # fmt: skip
+        mask = self.config.logging.mask_imsi
+        imsi = (mask_imsi(event.imsi) or event.imsi) if mask else event.imsi
+        msisdn = self.modes.msisdns.get(event.imsi) if self.modes is not None else None
+        if msisdn is not None and mask:
+            msisdn = mask_msisdn(msisdn)
+        self.log.info("grace_event", kind=event.kind, imei=event.imei14, imsi=imsi, msisdn=msisdn,
+                      reason=event.reason.value, stage=event.stage.value, deadline=event.deadline,
+                      by=event.by)  # fmt: skip
         if self.sightings is not None:
-            self.sightings.offer_message(f"{self.config.modes.events_topic}/{event.kind}", grace_payload(event, imsi))
+            payload = grace_payload(event, imsi, msisdn)
+            self.sightings.offer_message(f"{self.config.modes.events_topic}/{event.kind}", payload)
 
     def _install_lists(self, snapshot: ListSnapshot) -> None:
         self.app.lists = snapshot

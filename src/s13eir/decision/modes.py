@@ -61,6 +61,8 @@ class ModesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # Each grace transition is published here (MQTT, the events broker): what an SMS
     # gateway or a self-care portal needs to tell the subscriber.
     events_topic: str = "s13eir/grace"
+    # A CSV file "imsi,msisdn" (the HLR/HSS export): the MSISDN goes into the events.
+    msisdn_map: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
