@@ -139,3 +139,44 @@ def test_a_bad_msisdn_map_stops_the_start_with_its_line(tmp_path: Path) -> None:
     bad.write_text(f"imsi,msisdn\n{HOME},34600000001\n{HOME}\n")
     with pytest.raises(ConfigError, match=r"msisdn\.csv:3: not imsi,msisdn"):
         Node(config_from_mapping(modes_config(tmp_path, mode="restrictive", msisdn_map=str(bad))))
+
+
+async def test_grace_events_are_posted_to_the_webhook_at_least_once(tmp_path: Path) -> None:
+    """A real HTTP receiver on loopback that answers 503 first: the event is retried, in
+    order, with the configured Authorization header."""
+    got: list[tuple[bytes, dict[bytes, bytes]]] = []
+    answers = [b"503 Service Unavailable", b"200 OK"]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(b":") for x in lines[1:] if x)}
+                body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+                status = answers.pop(0) if answers else b"200 OK"
+                if status.startswith(b"200"):
+                    got.append((body, headers))
+                writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hook = {"url": f"http://127.0.0.1:{port}/grace", "authorization": "Bearer s3cret", "timeout_s": 2}
+    try:
+        async with running_node(config_from_mapping(modes_config(tmp_path, mode="restrictive", webhook=hook))) as rn:
+            assert await both(rn, NEW, HOME) == (M.GREYLISTED, M.GREYLISTED)
+            for _ in range(200):  # the first POST fails; the retry comes 0.5 s later
+                if got:
+                    break
+                await asyncio.sleep(0.02)
+            ((body, headers),) = got
+            event = json.loads(body)
+            assert event["kind"] == "seen" and event["imei"] == NEW and event["imsi"] == HOME
+            assert headers[b"authorization"] == b"Bearer s3cret"
+            metrics = rn.node.webhook
+            assert metrics is not None and metrics.sent == 1 and metrics.failures == 1 and metrics.dropped == 0
+    finally:
+        server.close()

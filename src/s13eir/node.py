@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # each costs a few hundred milliseconds of start-up: imported
     from .sbi.server import SbiServer
     from .sightings.publisher import SightingPublisher
     from .tac_store import TacSource
+    from .webhook import Webhook
 
 
 def _local_addresses(config: Config) -> tuple[str, ...]:
@@ -150,6 +151,12 @@ class Node:
             from .mode_state import ModeState
 
             self.modes = self.app.modes = ModeState(config.modes, self._grace_event)
+        self.webhook: Webhook | None = None
+        if config.modes.webhook is not None:
+            from .webhook import Webhook
+
+            self.webhook = Webhook(config.modes.webhook, self.log)
+            self.metrics.add_source(self.webhook.metrics)
         # The GSMA TAC database: the device's model and type in verdict lines, sighting
         # events and cases, and the TAC rules (tac_store.py).
         self.tacs: TacSource | None = None
@@ -223,9 +230,11 @@ class Node:
         self.log.info("grace_event", kind=event.kind, imei=event.imei14, imsi=imsi, msisdn=msisdn,
                       reason=event.reason.value, stage=event.stage.value, deadline=event.deadline,
                       by=event.by)  # fmt: skip
+        payload = grace_payload(event, imsi, msisdn)
         if self.sightings is not None:
-            payload = grace_payload(event, imsi, msisdn)
             self.sightings.offer_message(f"{self.config.modes.events_topic}/{event.kind}", payload)
+        if self.webhook is not None:
+            self.webhook.offer(payload)
 
     def _install_lists(self, snapshot: ListSnapshot) -> None:
         self.app.lists = snapshot
@@ -318,6 +327,8 @@ class Node:
         if self.detection is not None:
             self.detection.announce()
             self.supervisor.start("detection", self.detection.run)
+        if self.webhook is not None:
+            self.supervisor.start("grace-webhook", self.webhook.run, critical=False)
         if self.config.sbi is not None:
             from .sbi.server import start_sbi
 

@@ -26,7 +26,7 @@ Precedence, first match wins (README: Operating modes):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -42,6 +42,13 @@ Mode = Literal["permissive", "restrictive", "authorization"]
 class Amnesty(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     start: float  # epoch seconds
     end: float
+
+
+class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    url: str
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    authorization: str | None = None  # sent as the Authorization header (a bearer token...)
 
 
 class ModesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -63,6 +70,8 @@ class ModesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     events_topic: str = "s13eir/grace"
     # A CSV file "imsi,msisdn" (the HLR/HSS export): the MSISDN goes into the events.
     msisdn_map: str | None = None
+    # Each grace event also POSTed here as JSON, at least once (s13eir.webhook).
+    webhook: WebhookConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
