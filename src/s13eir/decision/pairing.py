@@ -75,41 +75,19 @@ class Pairings:
     def pair(self, imei14: str, imsi: str, origin: Origin, t: float) -> None:
         """Pair ``imsi`` with ``imei14``; refused past ``max_imsis_per_imei``. Pairing again
         keeps the first origin and time."""
-        pairs = self._imsis.setdefault(imei14, {})
-        if imsi in pairs:
-            return
-        if len(pairs) >= self.config.max_imsis_per_imei:
-            if not pairs:
-                del self._imsis[imei14]
-            raise PairingError(f"{imei14} has {len(pairs)} IMSIs, the most it may")
-        pairs[imsi] = Pair(origin, t)
+        if not _join(self._imsis, imei14, imsi, Pair(origin, t), self.config.max_imsis_per_imei):
+            raise PairingError(f"{imei14} has {len(self._imsis[imei14])} IMSIs, the most it may")
 
     def unpair(self, imei14: str, imsi: str) -> bool:
-        pairs = self._imsis.get(imei14)
-        if pairs is None or imsi not in pairs:
-            return False
-        del pairs[imsi]
-        if not pairs:
-            del self._imsis[imei14]
-        return True
+        return _leave(self._imsis, imei14, imsi)
 
     def lock(self, imsi: str, imei14: str, origin: Origin, t: float) -> None:
         """Lock ``imsi`` to ``imei14`` (a fixed SIM); refused past ``max_imeis_per_imsi``."""
-        locks = self._locks.setdefault(imsi, {})
-        if imei14 in locks:
-            return
-        if len(locks) >= self.config.max_imeis_per_imsi:
-            raise PairingError(f"{imsi} is locked to {len(locks)} IMEIs, the most it may")
-        locks[imei14] = Pair(origin, t)
+        if not _join(self._locks, imsi, imei14, Pair(origin, t), self.config.max_imeis_per_imsi):
+            raise PairingError(f"{imsi} is locked to {len(self._locks[imsi])} IMEIs, the most it may")
 
     def unlock(self, imsi: str, imei14: str) -> bool:
-        locks = self._locks.get(imsi)
-        if locks is None or imei14 not in locks:
-            return False
-        del locks[imei14]
-        if not locks:
-            del self._locks[imsi]
-        return True
+        return _leave(self._locks, imsi, imei14)
 
     def concerns(self, imei14: str, imsi: str | None) -> bool:
         """Whether pairing has anything to say of this request (a pair of the IMEI, a lock
@@ -134,3 +112,24 @@ class Pairings:
         if pairs:
             return PairingResult.IMEI_PAIRED_ELSEWHERE
         return PairingResult.NOT_PAIRED if not locks else PairingResult.PAIRED
+
+
+def _join(table: dict[str, dict[str, Pair]], key: str, member: str, pair: Pair, limit: int) -> bool:
+    """``member`` under ``key`` (kept as it was if there already); False when full."""
+    members = table.get(key)
+    if members is not None and member in members:
+        return True
+    if members is not None and len(members) >= limit:
+        return False
+    table.setdefault(key, {})[member] = pair
+    return True
+
+
+def _leave(table: dict[str, dict[str, Pair]], key: str, member: str) -> bool:
+    members = table.get(key)
+    if members is None or member not in members:
+        return False
+    del members[member]
+    if not members:
+        del table[key]
+    return True
