@@ -78,11 +78,8 @@ class DetectionService:
         self.shared = (SharedDetection(redis, config.store.redis.prefix, detector, tac_info=tac_info)
                        if redis is not None else None)  # fmt: skip
         self.engine: DetectionEngine | None = None  # the rules on this loop (detection.worker: false)
-        if not config.detection.worker:
-            states = None
-            if redis is not None:
-                states = SharedDetection(redis, config.store.redis.prefix, detector)
-            self.engine = DetectionEngine(config.detection, self.rats, self.locations, states, tac_info)
+        if not config.detection.worker:  # the states go through the same SharedDetection as the cases
+            self.engine = DetectionEngine(config.detection, self.rats, self.locations, self.shared, tac_info)
         self.findings: dict[str, int] = {}
         self.counters = Reply(0, 0, None, 0, 0, 0, [])  # the engine's, as last reported
         self._past = [0, 0, 0, 0]  # observed, store_dropped, conflicts, unresolved of workers gone

@@ -52,7 +52,6 @@ def action_fields(action: dict[str, Any], by: str) -> dict[Any, Any]:
 
 
 T = TypeVar("T")
-_DELETE_IF_SAME = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 MAX_ROUNDS = 8  # compare-and-set rounds per batch; what still conflicts is counted, not retried forever
 _TTL_MARGIN_S = 86400.0
 
@@ -73,6 +72,7 @@ class SharedDetection:
         self.actions_key = actions_key(prefix)
         self.ttl_ms = str(int((detector.horizon + _TTL_MARGIN_S) * 1000))
         self._cas = redis.register_script(lua("detection_cas"))
+        self._delete_if_same = redis.register_script(lua("detection_delete_if_same"))
         self._cas_batch = None if isinstance(redis, RedisCluster) else redis.register_script(lua("detection_cas_batch"))
         self._tac_info = tac_info
         self.conflicts = 0  # IMEIs written again because another node changed them first
@@ -277,7 +277,7 @@ class SharedDetection:
                 if case.closed["at"] >= closed_before:
                     continue
                 # Only if unchanged since read: a finding that reopened it meanwhile keeps it.
-                if await r.eval(_DELETE_IF_SAME, 1, self.case_prefix + imei, raw) == 1:
+                if await self._delete_if_same(keys=[self.case_prefix + imei], args=[raw]) == 1:
                     await r.zrem(self.index_key, imei)
                     gone += 1
         return gone

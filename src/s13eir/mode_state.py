@@ -53,14 +53,18 @@ class ModeState:
         # locked IMSI can change a verdict.
         self._permissive = config.mode == "permissive" and not config.pairing.auto_pair
         self._range_verdicts = any(r.policy != "bypass" for r in config.imsi_ranges)
+        self._sv_rules_on = len(self.sv_rules) > 0
 
-    def judge(self, verdict: Verdict, imei14: str, imsi: str | None, sv: str | None = None) -> Verdict:
+    def judge(self, verdict: Verdict, imei14: str, imsi: str | None, sv: bytes | str | None = None) -> Verdict:
         """The lists' verdict under the configured mode; keeps what the core asks to keep.
-        ``sv``: the software version's two digits, when the request carried them."""
+        ``sv``: the software version's two digits, when the request carried them (the S13
+        fast path's bytes are decoded only when software-version rules exist)."""
         cfg = self.config
         if (self._permissive and not self.pairings.concerns(imei14, imsi) and not self._range_verdicts
-                and not self.sv_rules.has_tac(imei14[:8])):  # fmt: skip
+                and not (self._sv_rules_on and self.sv_rules.has_tac(imei14[:8]))):  # fmt: skip
             return verdict  # no pair, no lock: the permissive answer as it was, at dict speed
+        if isinstance(sv, bytes):
+            sv = sv.decode("ascii", "replace") if self._sv_rules_on else None
         now = self.clock()
         pairing = self.pairings.check(imei14, imsi, now) if cfg.pairing.enabled else None
         key = (imei14, imsi or "")

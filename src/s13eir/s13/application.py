@@ -99,7 +99,7 @@ class Modes(Protocol):
     """The operating modes (``s13eir.mode_state.ModeState``): the lists' verdict judged
     under the configured mode, the same for S13 and N5g-eir."""
 
-    def judge(self, verdict: Verdict, imei14: str, imsi: str | None, sv: str | None = None) -> Verdict: ...
+    def judge(self, verdict: Verdict, imei14: str, imsi: str | None, sv: bytes | str | None = None) -> Verdict: ...
 
 
 class MeIdentityCheck:
@@ -172,8 +172,7 @@ class MeIdentityCheck:
         else:
             verdict = self.policy.verdict(cast(Facts, facts), ecr.imsi, ecr.imei14)
         if self.modes is not None:
-            sv = ecr.software_version
-            verdict = self.modes.judge(verdict, ecr.imei14, ecr.imsi, sv.decode("ascii", "replace") if sv else None)
+            verdict = self.modes.judge(verdict, ecr.imei14, ecr.imsi, ecr.software_version)
         if verdict.status is _WHITELISTED:
             self.whitelisted_fast += 1
             if self.recorder is not None:

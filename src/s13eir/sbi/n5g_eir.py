@@ -254,7 +254,7 @@ class N5gEir:
             if media and media != "application/json":
                 return _problem(415, f"GET takes no content, and never {media}", client=client)
             return _problem(400, "GET /equipment-status takes no content", "INVALID_MSG_FORMAT", client=client)
-        return self._query(query, client)
+        return self._query(query, client, req.user_agent or "")
 
     def _no_resource(self, path: str, client: str) -> Answer:
         segments = path.split("/")
@@ -267,7 +267,7 @@ class N5gEir:
             return _problem(404, f"no resource {path}", "RESOURCE_URI_STRUCTURE_NOT_FOUND", client=client)
         return _problem(404, f"no resource {path}", client=client)
 
-    def _query(self, query: str, client: str) -> Answer | DeferredAnswer:
+    def _query(self, query: str, client: str, consumer: str = "") -> Answer | DeferredAnswer:
         params: dict[str, str | None] = {}  # None: the value is not UTF-8 once percent-decoded
         unknown: list[str] = []
         for pair in query.split("&"):
@@ -304,9 +304,10 @@ class N5gEir:
             ok = value is not None and (supported_features_ok(value) if name == "supported-features" else bool(value))
             if not ok:
                 return _param_error("OPTIONAL_QUERY_PARAM_INCORRECT", name, "not a valid value", client, pei)
-        return self._verdict(pei, params.get("supi"), params.get("gpsi"), client)
+        return self._verdict(pei, params.get("supi"), params.get("gpsi"), client, consumer)
 
-    def _verdict(self, pei: str, supi: str | None, gpsi: str | None, client: str) -> Answer | DeferredAnswer:
+    def _verdict(self, pei: str, supi: str | None, gpsi: str | None, client: str,
+                 consumer: str = "") -> Answer | DeferredAnswer:  # fmt: skip
         parsed = parse_pei(pei)
         imsi = supi_imsi(supi) if supi is not None else None
         verdict: Verdict | None
@@ -322,9 +323,9 @@ class N5gEir:
             if inspect.isawaitable(result):
                 # The store had to ask Redis: the server awaits it and then finishes the answer.
                 return DeferredAnswer(
-                    result, lambda v, d: self._finish_imei(v, d, pei, parsed, supi, imsi, gpsi, client)
+                    result, lambda v, d: self._finish_imei(v, d, pei, parsed, supi, imsi, gpsi, client, consumer)
                 )
-            return self._finish_imei(result, detail, pei, parsed, supi, imsi, gpsi, client)
+            return self._finish_imei(result, detail, pei, parsed, supi, imsi, gpsi, client, consumer)
         elif parsed.kind is PeiKind.MALFORMED_IMEI:
             malformed = self.policy.malformed(pei)  # what S13 answers a bad IMEI AVP
             if isinstance(malformed, Refusal):  # S13's 5004
@@ -334,26 +335,26 @@ class N5gEir:
             verdict, detail = self.policy.unlisted(), parsed.problem
         else:
             return _param_error("MANDATORY_QUERY_PARAM_INCORRECT", "pei", parsed.problem, client, pei)
-        return self._finish(verdict, detail, pei, parsed, supi, imsi, gpsi, client)
+        return self._finish(verdict, detail, pei, parsed, supi, imsi, gpsi, client, consumer)
 
     def _finish_imei(
         self, verdict: Verdict | None, detail: str, pei: str, parsed: Pei, supi: str | None, imsi: str | None,
-        gpsi: str | None, client: str,
+        gpsi: str | None, client: str, consumer: str = "",
     ) -> Answer:  # fmt: skip
         if verdict is None:
             out = SbiOutcome(500, "SYSTEM_FAILURE", None, pei, parsed.imei14, supi, imsi, gpsi, client,
                              detail or "no verdict available")  # fmt: skip
             return _problem(500, "the equipment lists cannot be consulted", "SYSTEM_FAILURE", outcome=out)
-        return self._finish(verdict, detail, pei, parsed, supi, imsi, gpsi, client)
+        return self._finish(verdict, detail, pei, parsed, supi, imsi, gpsi, client, consumer)
 
     def _finish(
         self, verdict: Verdict, detail: str, pei: str, parsed: Pei, supi: str | None, imsi: str | None,
-        gpsi: str | None, client: str,
+        gpsi: str | None, client: str, consumer: str = "",
     ) -> Answer:  # fmt: skip
         imsi_used = imsi if parsed.kind is PeiKind.IMEI else None
         if verdict.status is None:
             out = SbiOutcome(404, "ERROR_EQUIPMENT_UNKNOWN", verdict, pei, parsed.imei14, supi, imsi_used, gpsi,
-                             client, detail)  # fmt: skip
+                             client, detail, consumer)  # fmt: skip
             return _problem(404, "the PEI is on no list (restrictive mode)", "ERROR_EQUIPMENT_UNKNOWN", outcome=out)
-        out = SbiOutcome(200, "", verdict, pei, parsed.imei14, supi, imsi_used, gpsi, client, detail)
+        out = SbiOutcome(200, "", verdict, pei, parsed.imei14, supi, imsi_used, gpsi, client, detail, consumer)
         return Answer(200, _JSON_HEADERS, _STATUS_BODY[verdict.status], out)

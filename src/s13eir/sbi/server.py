@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import re
 import ssl
 import time
@@ -279,12 +278,9 @@ class _H2Protocol(asyncio.Protocol):
 
     def _complete(self, stream_id: int, req: Request, answer: Answer) -> None:
         self._send(stream_id, answer, head=req.method == "HEAD")
-        outcome = answer.outcome
-        if req.user_agent:  # who asked, for detection's sightings (the AMF)
-            outcome = dataclasses.replace(outcome, consumer=req.user_agent)
-        self.s.metrics.count_answer(outcome)
+        self.s.metrics.count_answer(answer.outcome)
         try:
-            self.s.on_outcome(outcome)
+            self.s.on_outcome(answer.outcome)
         except Exception as exc:
             self.s.log.error("sbi_on_outcome_failed", error=repr(exc))
 
